@@ -1,0 +1,76 @@
+# kprobes.fleet — every entry point bootstraps what it needs on a fresh Debian/Ubuntu machine.
+#   make demo       lab up + deploy probes + cause failures + per-host summary
+#   make test       lint + sanity + unit tests + molecule on real kernels in QEMU
+#   make lab        boot the lab fleet (LAB=bullseye,bookworm,trixie), inventory in .lab/inventory.yml
+#   make lab-down   stop every lab VM;  make lab-status  list them
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+export PATH := $(BIN):$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+LAB ?=
+export LAB
+SYS_CMDS := qemu-system-x86_64 qemu-img debootstrap mkfs.ext4 ssh ssh-keygen rsync git
+SYS_PKGS := qemu-system-x86 qemu-utils debootstrap e2fsprogs openssh-client rsync git python3-venv
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: help deps sys-deps venv lab lab-down lab-status demo deploy test lint sanity unit compile molecule clean
+
+help:
+	@sed -n 's/^#   //p' Makefile
+
+sys-deps:
+	@missing=""; for c in $(SYS_CMDS); do command -v $$c >/dev/null || missing="$$missing $$c"; done; \
+	$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing system packages (missing:$$missing)"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(SYS_PKGS) >/dev/null; \
+	fi
+
+$(VENV)/.installed: requirements.txt
+	@[ -x $(VENV)/bin/python ] || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements.txt
+	@touch $@
+
+venv: $(VENV)/.installed
+deps: sys-deps venv
+
+lab: deps
+	$(PYTHON) lab/lab.py up
+
+lab-down:
+	$(PYTHON) lab/lab.py down
+
+lab-status:
+	@$(PYTHON) lab/lab.py status
+
+deploy: lab
+	$(BIN)/ansible-playbook -i .lab/inventory.yml deploy-probes.yml
+
+demo: lab
+	$(BIN)/ansible-playbook -i .lab/inventory.yml playbooks/demo.yml
+	@echo; echo "The lab is still running: 'make lab-status' lists it, 'make lab-down' stops it."
+
+lint: venv
+	$(BIN)/ansible-lint --profile production
+
+sanity: venv
+	.ci/sanity
+
+unit: venv
+	$(BIN)/pytest -q -m "not compile"
+
+compile: venv
+	$(BIN)/pytest -q -m compile
+
+molecule: deps
+	$(BIN)/molecule test
+
+test: deps lint sanity unit molecule
+	@echo "make test: all passed"
+
+clean: lab-down
+	rm -rf .lab tests/output

@@ -1,0 +1,460 @@
+#!/usr/bin/env python3
+"""kprobes.fleet lab: a small fleet of real Debian kernels in QEMU (TCG) VMs.
+
+    lab.py image RELEASE...        build (or reuse) cached images
+    lab.py up [--releases a,b,c]   boot the fleet, wait for SSH, write the inventory
+    lab.py down                    stop every VM this lab directory started
+    lab.py status                  list them
+
+Images live in the cache (``$KPROBES_FLEET_LAB_CACHE`` or ~/.cache/kprobes-fleet/lab)
+and are rebuilt only when ``recipe.py`` changes; every VM boots from its own
+qcow2 overlay, so the base image is never written. Standard library only.
+"""
+
+import argparse
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import recipe  # noqa: E402
+
+CACHE = os.path.expanduser(os.environ.get("KPROBES_FLEET_LAB_CACHE", "~/.cache/kprobes-fleet/lab"))
+QEMU = os.environ.get("LAB_QEMU", "qemu-system-x86_64")
+
+
+class LabError(Exception):
+    pass
+
+
+def log(msg):
+    print("lab: %s" % msg, file=sys.stderr, flush=True)
+
+
+def run(argv, **kw):
+    kw.setdefault("check", True)
+    return subprocess.run(argv, **kw)
+
+
+# --------------------------------------------------------------------------- ssh key
+
+def ssh_key():
+    """The lab's SSH key pair (created once, baked into every image)."""
+    keydir = os.path.join(CACHE, "ssh")
+    key = os.path.join(keydir, "id_ed25519")
+    if not os.path.exists(key):
+        os.makedirs(keydir, mode=0o700, exist_ok=True)
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "kprobes-fleet-lab", "-f", key])
+    return key
+
+
+# --------------------------------------------------------------------------- images
+
+def recipe_hash(release):
+    h = hashlib.sha256()
+    with open(os.path.join(HERE, "recipe.py"), "rb") as f:
+        h.update(f.read())
+    with open(ssh_key() + ".pub", "rb") as f:
+        h.update(f.read())
+    h.update(release.encode())
+    return h.hexdigest()[:16]
+
+
+def image_dir(release):
+    return os.path.join(CACHE, "images", "%s-%s" % (release, recipe_hash(release)))
+
+
+def build_image(release):
+    """Return the directory of a ready image for release, building it if needed."""
+    if release not in recipe.KERNELS:
+        raise LabError("unknown release %r (known: %s)" % (release, ", ".join(recipe.KERNELS)))
+    final = image_dir(release)
+    if os.path.exists(os.path.join(final, "meta.json")):
+        return final
+    os.makedirs(os.path.join(CACHE, "images"), exist_ok=True)
+    with open(os.path.join(CACHE, "images", ".%s.lock" % release), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another 'make lab' may be building it right now
+        if os.path.exists(os.path.join(final, "meta.json")):
+            return final
+        if os.geteuid() != 0:
+            raise LabError("building a lab image needs root (debootstrap, chroot); run as root or with sudo")
+        work = final + ".build"
+        shutil.rmtree(work, ignore_errors=True)
+        os.makedirs(work)
+        try:
+            _build_into(release, work)
+        except BaseException:
+            unmount_under(work)  # an interrupted debootstrap can leave proc/sys/dev mounted
+            shutil.rmtree(work, ignore_errors=True)
+            raise
+        # Drop images of older recipes for this release, then publish atomically.
+        for old in os.listdir(os.path.join(CACHE, "images")):
+            if old.startswith(release + "-") and old != os.path.basename(work):
+                shutil.rmtree(os.path.join(CACHE, "images", old), ignore_errors=True)
+        os.rename(work, final)
+    return final
+
+
+def unmount_under(path):
+    with open("/proc/mounts") as f:
+        points = [line.split()[1] for line in f]
+    for point in sorted((p for p in points if p.startswith(path + "/")), reverse=True):
+        subprocess.run(["umount", "-l", point], check=False)
+
+
+def _build_into(release, work):
+    t0 = time.time()
+    root = os.path.join(work, "rootfs")
+    log("%s: debootstrap (minbase, %s kernel) ..." % (release, recipe.KERNELS[release]))
+    with open(os.path.join(work, "debootstrap.log"), "w") as out:
+        res = subprocess.run(
+            ["debootstrap", "--variant=minbase", "--include=" + ",".join(recipe.packages(release)),
+             release, root],
+            stdout=out, stderr=subprocess.STDOUT)
+    if res.returncode != 0:
+        with open(os.path.join(work, "debootstrap.log")) as f:
+            tail = f.read().splitlines()[-25:]
+        raise LabError("debootstrap %s failed (rc=%d):\n%s" % (release, res.returncode, "\n".join(tail)))
+    for rel, content in recipe.guest_files(release).items():
+        path = os.path.join(root, rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            f.write(content)
+    sshdir = os.path.join(root, "root", ".ssh")
+    os.makedirs(sshdir, mode=0o700, exist_ok=True)
+    shutil.copy(ssh_key() + ".pub", os.path.join(sshdir, "authorized_keys"))
+    os.chmod(os.path.join(sshdir, "authorized_keys"), 0o600)
+    for argv in recipe.CHROOT_COMMANDS:
+        run(["chroot", root] + argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    boot = os.path.join(root, "boot")
+    kernels = sorted(n for n in os.listdir(boot) if n.startswith("vmlinuz-"))
+    if not kernels:
+        raise LabError("%s: no kernel in %s" % (release, boot))
+    kver = kernels[-1][len("vmlinuz-"):]
+    shutil.copy(os.path.join(boot, "vmlinuz-" + kver), os.path.join(work, "vmlinuz"))
+    shutil.copy(os.path.join(boot, "initrd.img-" + kver), os.path.join(work, "initrd.img"))
+    with open(os.path.join(root, "etc/ssh/ssh_host_ed25519_key.pub")) as f:
+        hostkey = " ".join(f.read().split()[:2])
+    run(["mkfs.ext4", "-q", "-F", "-d", root, "-L", "root", os.path.join(work, "root.img"), recipe.IMAGE_SIZE])
+    shutil.rmtree(root)
+    meta = {"release": release, "kernel": kver, "hostkey": hostkey,
+            "recipe": recipe_hash(release), "build_s": round(time.time() - t0, 1)}
+    with open(os.path.join(work, "meta.json"), "w") as f:
+        json.dump(meta, f, indent=1)
+    log("%s: image ready (kernel %s) in %.0f s" % (release, kver, time.time() - t0))
+
+
+# --------------------------------------------------------------------------- VMs
+
+class Lab:
+    def __init__(self, labdir):
+        self.dir = os.path.abspath(labdir)
+        self.vms = os.path.join(self.dir, "vms")
+
+    # -- bookkeeping
+    def names(self):
+        if not os.path.isdir(self.vms):
+            return []
+        return sorted(os.listdir(self.vms))
+
+    def vmdir(self, name):
+        return os.path.join(self.vms, name)
+
+    def meta(self, name):
+        try:
+            with open(os.path.join(self.vmdir(name), "vm.json")) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return None
+
+    def pid(self, name):
+        """pid of the VM's qemu if it is running (and really is that qemu), else None."""
+        try:
+            with open(os.path.join(self.vmdir(name), "qemu.pid")) as f:
+                pid = int(f.read().strip())
+            with open("/proc/%d/cmdline" % pid, "rb") as f:
+                cmd = f.read()
+        except (OSError, ValueError):
+            return None
+        return pid if self.vmdir(name).encode() in cmd else None
+
+    def strays(self):
+        """qemu processes started from this lab directory, whatever their pid files say."""
+        found = []
+        for p in os.listdir("/proc"):
+            if not p.isdigit():
+                continue
+            try:
+                with open("/proc/%s/cmdline" % p, "rb") as f:
+                    cmd = f.read().split(b"\0")
+            except OSError:
+                continue
+            if cmd and b"qemu-system" in cmd[0] and any(a.startswith(self.vms.encode() + b"/") for a in cmd):
+                found.append(int(p))
+        return found
+
+    def ssh_argv(self, name, *cmd):
+        m = self.meta(name)
+        return ["ssh", "-F", "/dev/null", "-i", ssh_key(), "-p", str(m["port"]),
+                "-o", "BatchMode=yes", "-o", "ConnectTimeout=5",
+                "-o", "UserKnownHostsFile=" + os.path.join(self.dir, "known_hosts"),
+                "-o", "StrictHostKeyChecking=yes", "-o", "LogLevel=ERROR",
+                "root@127.0.0.1"] + list(cmd)
+
+    # -- lifecycle
+    def wanted(self, releases):
+        count, out = {}, []
+        for r in releases:
+            count[r] = count.get(r, 0) + 1
+            out.append(("%s-%d" % (r, count[r]), r))
+        return out
+
+    def up(self, releases, memory, smp, timeout):
+        wanted = self.wanted(releases)
+        images = {r: build_image(r) for r in dict.fromkeys(releases)}
+        os.makedirs(self.vms, exist_ok=True)
+        for name in self.names():
+            if name not in dict(wanted):
+                log("%s: not in this fleet, stopping it" % name)
+                self.stop(name)
+        if smp is None:
+            smp = 2 if len(wanted) == 1 else 1
+        booting = []
+        for name, release in wanted:
+            if self.pid(name) and self.meta(name) and self.meta(name).get("ready"):
+                log("%s: already up (port %d)" % (name, self.meta(name)["port"]))
+                continue
+            self.stop(name)
+            self.boot(name, release, images[release], memory, smp)
+            booting.append(name)
+        self.write_known_hosts()
+        errors = {}
+        threads = [threading.Thread(target=self._wait, args=(n, timeout, errors)) for n in booting]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            for name in errors:
+                self.stop(name)
+            raise LabError("\n\n".join(errors.values()))
+        self.write_inventory()
+        return [self.meta(n) for n, _ in wanted]
+
+    def boot(self, name, release, image, memory, smp):
+        d = self.vmdir(name)
+        os.makedirs(d)
+        with open(os.path.join(image, "meta.json")) as f:
+            img = json.load(f)
+        overlay = os.path.join(d, "overlay.qcow2")
+        run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw",
+             "-b", os.path.join(image, "root.img"), overlay])
+        port = free_port()
+        meta = {"name": name, "release": release, "port": port, "host": "127.0.0.1",
+                "hostkey": img["hostkey"], "image": image, "kernel": img["kernel"], "ready": False}
+        self.save(name, meta)
+        argv = [QEMU, "-name", "kfleet-" + name, "-accel", "tcg,thread=multi",
+                "-smp", str(smp), "-m", str(memory),
+                "-kernel", os.path.join(image, "vmlinuz"), "-initrd", os.path.join(image, "initrd.img"),
+                "-append", recipe.KERNEL_CMDLINE + " " + os.environ.get("LAB_KERNEL_ARGS", ""),
+                "-drive", "file=%s,if=virtio,format=qcow2" % overlay,
+                "-netdev", "user,id=n0,hostfwd=tcp:127.0.0.1:%d-:22" % port,
+                "-device", "virtio-net-pci,netdev=n0", "-device", "virtio-rng-pci",
+                "-display", "none", "-monitor", "none", "-no-reboot",
+                "-serial", "file:" + os.path.join(d, "console.log"),
+                "-daemonize", "-pidfile", os.path.join(d, "qemu.pid")]
+        log("%s: booting %s (port %d)" % (name, img["kernel"], port))
+        res = subprocess.run(argv, capture_output=True, text=True)
+        if res.returncode != 0:
+            raise LabError("%s: qemu failed to start: %s" % (name, res.stderr.strip()))
+
+    def _wait(self, name, timeout, errors):
+        t0 = time.time()
+        console = os.path.join(self.vmdir(name), "console.log")
+        while True:
+            if not self.pid(name):
+                errors[name] = "%s: qemu exited during boot. Last console lines:\n%s" % (name, tail(console))
+                return
+            if "Kernel panic" in tail(console, 60):
+                errors[name] = "%s: kernel panic during boot. Last console lines:\n%s" % (name, tail(console))
+                return
+            if time.time() - t0 > timeout:
+                errors[name] = "%s: no SSH after %d s. Last console lines:\n%s" % (name, timeout, tail(console))
+                return
+            res = subprocess.run(self.ssh_argv(name, "uname", "-r"), capture_output=True, text=True)
+            if res.returncode == 0:
+                meta = self.meta(name)
+                meta.update(ready=True, uname_r=res.stdout.strip(), boot_s=round(time.time() - t0, 1))
+                self.save(name, meta)
+                log("%s: up, uname -r = %s (%.0f s)" % (name, meta["uname_r"], meta["boot_s"]))
+                return
+            time.sleep(3)
+
+    def stop(self, name):
+        pid = self.pid(name)
+        if pid:
+            kill_wait(pid)
+        shutil.rmtree(self.vmdir(name), ignore_errors=True)
+
+    def down(self):
+        for name in self.names():
+            log("%s: stopping" % name)
+            self.stop(name)
+        for pid in self.strays():
+            log("stray qemu %d: stopping" % pid)
+            kill_wait(pid)
+        for f in ("inventory.yml", "known_hosts", "ssh_config"):
+            try:
+                os.unlink(os.path.join(self.dir, f))
+            except FileNotFoundError:
+                pass
+
+    def save(self, name, meta):
+        tmp = os.path.join(self.vmdir(name), "vm.json.tmp")
+        with open(tmp, "w") as f:
+            json.dump(meta, f, indent=1)
+        os.replace(tmp, os.path.join(self.vmdir(name), "vm.json"))
+
+    # -- outputs
+    def write_known_hosts(self):
+        lines = ["[127.0.0.1]:%d %s\n" % (m["port"], m["hostkey"])
+                 for m in map(self.meta, self.names()) if m]
+        with open(os.path.join(self.dir, "known_hosts"), "w") as f:
+            f.writelines(lines)
+
+    def write_inventory(self):
+        groups = {}
+        for name in self.names():
+            m = self.meta(name)
+            if m and m.get("ready"):
+                groups.setdefault(m["release"], []).append(m)
+        common = "-o UserKnownHostsFile=%s -o StrictHostKeyChecking=yes" % os.path.join(self.dir, "known_hosts")
+        out = ["# Written by 'make lab' (lab/lab.py); rewritten on every run.",
+               "all:", "  vars:", "    ansible_user: root",
+               "    ansible_ssh_private_key_file: %s" % ssh_key(),
+               "    ansible_ssh_common_args: %s" % json.dumps(common),
+               "    ansible_python_interpreter: /usr/bin/python3",
+               "  children:", "    lab:", "      children:"]
+        for release in sorted(groups):
+            out += ["        %s:" % release, "          hosts:"]
+            for m in groups[release]:
+                out.append("            %s: {ansible_host: 127.0.0.1, ansible_port: %d}" % (m["name"], m["port"]))
+        with open(os.path.join(self.dir, "inventory.yml"), "w") as f:
+            f.write("\n".join(out) + "\n")
+        ssh = []
+        for name in self.names():
+            m = self.meta(name)
+            if m:
+                ssh += ["Host %s" % name, "  HostName 127.0.0.1", "  Port %d" % m["port"], "  User root",
+                        "  IdentityFile %s" % ssh_key(),
+                        "  UserKnownHostsFile %s" % os.path.join(self.dir, "known_hosts"), ""]
+        with open(os.path.join(self.dir, "ssh_config"), "w") as f:
+            f.write("\n".join(ssh))
+
+    def status(self):
+        rows = []
+        for name in self.names():
+            m = self.meta(name) or {}
+            rows.append({"name": name, "release": m.get("release"), "port": m.get("port"),
+                         "pid": self.pid(name), "kernel": m.get("uname_r") or m.get("kernel"),
+                         "ready": bool(m.get("ready"))})
+        return rows
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def kill_wait(pid, grace=10):
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        for _ in range(grace * 10):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
+
+
+def tail(path, n=40):
+    try:
+        with open(path, errors="replace") as f:
+            return "\n".join(f.read().splitlines()[-n:])
+    except OSError:
+        return "(no console log)"
+
+
+def releases_arg(value):
+    rels = [r.strip() for r in (value or "").split(",") if r.strip()]
+    return rels or list(recipe.DEFAULT_FLEET)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dir", default=os.environ.get("LAB_DIR", ".lab"), help="lab state directory")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    pi = sub.add_parser("image")
+    pi.add_argument("releases", nargs="*")
+    pu = sub.add_parser("up")
+    pu.add_argument("--releases", default=os.environ.get("LAB", ""))
+    pu.add_argument("--memory", type=int, default=int(os.environ.get("LAB_MEMORY", "2048")))
+    pu.add_argument("--smp", type=int, default=int(os.environ["LAB_SMP"]) if os.environ.get("LAB_SMP") else None)
+    pu.add_argument("--timeout", type=int, default=int(os.environ.get("LAB_BOOT_TIMEOUT", "600")))
+    pu.add_argument("--json", action="store_true", help="print the VMs as JSON on stdout")
+    sub.add_parser("down")
+    sub.add_parser("status")
+    args = p.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run cleanups on 'kill'
+    lab = Lab(args.dir)
+    try:
+        if args.cmd == "image":
+            for r in releases_arg(",".join(args.releases)):
+                print(build_image(r))
+        elif args.cmd == "up":
+            t0 = time.time()
+            vms = lab.up(releases_arg(args.releases), args.memory, args.smp, args.timeout)
+            if args.json:
+                instances = [{"instance": m["name"], "address": "127.0.0.1", "user": "root",
+                              "port": m["port"], "identity_file": ssh_key()} for m in vms]
+                print(json.dumps({"vms": vms, "instances": instances, "ssh_key": ssh_key(),
+                                  "known_hosts": os.path.join(lab.dir, "known_hosts")}))
+            else:
+                for m in vms:
+                    print("%-12s 127.0.0.1:%-5d %s" % (m["name"], m["port"], m["uname_r"]))
+                print("inventory: %s  (%.0f s)" % (os.path.join(lab.dir, "inventory.yml"), time.time() - t0))
+        elif args.cmd == "down":
+            lab.down()
+        elif args.cmd == "status":
+            rows = lab.status()
+            if not rows:
+                print("no lab VMs in %s" % lab.dir)
+            for r in rows:
+                state = "up" if r["pid"] and r["ready"] else ("booting" if r["pid"] else "down")
+                print("%-12s %-8s port %-5s pid %-7s %s" % (r["name"], state, r["port"], r["pid"] or "-", r["kernel"]))
+    except LabError as e:
+        log("ERROR: %s" % e)
+        return 1
+    except subprocess.CalledProcessError as e:
+        log("ERROR: command failed (rc=%d): %s" % (e.returncode, " ".join(map(str, e.cmd))))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,327 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, kprobes.fleet developers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Reading /dev/kmsg and turning kprobes.fleet log lines into events.
+
+Standard library only: this file runs on the managed hosts.
+
+A /dev/kmsg record is ``"<prio>,<seq>,<ts_usec>,<flags>[,more...];<text>\\n"`` optionally
+followed by continuation lines that start with a space (``" SUBSYSTEM=..."``).  Every
+``read()`` of the device returns exactly one record; ``EAGAIN`` means "caught up" and
+``EPIPE`` means records were overwritten before we read them (the reader jumps to the
+oldest record still in the ring, so the loss shows up as a gap in the sequence numbers).
+
+The collector keeps a cursor ``{boot_id, next_seq}`` per kernel module, in the same spirit
+as journald's kernel sequence number file (docs/architecture.md, "Host paths").
+"""
+
+from __future__ import (absolute_import, division, print_function)
+__metaclass__ = type
+
+import errno
+import json
+import os
+import re
+import tempfile
+
+KMSG_PATH = '/dev/kmsg'
+BOOT_ID_PATH = '/proc/sys/kernel/random/boot_id'
+
+# One read() returns one record; kernels up to 6.x need at most 8 KiB (+1).
+READ_SIZE = 16 * 1024
+# EPIPE ("you were overtaken") in a row before giving up; the kernel repositions the reader
+# on the oldest record, so more than a handful means something else is wrong.
+MAX_OVERRUNS = 1000
+
+# Kernel-internal errno values (include/linux/errno.h) that userspace's errno table lacks
+# but that a kretprobe can observe as a return value.
+KERNEL_ERRNOS = {
+    512: 'ERESTARTSYS',
+    513: 'ERESTARTNOINTR',
+    514: 'ERESTARTNOHAND',
+    515: 'ENOIOCTLCMD',
+    516: 'ERESTART_RESTARTBLOCK',
+    517: 'EPROBE_DEFER',
+    518: 'EOPENSTALE',
+    519: 'ENOPARAM',
+    521: 'EBADHANDLE',
+    522: 'ENOTSYNC',
+    523: 'EBADCOOKIE',
+    524: 'ENOTSUPP',
+    525: 'ETOOSMALL',
+    526: 'ESERVERFAULT',
+    527: 'EBADTYPE',
+    528: 'EJUKEBOX',
+    529: 'EIOCBQUEUED',
+    530: 'ERECALLCONFLICT',
+    531: 'ENOGRACE',
+}
+
+_ESCAPE_RE = re.compile(br'\\x([0-9a-fA-F]{2})')
+_EVENT_RE_CACHE = {}
+
+
+def _unescape(text):
+    """Decode the kernel's ``\\xNN`` escapes (non-printables, bytes >= 0x7f and ``\\``)."""
+    if '\\x' not in text:
+        return text
+    raw = text.encode('utf-8', 'surrogateescape')
+    raw = _ESCAPE_RE.sub(lambda m: bytes(bytearray([int(m.group(1), 16)])), raw)
+    return raw.decode('utf-8', 'replace')
+
+
+def parse_record(raw):
+    """Parse one /dev/kmsg record.
+
+    Returns ``dict(prio, seq, ts_usec, flags, text)`` or None when ``raw`` is not a record.
+    Continuation lines (starting with a space) and unknown header fields (``caller=T123``)
+    are ignored; ``\\xNN`` escapes in the text are decoded.
+    """
+    if isinstance(raw, bytes):
+        raw = raw.decode('utf-8', 'surrogateescape')
+    first = raw.split('\n', 1)[0]
+    header, sep, text = first.partition(';')
+    if not sep:
+        return None
+    fields = header.split(',')
+    if len(fields) < 4:
+        return None
+    try:
+        prio = int(fields[0])
+        seq = int(fields[1])
+        ts_usec = int(fields[2])
+    except ValueError:
+        return None
+    if prio < 0 or seq < 0 or ts_usec < 0:
+        return None
+    return {
+        'prio': prio,
+        'seq': seq,
+        'ts_usec': ts_usec,
+        'flags': fields[3],
+        'text': _unescape(text),
+    }
+
+
+def _event_re(module):
+    rx = _EVENT_RE_CACHE.get(module)
+    if rx is None:
+        rx = re.compile(
+            r'^' + re.escape(module) + r': probe=([a-z][a-z0-9_]*) func=(\S+)'
+            r' ret=(-?[0-9]+) pid=([0-9]+) comm=(.*)$',
+            re.DOTALL,
+        )
+        _EVENT_RE_CACHE[module] = rx
+    return rx
+
+
+def parse_event(module, text):
+    """Parse ``<mod>: probe=<name> func=<symbol> ret=<n> pid=<pid> comm=<comm>``.
+
+    Returns ``dict(probe, function, ret, pid, comm)`` or None for any other line
+    (other modules, this module's ``loaded ...`` line, errors).  ``comm`` is everything after
+    ``comm=``, so it may contain spaces and ``=``.
+    """
+    if not text:
+        return None
+    m = _event_re(module).match(text)
+    if m is None:
+        return None
+    return {
+        'probe': m.group(1),
+        'function': m.group(2),
+        'ret': int(m.group(3)),
+        'pid': int(m.group(4)),
+        'comm': m.group(5),
+    }
+
+
+def errno_name(ret):
+    """``-28`` -> ``'ENOSPC'``; None for ``ret >= 0`` or an unknown value."""
+    if ret is None or ret >= 0:
+        return None
+    return errno.errorcode.get(-ret) or KERNEL_ERRNOS.get(-ret)
+
+
+def _split_records(data):
+    """Split decoded text into records (a record = a line plus its ' '-continuations)."""
+    records = []
+    current = None
+    for line in data.split('\n'):
+        if line.startswith(' ') and current is not None:
+            current.append(line)
+            continue
+        if current is not None:
+            records.append('\n'.join(current))
+        current = [line] if line else None
+    if current is not None:
+        records.append('\n'.join(current))
+    return records
+
+
+def read_records(fd_or_path=KMSG_PATH, read=os.read, bufsize=READ_SIZE):
+    """Yield parsed records from /dev/kmsg (or from an fd already open on it).
+
+    A path is opened ``O_RDONLY|O_NONBLOCK`` and closed at the end; a file descriptor is left
+    open.  Stops at ``EAGAIN`` (caught up) or end of file.  On ``EPIPE`` (records were
+    overwritten while reading) it carries on: the kernel moved the position to the oldest
+    record and the gap shows in the sequence numbers.  A regular file holding a dump of
+    records (``cat /dev/kmsg > f``) is read as well, which is what the unit tests use.
+    """
+    own = not isinstance(fd_or_path, int)
+    fd = os.open(fd_or_path, os.O_RDONLY | os.O_NONBLOCK) if own else fd_or_path
+    pending = b''
+    overruns = 0
+    try:
+        while True:
+            try:
+                chunk = read(fd, bufsize)
+            except OSError as e:
+                if e.errno == errno.EAGAIN:
+                    break
+                if e.errno == errno.EPIPE and overruns < MAX_OVERRUNS:
+                    overruns += 1
+                    continue
+                raise
+            overruns = 0
+            if not chunk:
+                break
+            data = pending + chunk
+            cut = data.rfind(b'\n')
+            if cut < 0:
+                pending = data
+                continue
+            pending = data[cut + 1:]
+            for raw in _split_records(data[:cut + 1].decode('utf-8', 'surrogateescape')):
+                rec = parse_record(raw)
+                if rec is not None:
+                    yield rec
+        if pending:
+            rec = parse_record(pending.decode('utf-8', 'surrogateescape'))
+            if rec is not None:
+                yield rec
+    finally:
+        if own:
+            os.close(fd)
+
+
+def last_seq(path=KMSG_PATH):
+    """Sequence number of the newest record in the ring (None if the ring is empty)."""
+    seq = None
+    for rec in read_records(path):
+        seq = rec['seq']
+    return seq
+
+
+def read_boot_id(path=BOOT_ID_PATH):
+    with open(path) as f:
+        return f.read().strip()
+
+
+def collect(records, module, cursor, boot_id):
+    """Pick this module's events out of ``records``, resuming after ``cursor``.
+
+    ``cursor`` is ``{'boot_id': ..., 'next_seq': ...}`` or None.  A cursor from another boot
+    means ``next_seq = 0`` (seq restarts every boot).  Records with ``seq < next_seq`` were
+    seen before and are skipped.  ``lost`` totals the sequence gaps: between ``next_seq`` and
+    the first record read (only when there is a cursor) and between consecutive records
+    (overwritten while reading, ``EPIPE``).
+
+    Returns ``(events, lost, new_cursor)``; every event carries ``seq``, ``ts_usec``, ``ts``
+    (seconds since boot) and ``errno``.
+    """
+    next_seq = None
+    if cursor:
+        if cursor.get('boot_id') == boot_id:
+            next_seq = int(cursor.get('next_seq') or 0)
+        else:
+            next_seq = 0
+    expected = next_seq
+    lost = 0
+    events = []
+    for rec in records:
+        seq = rec['seq']
+        if next_seq is not None and seq < next_seq:
+            continue
+        if expected is not None and seq > expected:
+            lost += seq - expected
+        if expected is None or seq >= expected:
+            expected = seq + 1
+        ev = parse_event(module, rec['text'])
+        if ev is None:
+            continue
+        ev['errno'] = errno_name(ev['ret'])
+        ev['seq'] = seq
+        ev['ts_usec'] = rec['ts_usec']
+        ev['ts'] = rec['ts_usec'] / 1000000.0
+        events.append(ev)
+    new_cursor = {'boot_id': boot_id, 'next_seq': expected if expected is not None else 0}
+    return events, lost, new_cursor
+
+
+def load_cursor(path):
+    """The saved cursor, or None when missing or unusable (then we start afresh)."""
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (IOError, OSError, ValueError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    boot_id = data.get('boot_id')
+    next_seq = data.get('next_seq')
+    if not isinstance(boot_id, str) or isinstance(next_seq, bool) or not isinstance(next_seq, int):
+        return None
+    if next_seq < 0:
+        return None
+    return {'boot_id': boot_id, 'next_seq': next_seq}
+
+
+def ensure_dir(path, mode=0o700):
+    """Create ``path`` and any missing parents with ``mode`` (existing ones are left alone)."""
+    path = os.path.abspath(path)
+    if os.path.isdir(path):
+        return
+    ensure_dir(os.path.dirname(path), mode)
+    try:
+        os.mkdir(path, mode)
+    except OSError as e:
+        if e.errno != errno.EEXIST or not os.path.isdir(path):
+            raise
+    os.chmod(path, mode)
+
+
+def atomic_write(path, data, mode=0o600):
+    """Write ``data`` (bytes) to ``path`` via a temp file in the same dir, fsync, rename."""
+    directory = os.path.dirname(os.path.abspath(path))
+    ensure_dir(directory)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix='.%s.' % os.path.basename(path))
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.rename(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    try:
+        dfd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dfd)
+    except OSError:
+        pass
+    finally:
+        os.close(dfd)
+
+
+def save_cursor(path, cursor):
+    """Persist ``{boot_id, next_seq}`` atomically (directory created 0700, file 0600)."""
+    data = {'boot_id': cursor['boot_id'], 'next_seq': int(cursor['next_seq'])}
+    atomic_write(path, (json.dumps(data, sort_keys=True) + '\n').encode('utf-8'))

@@ -1,0 +1,351 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, kprobes.fleet developers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Probe spec: validation, normalization, resolution and hashing.
+
+Pure functions, standard library only (runs on the controller and on Python 3.9
+targets). This is the template-injection boundary: every string that reaches the
+rendered C source passes one of the patterns below. See docs/architecture.md.
+"""
+
+from __future__ import (absolute_import, division, print_function)
+__metaclass__ = type
+
+import copy
+import hashlib
+import json
+import re
+
+NAME_PATTERN = r'^[a-z][a-z0-9_]{0,31}$'
+FUNCTION_PATTERN = r'^[A-Za-z_][A-Za-z0-9_]{0,127}$'
+MODULE_NAME_PATTERN = r'^[a-z][a-z0-9_]{0,55}$'
+
+# re.fullmatch with the anchors stripped: '$' alone would accept a trailing newline.
+_NAME_RE = re.compile(NAME_PATTERN[1:-1])
+_FUNCTION_RE = re.compile(FUNCTION_PATTERN[1:-1])
+_MODULE_NAME_RE = re.compile(MODULE_NAME_PATTERN[1:-1])
+
+RETURNS = ('long', 'int', 'errptr')
+REPORTS = ('negative', 'nonzero', 'any', 'errno')
+MAX_FUNCTIONS = 8
+
+# field: (default, minimum, maximum)
+_INT_FIELDS = {
+    'maxactive': (64, 1, 65536),
+    'log_burst': (100, 1, 100000),
+    'log_interval': (5, 1, 3600),
+}
+_INPUT_KEYS = frozenset(('name', 'function', 'functions', 'returns', 'report', 'errnos',
+                         'maxactive', 'log', 'log_burst', 'log_interval'))
+
+PRESETS = {
+    'open_failures': {
+        'function': ['do_filp_open'],
+        'returns': 'errptr',
+        'report': 'negative',
+        'maxactive': 256,
+    },
+    'disk_full': {
+        'function': ['vfs_write'],
+        'returns': 'long',
+        'report': {'errno': ['ENOSPC', 'EDQUOT']},
+        'maxactive': 1024,
+    },
+}
+DEFAULT_PRESETS = ('open_failures', 'disk_full')
+
+# Linux errno names -> numbers, asm-generic numbering (x86, arm64, riscv, s390; powerpc
+# differs only for EDEADLOCK). The rendered C uses the macro names, so the kernel's own
+# numbering always applies; these numbers serve the controller (naming a logged ret=-N).
+ERRNO = {
+    'EPERM': 1, 'ENOENT': 2, 'ESRCH': 3, 'EINTR': 4, 'EIO': 5, 'ENXIO': 6, 'E2BIG': 7,
+    'ENOEXEC': 8, 'EBADF': 9, 'ECHILD': 10, 'EAGAIN': 11, 'ENOMEM': 12, 'EACCES': 13,
+    'EFAULT': 14, 'ENOTBLK': 15, 'EBUSY': 16, 'EEXIST': 17, 'EXDEV': 18, 'ENODEV': 19,
+    'ENOTDIR': 20, 'EISDIR': 21, 'EINVAL': 22, 'ENFILE': 23, 'EMFILE': 24, 'ENOTTY': 25,
+    'ETXTBSY': 26, 'EFBIG': 27, 'ENOSPC': 28, 'ESPIPE': 29, 'EROFS': 30, 'EMLINK': 31,
+    'EPIPE': 32, 'EDOM': 33, 'ERANGE': 34, 'EDEADLK': 35, 'ENAMETOOLONG': 36, 'ENOLCK': 37,
+    'ENOSYS': 38, 'ENOTEMPTY': 39, 'ELOOP': 40, 'ENOMSG': 42, 'EIDRM': 43, 'ECHRNG': 44,
+    'EL2NSYNC': 45, 'EL3HLT': 46, 'EL3RST': 47, 'ELNRNG': 48, 'EUNATCH': 49, 'ENOCSI': 50,
+    'EL2HLT': 51, 'EBADE': 52, 'EBADR': 53, 'EXFULL': 54, 'ENOANO': 55, 'EBADRQC': 56,
+    'EBADSLT': 57, 'EBFONT': 59, 'ENOSTR': 60, 'ENODATA': 61, 'ETIME': 62, 'ENOSR': 63,
+    'ENONET': 64, 'ENOPKG': 65, 'EREMOTE': 66, 'ENOLINK': 67, 'EADV': 68, 'ESRMNT': 69,
+    'ECOMM': 70, 'EPROTO': 71, 'EMULTIHOP': 72, 'EDOTDOT': 73, 'EBADMSG': 74,
+    'EOVERFLOW': 75, 'ENOTUNIQ': 76, 'EBADFD': 77, 'EREMCHG': 78, 'ELIBACC': 79,
+    'ELIBBAD': 80, 'ELIBSCN': 81, 'ELIBMAX': 82, 'ELIBEXEC': 83, 'EILSEQ': 84,
+    'ERESTART': 85, 'ESTRPIPE': 86, 'EUSERS': 87, 'ENOTSOCK': 88, 'EDESTADDRREQ': 89,
+    'EMSGSIZE': 90, 'EPROTOTYPE': 91, 'ENOPROTOOPT': 92, 'EPROTONOSUPPORT': 93,
+    'ESOCKTNOSUPPORT': 94, 'EOPNOTSUPP': 95, 'EPFNOSUPPORT': 96, 'EAFNOSUPPORT': 97,
+    'EADDRINUSE': 98, 'EADDRNOTAVAIL': 99, 'ENETDOWN': 100, 'ENETUNREACH': 101,
+    'ENETRESET': 102, 'ECONNABORTED': 103, 'ECONNRESET': 104, 'ENOBUFS': 105,
+    'EISCONN': 106, 'ENOTCONN': 107, 'ESHUTDOWN': 108, 'ETOOMANYREFS': 109,
+    'ETIMEDOUT': 110, 'ECONNREFUSED': 111, 'EHOSTDOWN': 112, 'EHOSTUNREACH': 113,
+    'EALREADY': 114, 'EINPROGRESS': 115, 'ESTALE': 116, 'EUCLEAN': 117, 'ENOTNAM': 118,
+    'ENAVAIL': 119, 'EISNAM': 120, 'EREMOTEIO': 121, 'EDQUOT': 122, 'ENOMEDIUM': 123,
+    'EMEDIUMTYPE': 124, 'ECANCELED': 125, 'ENOKEY': 126, 'EKEYEXPIRED': 127,
+    'EKEYREVOKED': 128, 'EKEYREJECTED': 129, 'EOWNERDEAD': 130, 'ENOTRECOVERABLE': 131,
+    'ERFKILL': 132, 'EHWPOISON': 133,
+    # aliases (normalize() maps them to the canonical name, see ERRNO_ALIASES)
+    'EWOULDBLOCK': 11, 'EDEADLOCK': 35, 'ENOTSUP': 95,
+    # kernel-internal (include/linux/errno.h, never seen by user space but returned by
+    # kernel functions, e.g. vfs_write() -> -ERESTARTSYS on a signal)
+    'ERESTARTSYS': 512, 'ERESTARTNOINTR': 513, 'ERESTARTNOHAND': 514, 'ENOIOCTLCMD': 515,
+    'ERESTART_RESTARTBLOCK': 516, 'EPROBE_DEFER': 517, 'EOPENSTALE': 518,
+    'EBADHANDLE': 521, 'ENOTSYNC': 522, 'EBADCOOKIE': 523, 'ENOTSUPP': 524,
+    'ETOOSMALL': 525, 'ESERVERFAULT': 526, 'EBADTYPE': 527, 'EJUKEBOX': 528,
+    'EIOCBQUEUED': 529,
+}
+# ENOTSUP is a C library name only: the kernel has no such macro.
+ERRNO_ALIASES = {'EWOULDBLOCK': 'EAGAIN', 'EDEADLOCK': 'EDEADLK', 'ENOTSUP': 'EOPNOTSUPP'}
+# number -> canonical name, for turning a logged ret=-N into a name
+ERRNO_NAMES = dict((num, name) for name, num in ERRNO.items() if name not in ERRNO_ALIASES)
+
+
+class ProbeSpecError(ValueError):
+    """A probe spec (or module name) is invalid; the message names probe and field."""
+
+
+def _type_name(value):
+    return 'null' if value is None else type(value).__name__
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _str_list(value):
+    """A string becomes a one-element list; a list is copied; anything else is None."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    return None
+
+
+class _Probe:
+    """Error reporting context for one entry of the user's list."""
+
+    def __init__(self, index, raw):
+        name = raw.get('name') if isinstance(raw, dict) else None
+        if isinstance(name, str):
+            self.label = 'probe %r (#%d)' % (str(name), index)
+        else:
+            self.label = 'probe #%d' % index
+
+    def fail(self, field, msg):
+        if field is None:
+            raise ProbeSpecError('%s: %s' % (self.label, msg))
+        raise ProbeSpecError("%s: field '%s': %s" % (self.label, field, msg))
+
+
+def _check_name(ctx, value):
+    if not isinstance(value, str):
+        ctx.fail('name', 'must be a string, got %s' % _type_name(value))
+    if not _NAME_RE.fullmatch(value):
+        ctx.fail('name', 'must match %s (a C identifier in lower case)' % NAME_PATTERN)
+    return str(value)
+
+
+def _check_functions(ctx, value):
+    funcs = _str_list(value)
+    if funcs is None:
+        ctx.fail('function', 'must be a symbol name or a list of them, got %s'
+                 % _type_name(value))
+    if not 1 <= len(funcs) <= MAX_FUNCTIONS:
+        ctx.fail('function', 'must list 1 to %d candidate symbols, got %d'
+                 % (MAX_FUNCTIONS, len(funcs)))
+    result = []
+    for func in funcs:
+        if not isinstance(func, str):
+            ctx.fail('function', 'candidates must be strings, got %s' % _type_name(func))
+        if not _FUNCTION_RE.fullmatch(func):
+            hint = ''
+            if '.' in func:
+                hint = ('; compiler clones (.isra/.part/.cold/.constprop) cannot be '
+                        'probed, use the base name')
+            ctx.fail('function', '%r must match %s (a kernel symbol name)%s'
+                     % (func, FUNCTION_PATTERN, hint))
+        if func in result:
+            ctx.fail('function', 'candidate %r is listed twice' % func)
+        result.append(str(func))
+    return result
+
+
+def _check_errnos(ctx, field, value):
+    names = _str_list(value)
+    if names is None:
+        ctx.fail(field, 'the errno list must be a list of errno names, got %s'
+                 % _type_name(value))
+    if not names:
+        ctx.fail(field, 'the errno list must not be empty')
+    result = set()
+    for name in names:
+        if not isinstance(name, str) or name not in ERRNO:
+            ctx.fail(field, 'unknown errno name %r (use Linux names such as ENOSPC, EDQUOT)'
+                     % (name,))
+        result.add(ERRNO_ALIASES.get(name, str(name)))
+    return sorted(result)
+
+
+def _check_report(ctx, raw):
+    """Return (report, errnos) from the 'report' and 'errnos' input keys."""
+    value = raw.get('report', 'negative' if 'errnos' not in raw else 'errno')
+    if 'errnos' in raw:
+        if value == 'errno':
+            return 'errno', _check_errnos(ctx, 'errnos', raw['errnos'])
+        if not (isinstance(raw['errnos'], (list, tuple)) and not raw['errnos']):
+            ctx.fail('errnos', 'is only allowed with report: errno')
+    if isinstance(value, str):
+        if value in ('negative', 'nonzero', 'any'):
+            return str(value), []
+        if value == 'errno':
+            ctx.fail('report', "'errno' needs a list of errno names: "
+                     "report: {errno: [ENOSPC, ...]}")
+        if value in ERRNO:
+            ctx.fail('report', 'must be negative, nonzero, any, a list of errno names '
+                     'or {errno: [...]}; for one errno write [%s]' % value)
+        ctx.fail('report', 'must be negative, nonzero, any, a list of errno names '
+                 'or {errno: [...]}, got %r' % value)
+    if isinstance(value, dict):
+        if list(value) != ['errno']:
+            ctx.fail('report', 'a mapping must have exactly one key, errno, got %s'
+                     % ', '.join(sorted(str(k) for k in value)))
+        return 'errno', _check_errnos(ctx, 'report', value['errno'])
+    if isinstance(value, (list, tuple)):
+        return 'errno', _check_errnos(ctx, 'report', value)
+    ctx.fail('report', 'must be negative, nonzero, any, a list of errno names or '
+             '{errno: [...]}, got %s' % _type_name(value))
+
+
+def _check_int(ctx, raw, field):
+    default, low, high = _INT_FIELDS[field]
+    value = raw.get(field, default)
+    if not _is_int(value):
+        ctx.fail(field, 'must be an integer, got %s' % _type_name(value))
+    if not low <= value <= high:
+        ctx.fail(field, 'must be between %d and %d, got %d' % (low, high, value))
+    return int(value)
+
+
+def _expand(index, raw):
+    """A preset name becomes the preset's mapping; a mapping is returned as is."""
+    if isinstance(raw, str):
+        if raw not in PRESETS:
+            raise ProbeSpecError('probe #%d: %r is not a preset name (known: %s)'
+                                 % (index, raw, ', '.join(sorted(PRESETS))))
+        return preset(raw)
+    if not isinstance(raw, dict):
+        raise ProbeSpecError('probe #%d: must be a mapping or a preset name, got %s'
+                             % (index, _type_name(raw)))
+    return raw
+
+
+def _normalize_one(index, raw):
+    raw = _expand(index, raw)
+    ctx = _Probe(index, raw)
+    unknown = sorted(str(k) for k in raw if k not in _INPUT_KEYS)
+    if unknown:
+        ctx.fail(unknown[0], 'unknown key (allowed: %s)' % ', '.join(
+            sorted(_INPUT_KEYS - set(['functions', 'errnos']))))
+    if 'name' not in raw:
+        ctx.fail('name', 'is required')
+    name = _check_name(ctx, raw['name'])
+    if 'function' in raw and 'functions' in raw:
+        ctx.fail('function', "give either 'function' or 'functions', not both")
+    if 'function' not in raw and 'functions' not in raw:
+        ctx.fail('function', 'is required (a symbol name or a list of candidates)')
+    functions = _check_functions(ctx, raw.get('function', raw.get('functions')))
+    returns = raw.get('returns', 'long')
+    if not isinstance(returns, str) or returns not in RETURNS:
+        got = repr(returns) if isinstance(returns, str) else _type_name(returns)
+        ctx.fail('returns', 'must be one of %s, got %s' % (', '.join(RETURNS), got))
+    report, errnos = _check_report(ctx, raw)
+    log = raw.get('log', True)
+    if not isinstance(log, bool):
+        ctx.fail('log', 'must be a boolean, got %s' % _type_name(log))
+    return {
+        'name': name,
+        'functions': functions,
+        'returns': str(returns),
+        'report': report,
+        'errnos': errnos,
+        'maxactive': _check_int(ctx, raw, 'maxactive'),
+        'log': log,
+        'log_burst': _check_int(ctx, raw, 'log_burst'),
+        'log_interval': _check_int(ctx, raw, 'log_interval'),
+    }
+
+
+def preset(name):
+    """Return a fresh copy of preset ``name`` as a user-input mapping with its name."""
+    result = {'name': name}
+    result.update(copy.deepcopy(PRESETS[name]))
+    return result
+
+
+def normalize(probes):
+    """Validate the user's probe list and return the normalized spec (architecture.md).
+
+    ``None`` or an empty list means the default presets. Entries are mappings or preset
+    names. Normalizing a normalized spec returns it unchanged.
+    """
+    if probes is None or (isinstance(probes, (list, tuple)) and not probes):
+        probes = list(DEFAULT_PRESETS)
+    if not isinstance(probes, (list, tuple)):
+        raise ProbeSpecError('probes: must be a list of probes, got %s' % _type_name(probes))
+    result = []
+    seen = {}
+    for index, raw in enumerate(probes, 1):
+        probe = _normalize_one(index, raw)
+        if probe['name'] in seen:
+            _Probe(index, probe).fail('name', 'duplicate name, already used by probe #%d'
+                                      % seen[probe['name']])
+        seen[probe['name']] = index
+        result.append(probe)
+    return result
+
+
+def validate_module_name(name):
+    """Return ``name`` if it is a valid kernel module name, else raise ProbeSpecError."""
+    if not isinstance(name, str) or not _MODULE_NAME_RE.fullmatch(name):
+        raise ProbeSpecError('module_name: must match %s, got %r'
+                             % (MODULE_NAME_PATTERN, name))
+    return str(name)
+
+
+def resolve(normalized, functions):
+    """Add ``function`` (the symbol chosen on the host) to each normalized probe.
+
+    ``functions`` maps probe name -> symbol. The symbol must be one of the probe's
+    candidates (this keeps host-provided strings inside the validated set).
+    """
+    functions = functions or {}
+    result = []
+    for index, probe in enumerate(normalized, 1):
+        ctx = _Probe(index, probe)
+        symbol = functions.get(probe['name'])
+        if not symbol:
+            ctx.fail('function', 'none of the candidates is available on this host: %s'
+                     % ', '.join(probe['functions']))
+        if symbol not in probe['functions']:
+            ctx.fail('function', 'resolved symbol %r is not one of the candidates %s'
+                     % (symbol, ', '.join(probe['functions'])))
+        resolved = dict(probe)
+        resolved['function'] = str(symbol)
+        result.append(resolved)
+    return result
+
+
+def _digest(data):
+    text = json.dumps(data, sort_keys=True, separators=(',', ':'))
+    return hashlib.sha256(text.encode('utf-8')).hexdigest()[:16]
+
+
+def spec_hash(module, resolved_probes, template_sha):
+    """First 16 hex of sha256 over canonical JSON {module, probes, template}."""
+    return _digest({'module': module, 'probes': resolved_probes, 'template': template_sha})
+
+
+def build_key(arch, release, version, spec_hash):
+    """First 16 hex of sha256 over canonical JSON {arch, release, version, spec_hash}."""
+    return _digest({'arch': arch, 'release': release, 'version': version,
+                    'spec_hash': spec_hash})

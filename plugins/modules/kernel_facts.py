@@ -1,0 +1,480 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, kprobes.fleet developers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import (absolute_import, division, print_function)
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+---
+module: kernel_facts
+short_description: Gather the kernel facts kprobes.fleet needs to build and load probes
+description:
+  - Reports the running kernel (architecture, release, build version), the distribution,
+    whether kprobes and kretprobes are configured, module loading restrictions (lockdown,
+    signature enforcement, C(modules_disabled)), whether kernel headers are installed,
+    which candidate symbol each probe would attach to, and which kprobes.fleet module is loaded.
+  - A candidate symbol is usable when C(/proc/kallsyms) lists a text symbol (type C(t) or C(T))
+    of exactly that name and it is not in the kprobes blacklist
+    (C(/sys/kernel/debug/kprobes/blacklist), used when readable).
+  - Read-only. A probe without a usable candidate does not make this module fail; the
+    resulting C(functions) entry is V(null) and the caller decides.
+  - Fails when C(/proc/kallsyms) cannot be read while O(probes) is not empty.
+author:
+  - kprobes.fleet developers (@kprobes-fleet)
+options:
+  probes:
+    description:
+      - The normalized probe spec (a list of dicts); only each item's C(name) and
+        C(functions) (list of candidate symbols, in order of preference) are used.
+      - A C(function) key (string or list) is accepted when C(functions) is absent.
+    type: list
+    elements: dict
+    default: []
+  module:
+    description:
+      - Name of the kprobes.fleet kernel module whose load state is reported.
+    type: str
+    default: kprobes_fleet
+attributes:
+  check_mode:
+    support: full
+    description: The module only reads; it behaves the same in check mode.
+  diff_mode:
+    support: none
+    description: Nothing is changed, so there is nothing to diff.
+  facts:
+    support: full
+    description: Returns C(ansible_facts.kprobes_fleet_kernel).
+notes:
+  - Needs root (or C(CAP_SYSLOG) and read access to debugfs) for the kprobes blacklist;
+    without it the blacklist is not consulted and RV(ansible_facts.kprobes_fleet_kernel.blacklist_readable)
+    is V(false).
+seealso:
+  - module: kprobes.fleet.probe_module
+  - module: kprobes.fleet.probe_facts
+'''
+
+EXAMPLES = r'''
+- name: Gather kernel facts for the configured probes
+  kprobes.fleet.kernel_facts:
+    probes:
+      - name: disk_full
+        functions: [vfs_write, ksys_write]
+      - name: open_failures
+        functions: [do_sys_openat2, do_sys_open]
+
+- name: Fail early on hosts that cannot run kretprobes
+  ansible.builtin.assert:
+    that:
+      - ansible_facts.kprobes_fleet_kernel.kretprobes is not false
+      - ansible_facts.kprobes_fleet_kernel.functions.disk_full is not none
+'''
+
+RETURN = r'''
+ansible_facts:
+  description: Facts added to the host.
+  returned: always
+  type: dict
+  contains:
+    kprobes_fleet_kernel:
+      description: What kprobes.fleet needs to know about the running kernel.
+      returned: always
+      type: dict
+      contains:
+        arch:
+          description: Machine architecture (C(uname -m)).
+          type: str
+          returned: always
+          sample: x86_64
+        release:
+          description: Kernel release (C(uname -r)).
+          type: str
+          returned: always
+          sample: 6.1.0-56-amd64
+        version:
+          description: Kernel build version (C(uname -v)).
+          type: str
+          returned: always
+          sample: "#1 SMP PREEMPT_DYNAMIC Debian 6.1.153-1 (2025-09-20)"
+        distro:
+          description: Distribution from C(/etc/os-release) (or C(/usr/lib/os-release)).
+          type: dict
+          returned: always
+          contains:
+            id:
+              description: C(ID), or V(null) when unknown.
+              type: str
+              returned: always
+              sample: debian
+            version_id:
+              description: C(VERSION_ID), or V(null).
+              type: str
+              returned: always
+              sample: "12"
+            id_like:
+              description: C(ID_LIKE) split into words.
+              type: list
+              elements: str
+              returned: always
+              sample: [rhel, centos, fedora]
+            family:
+              description: One of V(debian), V(redhat), V(suse), V(other).
+              type: str
+              returned: always
+              sample: debian
+        kprobes:
+          description: C(CONFIG_KPROBES=y); V(null) when no kernel config was found.
+          type: bool
+          returned: always
+          sample: true
+        kretprobes:
+          description: C(CONFIG_KRETPROBES=y); V(null) when no kernel config was found.
+          type: bool
+          returned: always
+          sample: true
+        config_source:
+          description:
+            - The kernel config that was read; C(/boot/config-<release>), then
+              C(/proc/config.gz), then C(/lib/modules/<release>/build/.config); V(null) if none.
+          type: str
+          returned: always
+          sample: /boot/config-6.1.0-56-amd64
+        cc_version_text:
+          description: C(CONFIG_CC_VERSION_TEXT), the compiler the kernel was built with.
+          type: str
+          returned: always
+          sample: gcc-12 (Debian 12.2.0-14+deb12u1) 12.2.0
+        modules_disabled:
+          description: C(/proc/sys/kernel/modules_disabled) is 1; V(null) if unreadable.
+          type: bool
+          returned: always
+          sample: false
+        lockdown:
+          description: Active kernel lockdown mode (the bracketed word of
+            C(/sys/kernel/security/lockdown)); V(null) when lockdown is not available.
+          type: str
+          returned: always
+          sample: none
+        sig_enforce:
+          description:
+            - Unsigned modules are rejected. From C(/sys/module/module/parameters/sig_enforce),
+              else C(CONFIG_MODULE_SIG_FORCE); V(null) when neither is known.
+          type: bool
+          returned: always
+          sample: false
+        headers:
+          description: C(/lib/modules/<release>/build/Makefile) exists.
+          type: bool
+          returned: always
+          sample: true
+        blacklist_readable:
+          description: The kprobes blacklist could be read and was applied to candidates.
+          type: bool
+          returned: always
+          sample: true
+        functions:
+          description: Probe name to the first usable candidate symbol, or V(null).
+          type: dict
+          returned: always
+          sample: {disk_full: vfs_write, open_failures: do_sys_openat2}
+        candidates:
+          description: Probe name to a dict of candidate symbol to V(ok), V(absent) or V(blacklisted).
+          type: dict
+          returned: always
+          sample: {open_failures: {do_sys_openat2: ok, do_sys_open: absent}}
+        loaded:
+          description: The kprobes.fleet module currently loaded under O(module).
+          type: dict
+          returned: always
+          contains:
+            module:
+              description: The module name asked about.
+              type: str
+              returned: always
+              sample: kprobes_fleet
+            present:
+              description: C(/sys/module/<module>) exists.
+              type: bool
+              returned: always
+              sample: true
+            spec_hash:
+              description: Content of C(/sys/kernel/<module>/spec_hash), or V(null).
+              type: str
+              returned: always
+              sample: 3f2a9c0d11e4b7a5
+'''
+
+import gzip
+import os
+import re
+import shlex
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.common.text.converters import to_native
+
+CONFIG_LINE_RE = re.compile(r'^(CONFIG_[A-Za-z0-9_]+)=(.*)$')
+CONFIG_UNSET_RE = re.compile(r'^# (CONFIG_[A-Za-z0-9_]+) is not set$')
+
+DEBIAN_IDS = frozenset(['debian', 'ubuntu', 'linuxmint', 'pop', 'raspbian', 'kali', 'devuan'])
+REDHAT_IDS = frozenset(['rhel', 'centos', 'fedora', 'rocky', 'almalinux', 'ol', 'amzn',
+                        'cloudlinux', 'eurolinux', 'navy', 'circle'])
+SUSE_IDS = frozenset(['suse', 'sles', 'sled', 'sles_sap', 'opensuse', 'opensuse-leap',
+                      'opensuse-tumbleweed', 'opensuse-microos', 'sle-micro'])
+
+
+def read_text(path, default=None):
+    try:
+        with open(path, 'rb') as f:
+            return f.read().decode('utf-8', 'replace')
+    except (IOError, OSError):
+        return default
+
+
+def parse_kallsyms(lines):
+    """Names of text symbols (type t/T) from /proc/kallsyms lines, as a set."""
+    names = set()
+    for line in lines:
+        parts = line.split()
+        if len(parts) >= 3 and parts[1] in ('t', 'T'):
+            names.add(parts[2])
+    return names
+
+
+def parse_blacklist(text):
+    """Symbols of /sys/kernel/debug/kprobes/blacklist (``0xADDR-0xADDR\\tsymbol [mod]``)."""
+    names = set()
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0].startswith('0x'):
+            names.add(parts[1])
+    return names
+
+
+def parse_kconfig(text):
+    """Kernel config text -> dict; ``# CONFIG_X is not set`` maps to ``'n'``, strings unquoted."""
+    config = {}
+    for line in text.splitlines():
+        line = line.strip()
+        m = CONFIG_LINE_RE.match(line)
+        if m:
+            value = m.group(2)
+            if len(value) >= 2 and value[0] == '"' and value[-1] == '"':
+                value = value[1:-1].replace('\\"', '"').replace('\\\\', '\\')
+            config[m.group(1)] = value
+            continue
+        m = CONFIG_UNSET_RE.match(line)
+        if m:
+            config[m.group(1)] = 'n'
+    return config
+
+
+def parse_os_release(text):
+    data = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith('#') or '=' not in line:
+            continue
+        key, value = line.split('=', 1)
+        try:
+            words = shlex.split(value)
+        except ValueError:
+            words = [value.strip('"\'')]
+        data[key.strip()] = ' '.join(words)
+    return data
+
+
+def os_family(os_id, id_like):
+    ids = [os_id or ''] + list(id_like or [])
+    for i in ids:
+        if i in DEBIAN_IDS:
+            return 'debian'
+    for i in ids:
+        if i in REDHAT_IDS:
+            return 'redhat'
+    for i in ids:
+        if i in SUSE_IDS or i.startswith('opensuse') or i.startswith('sle'):
+            return 'suse'
+    return 'other'
+
+
+def parse_lockdown(text):
+    if text is None:
+        return None
+    m = re.search(r'\[([^\]]+)\]', text)
+    return m.group(1) if m else None
+
+
+class KernelFacts(object):
+    """Collects the facts; every path is resolved below ``root`` so tests can fake a host."""
+
+    def __init__(self, module, root='/', uname=None):
+        self.module = module
+        self.root = root
+        self.uname = uname or os.uname()
+        self.release = self.uname.release
+
+    def path(self, *parts):
+        return os.path.join(self.root, *[p.lstrip('/') for p in parts])
+
+    def distro(self):
+        text = read_text(self.path('etc/os-release'))
+        if text is None:
+            text = read_text(self.path('usr/lib/os-release'), '')
+        data = parse_os_release(text)
+        id_like = data.get('ID_LIKE', '').split()
+        os_id = data.get('ID') or None
+        return {
+            'id': os_id,
+            'version_id': data.get('VERSION_ID') or None,
+            'id_like': id_like,
+            'family': os_family(os_id, id_like),
+        }
+
+    def kernel_config(self):
+        boot = self.path('boot', 'config-%s' % self.release)
+        text = read_text(boot)
+        if text is not None:
+            return parse_kconfig(text), '/boot/config-%s' % self.release
+        gz = self.path('proc/config.gz')
+        try:
+            with gzip.open(gz, 'rb') as f:
+                return parse_kconfig(f.read().decode('utf-8', 'replace')), '/proc/config.gz'
+        except (IOError, OSError, EOFError):
+            pass
+        build = '/lib/modules/%s/build/.config' % self.release
+        text = read_text(self.path(build))
+        if text is not None:
+            return parse_kconfig(text), build
+        return None, None
+
+    def kallsyms(self):
+        path = self.path('proc/kallsyms')
+        try:
+            with open(path, 'rb') as f:
+                names = parse_kallsyms(line.decode('utf-8', 'replace') for line in f)
+        except (IOError, OSError) as e:
+            self.module.fail_json(msg='cannot read /proc/kallsyms: %s' % to_native(e))
+        if not names:
+            self.module.fail_json(msg='/proc/kallsyms lists no text symbols; '
+                                      'is the kernel built with CONFIG_KALLSYMS?')
+        return names
+
+    def blacklist(self):
+        text = read_text(self.path('sys/kernel/debug/kprobes/blacklist'))
+        if text is None:
+            return set(), False
+        return parse_blacklist(text), True
+
+    def resolve(self, probes):
+        functions = {}
+        candidates = {}
+        blacklist_readable = False
+        if not probes:
+            return functions, candidates, blacklist_readable
+        symbols = self.kallsyms()
+        blacklisted, blacklist_readable = self.blacklist()
+        for probe in probes:
+            name = probe['name']
+            status = {}
+            chosen = None
+            for sym in probe['functions']:
+                if sym not in symbols:
+                    status[sym] = 'absent'
+                elif sym in blacklisted:
+                    status[sym] = 'blacklisted'
+                else:
+                    status[sym] = 'ok'
+                    if chosen is None:
+                        chosen = sym
+            functions[name] = chosen
+            candidates[name] = status
+        return functions, candidates, blacklist_readable
+
+    def loaded(self, name):
+        spec_hash = (read_text(self.path('sys/kernel', name, 'spec_hash')) or '').strip()
+        return {
+            'module': name,
+            'spec_hash': spec_hash or None,
+            'present': os.path.isdir(self.path('sys/module', name)),
+        }
+
+    def gather(self, probes, name):
+        config, config_source = self.kernel_config()
+
+        def flag(key):
+            if config is None:
+                return None
+            return config.get(key) == 'y'
+
+        sig_enforce = None
+        param = read_text(self.path('sys/module/module/parameters/sig_enforce'))
+        if param is not None and param.strip() in ('Y', 'N', '1', '0'):
+            sig_enforce = param.strip() in ('Y', '1')
+        elif config is not None:
+            sig_enforce = config.get('CONFIG_MODULE_SIG_FORCE') == 'y'
+
+        modules_disabled = read_text(self.path('proc/sys/kernel/modules_disabled'))
+        if modules_disabled is not None:
+            modules_disabled = modules_disabled.strip() not in ('', '0')
+
+        functions, candidates, blacklist_readable = self.resolve(probes)
+        return {
+            'arch': self.uname.machine,
+            'release': self.release,
+            'version': self.uname.version,
+            'distro': self.distro(),
+            'kprobes': flag('CONFIG_KPROBES'),
+            'kretprobes': flag('CONFIG_KRETPROBES'),
+            'config_source': config_source,
+            'cc_version_text': config.get('CONFIG_CC_VERSION_TEXT') if config else None,
+            'modules_disabled': modules_disabled,
+            'lockdown': parse_lockdown(read_text(self.path('sys/kernel/security/lockdown'))),
+            'sig_enforce': sig_enforce,
+            'headers': os.path.isfile(self.path('lib/modules', self.release, 'build', 'Makefile')),
+            'blacklist_readable': blacklist_readable,
+            'functions': functions,
+            'candidates': candidates,
+            'loaded': self.loaded(name),
+        }
+
+
+def normalize_probes(module, probes):
+    """Keep each probe's name and candidate list; fail clearly on malformed items."""
+    result = []
+    for index, probe in enumerate(probes or []):
+        name = probe.get('name') if isinstance(probe, dict) else None
+        if not name or not isinstance(name, str):
+            module.fail_json(msg='probes[%d] has no name' % index)
+        functions = probe.get('functions')
+        if functions is None:
+            functions = probe.get('function')
+        if isinstance(functions, str):
+            functions = [functions]
+        if not isinstance(functions, list) or not functions or \
+                not all(isinstance(f, str) and f for f in functions):
+            module.fail_json(msg='probe %s: functions must be a non-empty list of symbol names' % name)
+        result.append({'name': name, 'functions': functions})
+    return result
+
+
+def build_module():
+    return AnsibleModule(
+        argument_spec=dict(
+            probes=dict(type='list', elements='dict', default=[]),
+            module=dict(type='str', default='kprobes_fleet'),
+        ),
+        supports_check_mode=True,
+    )
+
+
+def main():
+    module = build_module()
+    probes = normalize_probes(module, module.params['probes'])
+    facts = KernelFacts(module).gather(probes, module.params['module'])
+    module.exit_json(changed=False, ansible_facts={'kprobes_fleet_kernel': facts})
+
+
+if __name__ == '__main__':
+    main()

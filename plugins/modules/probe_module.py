@@ -1,0 +1,406 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, kprobes.fleet developers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import (absolute_import, division, print_function)
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+---
+module: probe_module
+short_description: Load or unload a kprobes.fleet kernel module from a C(.ko) file
+description:
+  - Loads a kprobes.fleet kretprobe module from a file path with C(insmod), which
+    M(community.general.modprobe) cannot do, and unloads it with C(rmmod).
+  - With O(state=present) nothing happens when the loaded module already reports the wanted
+    O(spec_hash) in C(/sys/kernel/<name>/spec_hash); the file is not even read then.
+  - Otherwise the file must match O(sha256), its vermagic must name the running kernel release
+    and its C(MODULE_VERSION) must equal O(spec_hash). A loaded module of the same name is
+    removed first. When the new module fails to load, the kernel's messages are reported and
+    the previously loaded module is restored from C(<state_dir>/<name>.loaded.ko).
+  - Before the first load of a boot it saves the collector's cursor
+    (C(<state_dir>/<name>.kmsg-cursor)) so M(kprobes.fleet.probe_facts) reports events from
+    this load on.
+author:
+  - kprobes.fleet developers (@kprobes-fleet)
+options:
+  name:
+    description:
+      - Kernel module name (C(^[a-z][a-z0-9_]{0,55}$)).
+    type: str
+    required: true
+  path:
+    description:
+      - Path of the C(.ko) file on the managed host. Required with O(state=present).
+    type: path
+  sha256:
+    description:
+      - Expected SHA-256 hex digest of O(path). Required with O(state=present).
+    type: str
+  spec_hash:
+    description:
+      - Spec hash the module must carry (its C(MODULE_VERSION), and
+        C(/sys/kernel/<name>/spec_hash) once loaded). Required with O(state=present).
+    type: str
+  state:
+    description:
+      - V(present) loads the module (reloading it when another spec is loaded),
+        V(absent) unloads it.
+    type: str
+    choices: [present, absent]
+    default: present
+  state_dir:
+    description:
+      - Directory for the collector cursor and the copy of the last loaded module.
+        Created with mode 0700.
+    type: path
+    default: /var/lib/kprobes-fleet/state
+attributes:
+  check_mode:
+    support: full
+    description: In check mode the file is still verified (when present) but nothing is
+      loaded, unloaded or written.
+  diff_mode:
+    support: full
+    description: Shows the loaded spec hash before and after.
+notes:
+  - Needs root. Uses C(insmod), C(rmmod) and C(modinfo) from kmod.
+  - Never forces a load; a module built for another kernel release is refused before
+    C(insmod) is tried.
+seealso:
+  - module: kprobes.fleet.kernel_facts
+  - module: kprobes.fleet.probe_facts
+  - module: community.general.modprobe
+'''
+
+EXAMPLES = r'''
+- name: Load the probes module built for this kernel
+  kprobes.fleet.probe_module:
+    name: kprobes_fleet
+    path: /var/lib/kprobes-fleet/modules/9b1c2d3e4f5a6b7c.ko
+    sha256: "{{ kprobes_fleet_ko_sha256 }}"
+    spec_hash: "{{ kprobes_fleet_spec_hash }}"
+
+- name: Unload it
+  kprobes.fleet.probe_module:
+    name: kprobes_fleet
+    state: absent
+'''
+
+RETURN = r'''
+name:
+  description: The module name.
+  returned: always
+  type: str
+  sample: kprobes_fleet
+state:
+  description: The requested state.
+  returned: always
+  type: str
+  sample: present
+spec_hash:
+  description: Spec hash reported by the loaded module after the task, V(null) if not loaded.
+    In check mode, the spec hash the module would have.
+  returned: always
+  type: str
+  sample: 3f2a9c0d11e4b7a5
+previous_spec_hash:
+  description: Spec hash of the module that was loaded before the task, V(null) if none.
+  returned: always
+  type: str
+  sample: 0d11e4b7a53f2a9c
+loaded:
+  description: Whether the module is loaded after the task (what would be, in check mode).
+  returned: always
+  type: bool
+  sample: true
+cursor_saved:
+  description: A new collector cursor was saved for this boot (first load since boot).
+  returned: when a module was loaded
+  type: bool
+  sample: true
+probes:
+  description: Per probe, the attached symbol and whether it is registered, from
+    C(/sys/kernel/<name>/probes/*/).
+  returned: when O(state=present) and the module is loaded
+  type: dict
+  sample: {disk_full: {function: vfs_write, registered: 1}}
+msg:
+  description: What was done.
+  returned: always
+  type: str
+  sample: loaded /var/lib/kprobes-fleet/modules/9b1c2d3e4f5a6b7c.ko
+'''
+
+import hashlib
+import os
+import re
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.common.text.converters import to_native
+from ansible_collections.kprobes.fleet.plugins.module_utils import kmsg
+
+NAME_RE = re.compile(r'^[a-z][a-z0-9_]{0,55}$')
+SHA256_RE = re.compile(r'^[0-9a-fA-F]{64}$')
+KERNEL_LINES_MAX = 20
+
+
+def read_text(path):
+    try:
+        with open(path, 'rb') as f:
+            return f.read().decode('utf-8', 'replace')
+    except (IOError, OSError):
+        return None
+
+
+def read_int(path):
+    text = read_text(path)
+    try:
+        return int(text.strip())
+    except (AttributeError, ValueError):
+        return None
+
+
+class ProbeLoader(object):
+    """Load/unload decisions. Kernel paths live below ``root`` so tests can fake a host."""
+
+    def __init__(self, module, root='/', release=None):
+        self.module = module
+        self.root = root
+        self.release = release or os.uname().release
+        params = module.params
+        self.name = params['name']
+        self.path = params['path']
+        self.sha256 = (params['sha256'] or '').strip().lower()
+        self.spec_hash = (params['spec_hash'] or '').strip()
+        self.state = params['state']
+        self.state_dir = params['state_dir']
+        self.cursor_path = os.path.join(self.state_dir, '%s.kmsg-cursor' % self.name)
+        self.loaded_ko = os.path.join(self.state_dir, '%s.loaded.ko' % self.name)
+
+    # -- host state ---------------------------------------------------------------------
+    def sys(self, *parts):
+        return os.path.join(self.root, 'sys', *parts)
+
+    @property
+    def kmsg_path(self):
+        return os.path.join(self.root, 'dev', 'kmsg')
+
+    @property
+    def boot_id_path(self):
+        return os.path.join(self.root, 'proc', 'sys', 'kernel', 'random', 'boot_id')
+
+    def is_loaded(self):
+        return os.path.isdir(self.sys('module', self.name))
+
+    def loaded_spec_hash(self):
+        return (read_text(self.sys('kernel', self.name, 'spec_hash')) or '').strip() or None
+
+    def probe_status(self):
+        base = self.sys('kernel', self.name, 'probes')
+        try:
+            names = sorted(os.listdir(base))
+        except OSError:
+            return {}
+        status = {}
+        for probe in names:
+            function = read_text(os.path.join(base, probe, 'function'))
+            status[probe] = {
+                'function': function.strip() if function is not None else None,
+                'registered': read_int(os.path.join(base, probe, 'registered')),
+            }
+        return status
+
+    def last_seq(self):
+        try:
+            return kmsg.last_seq(self.kmsg_path), True
+        except (IOError, OSError) as e:
+            self.module.warn('cannot read %s: %s' % (self.kmsg_path, to_native(e)))
+            return None, False
+
+    def kernel_lines_after(self, seq):
+        lines = []
+        try:
+            for rec in kmsg.read_records(self.kmsg_path):
+                if seq is None or rec['seq'] > seq:
+                    lines.append(rec['text'])
+        except (IOError, OSError):
+            pass
+        return lines[-KERNEL_LINES_MAX:]
+
+    # -- commands -----------------------------------------------------------------------
+    def run(self, tool, *args):
+        binary = self.module.get_bin_path(tool, required=True)
+        return self.module.run_command([binary] + list(args))
+
+    def modinfo(self, field):
+        rc, out, err = self.run('modinfo', '-F', field, self.path)
+        if rc != 0:
+            self.module.fail_json(msg='modinfo -F %s %s failed: %s' % (field, self.path, (err or out).strip()))
+        return out.strip()
+
+    def rmmod(self):
+        rc, out, err = self.run('rmmod', self.name)
+        if rc != 0:
+            self.module.fail_json(msg='rmmod %s failed: %s' % (self.name, (err or out).strip()),
+                                  rc=rc, stdout=out, stderr=err)
+
+    # -- steps --------------------------------------------------------------------------
+    def verify(self):
+        """Read the file, check sha256, vermagic and MODULE_VERSION; return its bytes."""
+        try:
+            with open(self.path, 'rb') as f:
+                data = f.read()
+        except (IOError, OSError) as e:
+            self.module.fail_json(msg='cannot read %s: %s' % (self.path, to_native(e)))
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != self.sha256:
+            self.module.fail_json(msg='sha256 mismatch for %s: expected %s, got %s; refusing to load'
+                                      % (self.path, self.sha256, actual))
+        vermagic = self.modinfo('vermagic')
+        built_for = vermagic.split()[0] if vermagic.split() else ''
+        if built_for != self.release:
+            self.module.fail_json(msg='%s was built for kernel %s (vermagic "%s") but the running kernel is %s; '
+                                      'refusing to load' % (self.path, built_for or '(none)', vermagic, self.release))
+        version = self.modinfo('version')
+        if version != self.spec_hash:
+            self.module.fail_json(msg='%s carries spec_hash (MODULE_VERSION) %s, expected %s; refusing to load'
+                                      % (self.path, version or '(none)', self.spec_hash))
+        return data
+
+    def ensure_cursor(self, seq, kmsg_readable):
+        """Save a cursor at the current end of the ring unless one exists for this boot."""
+        if not kmsg_readable:
+            return False
+        try:
+            boot_id = kmsg.read_boot_id(self.boot_id_path)
+        except (IOError, OSError) as e:
+            self.module.warn('cannot read boot_id: %s' % to_native(e))
+            return False
+        cursor = kmsg.load_cursor(self.cursor_path)
+        if cursor is not None and cursor['boot_id'] == boot_id:
+            return False
+        next_seq = seq + 1 if seq is not None else 0
+        kmsg.save_cursor(self.cursor_path, {'boot_id': boot_id, 'next_seq': next_seq})
+        return True
+
+    def restore(self):
+        """Re-insmod the last loaded file; returns (restored, detail)."""
+        if not os.path.isfile(self.loaded_ko):
+            return False, 'no %s to restore from' % self.loaded_ko
+        rc, out, err = self.run('insmod', self.loaded_ko)
+        if rc != 0:
+            return False, 'insmod %s failed: %s' % (self.loaded_ko, (err or out).strip())
+        return True, 'restored from %s (spec_hash %s)' % (self.loaded_ko, self.loaded_spec_hash())
+
+    def diff(self, before_hash, before_loaded, after_hash, after_loaded):
+        if not self.module._diff:
+            return {}
+        return {'diff': {
+            'before': {'loaded': before_loaded, 'spec_hash': before_hash},
+            'after': {'loaded': after_loaded, 'spec_hash': after_hash},
+        }}
+
+    def present(self):
+        loaded = self.is_loaded()
+        current = self.loaded_spec_hash() if loaded else None
+        result = {'changed': False, 'name': self.name, 'state': 'present',
+                  'previous_spec_hash': current}
+        if loaded and current == self.spec_hash:
+            result.update(spec_hash=current, loaded=True, probes=self.probe_status(),
+                          msg='%s already loaded with spec_hash %s' % (self.name, current))
+            return result
+
+        result.update(changed=True, spec_hash=self.spec_hash, loaded=True)
+        result.update(self.diff(current, loaded, self.spec_hash, True))
+        if self.module.check_mode and not os.path.exists(self.path):
+            result['msg'] = 'would load %s (not verified: file not present in check mode)' % self.path
+            return result
+        data = self.verify()
+        if self.module.check_mode:
+            result['msg'] = 'would %s %s' % ('reload' if loaded else 'load', self.path)
+            return result
+
+        kmsg.ensure_dir(self.state_dir)
+        if loaded:
+            self.rmmod()
+        seq, readable = self.last_seq()
+        result['cursor_saved'] = self.ensure_cursor(seq, readable)
+
+        rc, out, err = self.run('insmod', self.path)
+        if rc != 0:
+            kernel = self.kernel_lines_after(seq) if readable else []
+            if loaded:
+                restored, detail = self.restore()
+                after = ('previous module (spec_hash %s) %s' % (current, detail) if restored else
+                         'previous module (spec_hash %s) was unloaded and NOT restored: %s' % (current, detail))
+            else:
+                restored, after = False, 'no module was loaded before'
+            msg = 'insmod %s failed (rc=%d): %s; kernel: %s; %s' % (
+                self.path, rc, (err or out).strip() or '(no output)',
+                ' | '.join(kernel) if kernel else '(no messages)', after)
+            self.module.fail_json(msg=msg, rc=rc, stdout=out, stderr=err, kernel_messages=kernel,
+                                  restored=restored, previous_spec_hash=current)
+
+        kmsg.atomic_write(self.loaded_ko, data, 0o600)
+        result['spec_hash'] = self.loaded_spec_hash()
+        result['probes'] = self.probe_status()
+        result['msg'] = '%s %s' % ('reloaded' if loaded else 'loaded', self.path)
+        if result['spec_hash'] != self.spec_hash:
+            self.module.warn('%s loaded but /sys/kernel/%s/spec_hash reads %s, expected %s'
+                             % (self.name, self.name, result['spec_hash'], self.spec_hash))
+        return result
+
+    def absent(self):
+        loaded = self.is_loaded()
+        current = self.loaded_spec_hash() if loaded else None
+        result = {'changed': False, 'name': self.name, 'state': 'absent',
+                  'previous_spec_hash': current, 'spec_hash': None, 'loaded': False}
+        if not loaded:
+            result['msg'] = '%s is not loaded' % self.name
+            return result
+        result['changed'] = True
+        result.update(self.diff(current, True, None, False))
+        if self.module.check_mode:
+            result['msg'] = 'would unload %s' % self.name
+            return result
+        self.rmmod()
+        result['msg'] = 'unloaded %s' % self.name
+        return result
+
+    def apply(self):
+        if not NAME_RE.match(self.name or ''):
+            self.module.fail_json(msg='invalid module name %r: must match %s' % (self.name, NAME_RE.pattern))
+        if self.state == 'absent':
+            return self.absent()
+        if not SHA256_RE.match(self.sha256):
+            self.module.fail_json(msg='sha256 must be 64 hex digits, got %r' % self.sha256)
+        if not self.spec_hash:
+            self.module.fail_json(msg='spec_hash must not be empty')
+        return self.present()
+
+
+def build_module():
+    return AnsibleModule(
+        argument_spec=dict(
+            name=dict(type='str', required=True),
+            path=dict(type='path'),
+            sha256=dict(type='str'),
+            spec_hash=dict(type='str'),
+            state=dict(type='str', default='present', choices=['present', 'absent']),
+            state_dir=dict(type='path', default='/var/lib/kprobes-fleet/state'),
+        ),
+        required_if=[('state', 'present', ('path', 'sha256', 'spec_hash'))],
+        supports_check_mode=True,
+    )
+
+
+def main():
+    module = build_module()
+    result = ProbeLoader(module).apply()
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()

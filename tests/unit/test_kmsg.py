@@ -1,0 +1,269 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, kprobes.fleet developers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import (absolute_import, division, print_function)
+__metaclass__ = type
+
+import errno
+import json
+import os
+import stat
+
+import pytest
+
+from ansible_collections.kprobes.fleet.plugins.module_utils import kmsg
+
+MOD = 'kprobes_fleet'
+
+
+def rec(seq, text, ts_usec=1000, prio=6):
+    return {'prio': prio, 'seq': seq, 'ts_usec': ts_usec, 'flags': '-', 'text': text}
+
+
+def ev_line(probe='disk_full', func='vfs_write', ret=-28, pid=812, comm='dd', mod=MOD):
+    return '%s: probe=%s func=%s ret=%d pid=%d comm=%s' % (mod, probe, func, ret, pid, comm)
+
+
+# -- parse_record --------------------------------------------------------------------------
+
+def test_parse_record_basic():
+    r = kmsg.parse_record('6,4411,91234567,-;kprobes_fleet: loaded spec_hash=ab probes=2\n')
+    assert r == {'prio': 6, 'seq': 4411, 'ts_usec': 91234567, 'flags': '-',
+                 'text': 'kprobes_fleet: loaded spec_hash=ab probes=2'}
+
+
+def test_parse_record_caller_and_unknown_fields_ignored():
+    r = kmsg.parse_record('4,17,5000,c,caller=T123,future=1;hello; world\n')
+    assert (r['prio'], r['seq'], r['ts_usec'], r['flags']) == (4, 17, 5000, 'c')
+    assert r['text'] == 'hello; world'
+
+
+def test_parse_record_continuation_lines_ignored():
+    raw = '6,339,2000,-;usb 1-1: new device\n SUBSYSTEM=usb\n DEVICE=c189:1\n'
+    r = kmsg.parse_record(raw)
+    assert r['seq'] == 339
+    assert r['text'] == 'usb 1-1: new device'
+
+
+def test_parse_record_escapes_decoded():
+    r = kmsg.parse_record('6,1,2,-;a\\x5cb tab\\x09x caf\\xc3\\xa9 nl\\x0aend\n')
+    assert r['text'] == 'a\\b tab\tx caf\u00e9 nl\nend'
+
+
+def test_parse_record_bytes_input():
+    r = kmsg.parse_record(b'6,1,2,-;x\n')
+    assert r['text'] == 'x'
+
+
+def test_parse_record_empty_text():
+    assert kmsg.parse_record('6,1,2,-;\n')['text'] == ''
+
+
+@pytest.mark.parametrize('raw', ['', 'garbage', '6,1,2;x', 'a,b,c,-;x', '6,-1,2,-;x', ' SUBSYSTEM=usb'])
+def test_parse_record_malformed(raw):
+    assert kmsg.parse_record(raw) is None
+
+
+# -- parse_event ---------------------------------------------------------------------------
+
+def test_parse_event_basic():
+    assert kmsg.parse_event(MOD, ev_line()) == {
+        'probe': 'disk_full', 'function': 'vfs_write', 'ret': -28, 'pid': 812, 'comm': 'dd'}
+
+
+def test_parse_event_comm_with_spaces_and_equals():
+    e = kmsg.parse_event(MOD, ev_line(comm='kworker/u8:2 x=y  z', ret=0))
+    assert e['comm'] == 'kworker/u8:2 x=y  z'
+    assert e['ret'] == 0
+
+
+def test_parse_event_positive_ret_and_empty_comm():
+    e = kmsg.parse_event(MOD, ev_line(ret=42, comm=''))
+    assert e['ret'] == 42 and e['comm'] == ''
+
+
+@pytest.mark.parametrize('text', [
+    'kprobes_fleet: loaded spec_hash=3f2a9c0d11e4b7a5 probes=2',
+    'kprobes_fleet: register_kretprobe(vfs_write) for probe disk_full failed: -22',
+    ev_line(mod='other_mod'),
+    ev_line(mod='kprobes_fleet2'),
+    'x' + ev_line(),
+    'kprobes_fleet: probe=disk_full func=vfs_write ret=abc pid=1 comm=x',
+    'kprobes_fleet: probe=disk_full func=vfs_write ret=-1 comm=x',
+    '',
+])
+def test_parse_event_non_matching(text):
+    assert kmsg.parse_event(MOD, text) is None
+
+
+def test_parse_event_module_name_is_literal():
+    assert kmsg.parse_event('a.b', ev_line(mod='axb')) is None
+    assert kmsg.parse_event('a.b', ev_line(mod='a.b'))['probe'] == 'disk_full'
+
+
+# -- errno_name ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize('ret,name', [
+    (-28, 'ENOSPC'), (-2, 'ENOENT'), (-512, 'ERESTARTSYS'), (0, None), (5, None),
+    (-999999, None), (None, None)])
+def test_errno_name(ret, name):
+    assert kmsg.errno_name(ret) == name
+
+
+# -- read_records --------------------------------------------------------------------------
+
+class FakeReads(object):
+    """Scripted os.read: items are bytes (a record) or an errno (raised as OSError)."""
+
+    def __init__(self, items):
+        self.items = list(items)
+        self.sizes = []
+
+    def __call__(self, fd, size):
+        self.sizes.append(size)
+        if not self.items:
+            raise OSError(errno.EAGAIN, 'Resource temporarily unavailable')
+        item = self.items.pop(0)
+        if isinstance(item, int):
+            raise OSError(item, os.strerror(item))
+        return item
+
+
+def test_read_records_one_per_read_epipe_continues_eagain_stops(tmp_path):
+    reads = FakeReads([
+        b'6,10,100,-;first\n',
+        errno.EPIPE,
+        b'6,15,150,-;after overrun\n SUBSYSTEM=x\n',
+        b'6,16,160,-,caller=T1;third\n',
+    ])
+    fd = os.open(str(tmp_path), os.O_RDONLY)
+    try:
+        out = list(kmsg.read_records(fd, read=reads))
+        os.fstat(fd)  # an fd passed in is left open
+    finally:
+        os.close(fd)
+    assert [(r['seq'], r['text']) for r in out] == [(10, 'first'), (15, 'after overrun'), (16, 'third')]
+    assert set(reads.sizes) == {16 * 1024}
+
+
+def test_read_records_other_errors_raise(tmp_path):
+    fd = os.open(str(tmp_path), os.O_RDONLY)
+    try:
+        with pytest.raises(OSError):
+            list(kmsg.read_records(fd, read=FakeReads([errno.EIO])))
+    finally:
+        os.close(fd)
+
+
+def test_read_records_from_dump_file(tmp_path):
+    dump = tmp_path / 'kmsg'
+    dump.write_bytes(b'6,1,10,-;one\n SUBSYSTEM=a\n6,2,20,-;two\n6,3,30,-;three')
+    assert [r['seq'] for r in kmsg.read_records(str(dump))] == [1, 2, 3]
+    assert kmsg.last_seq(str(dump)) == 3
+
+
+def test_read_records_small_buffer_splits_records(tmp_path):
+    dump = tmp_path / 'kmsg'
+    dump.write_bytes(b''.join(b'6,%d,%d,-;line %d\n' % (i, i, i) for i in range(50)))
+    assert [r['seq'] for r in kmsg.read_records(str(dump), bufsize=7)] == list(range(50))
+
+
+def test_last_seq_empty(tmp_path):
+    dump = tmp_path / 'kmsg'
+    dump.write_bytes(b'')
+    assert kmsg.last_seq(str(dump)) is None
+
+
+# -- collect -------------------------------------------------------------------------------
+
+def test_collect_no_cursor_counts_from_first_record():
+    records = [rec(100, 'noise'), rec(101, ev_line(), ts_usec=2500000), rec(105, ev_line(ret=-2))]
+    events, lost, cursor = kmsg.collect(iter(records), MOD, None, 'boot-a')
+    assert lost == 3  # 102..104
+    assert cursor == {'boot_id': 'boot-a', 'next_seq': 106}
+    assert events[0] == {'probe': 'disk_full', 'function': 'vfs_write', 'ret': -28, 'errno': 'ENOSPC',
+                         'pid': 812, 'comm': 'dd', 'seq': 101, 'ts_usec': 2500000, 'ts': 2.5}
+    assert events[1]['errno'] == 'ENOENT'
+
+
+def test_collect_skips_seen_records():
+    records = [rec(s, ev_line(pid=s)) for s in range(5, 12)]
+    events, lost, cursor = kmsg.collect(records, MOD, {'boot_id': 'b', 'next_seq': 9}, 'b')
+    assert [e['seq'] for e in events] == [9, 10, 11]
+    assert lost == 0
+    assert cursor['next_seq'] == 12
+
+
+def test_collect_gap_after_cursor_is_lost():
+    records = [rec(20, ev_line()), rec(21, 'x')]
+    events, lost, cursor = kmsg.collect(records, MOD, {'boot_id': 'b', 'next_seq': 12}, 'b')
+    assert lost == 8
+    assert [e['seq'] for e in events] == [20]
+    assert cursor == {'boot_id': 'b', 'next_seq': 22}
+
+
+def test_collect_boot_id_change_resets_to_zero():
+    records = [rec(0, 'Linux version'), rec(1, ev_line())]
+    events, lost, cursor = kmsg.collect(records, MOD, {'boot_id': 'old', 'next_seq': 5000}, 'new')
+    assert lost == 0 and len(events) == 1
+    assert cursor == {'boot_id': 'new', 'next_seq': 2}
+
+    records = [rec(40, ev_line())]
+    events, lost, cursor = kmsg.collect(records, MOD, {'boot_id': 'old', 'next_seq': 5000}, 'new')
+    assert lost == 40  # records 0..39 of the new boot were overwritten before we read them
+    assert cursor['next_seq'] == 41
+
+
+def test_collect_epipe_gap_between_records(tmp_path):
+    reads = FakeReads([b'6,7,1,-;' + ev_line().encode() + b'\n', errno.EPIPE,
+                       b'6,30,2,-;' + ev_line(pid=2).encode() + b'\n'])
+    fd = os.open(str(tmp_path), os.O_RDONLY)
+    try:
+        events, lost, cursor = kmsg.collect(kmsg.read_records(fd, read=reads), MOD,
+                                            {'boot_id': 'b', 'next_seq': 7}, 'b')
+    finally:
+        os.close(fd)
+    assert [e['pid'] for e in events] == [812, 2]
+    assert lost == 22  # 8..29
+    assert cursor['next_seq'] == 31
+
+
+def test_collect_nothing_new_keeps_cursor():
+    events, lost, cursor = kmsg.collect([rec(3, 'old')], MOD, {'boot_id': 'b', 'next_seq': 4}, 'b')
+    assert (events, lost, cursor) == ([], 0, {'boot_id': 'b', 'next_seq': 4})
+    assert kmsg.collect([], MOD, None, 'b') == ([], 0, {'boot_id': 'b', 'next_seq': 0})
+
+
+def test_collect_ignores_other_modules_and_other_lines():
+    records = [rec(1, ev_line(mod='other')), rec(2, 'kprobes_fleet: loaded spec_hash=x probes=1'),
+               rec(3, ev_line(comm='a b=c'))]
+    events, lost, cursor = kmsg.collect(records, MOD, None, 'b')
+    assert [e['comm'] for e in events] == ['a b=c']
+
+
+# -- cursor file ---------------------------------------------------------------------------
+
+def test_cursor_roundtrip_and_modes(tmp_path):
+    state = tmp_path / 'lib' / 'state'
+    path = str(state / 'kprobes_fleet.kmsg-cursor')
+    assert kmsg.load_cursor(path) is None
+    kmsg.save_cursor(path, {'boot_id': 'b', 'next_seq': 7})
+    assert kmsg.load_cursor(path) == {'boot_id': 'b', 'next_seq': 7}
+    assert json.loads(open(path).read()) == {'boot_id': 'b', 'next_seq': 7}
+    assert stat.S_IMODE(os.stat(str(state)).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(str(tmp_path / 'lib')).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    kmsg.save_cursor(path, {'boot_id': 'b', 'next_seq': 9})
+    assert kmsg.load_cursor(path)['next_seq'] == 9
+    assert os.listdir(str(state)) == ['kprobes_fleet.kmsg-cursor']  # no temp files left
+
+
+@pytest.mark.parametrize('content', ['', 'not json', '[]', '{"boot_id": "b"}',
+                                     '{"boot_id": "b", "next_seq": -1}',
+                                     '{"boot_id": "b", "next_seq": "3"}',
+                                     '{"boot_id": 1, "next_seq": 3}'])
+def test_load_cursor_unusable(tmp_path, content):
+    path = tmp_path / 'c'
+    path.write_text(content)
+    assert kmsg.load_cursor(str(path)) is None

@@ -1,0 +1,300 @@
+"""Unit tests for plugins/module_utils/probe_spec.py."""
+import copy
+
+import pytest
+
+from ansible_collections.kprobes.fleet.plugins.module_utils import probe_spec as ps
+
+
+def probe(**kw):
+    base = {'name': 'p', 'function': 'vfs_write'}
+    base.update(kw)
+    return base
+
+
+def error_of(probes):
+    with pytest.raises(ps.ProbeSpecError) as info:
+        ps.normalize(probes)
+    return str(info.value)
+
+
+# --- presets and shorthand forms -------------------------------------------------------
+
+def test_default_presets():
+    expected = [
+        {'name': 'open_failures', 'functions': ['do_filp_open'], 'returns': 'errptr',
+         'report': 'negative', 'errnos': [], 'maxactive': 256, 'log': True,
+         'log_burst': 100, 'log_interval': 5},
+        {'name': 'disk_full', 'functions': ['vfs_write'], 'returns': 'long',
+         'report': 'errno', 'errnos': ['EDQUOT', 'ENOSPC'], 'maxactive': 1024, 'log': True,
+         'log_burst': 100, 'log_interval': 5},
+    ]
+    assert ps.normalize(None) == expected
+    assert ps.normalize([]) == expected
+    assert ps.normalize(['open_failures', 'disk_full']) == expected
+
+
+def test_preset_by_name_mixed_with_custom():
+    result = ps.normalize(['disk_full', probe(name='mine')])
+    assert [p['name'] for p in result] == ['disk_full', 'mine']
+
+
+def test_presets_are_not_mutated():
+    before = copy.deepcopy(ps.PRESETS)
+    result = ps.normalize(None)
+    result[1]['errnos'].append('EIO')
+    result[0]['functions'].append('x')
+    assert ps.PRESETS == before
+    assert ps.normalize(None)[1]['errnos'] == ['EDQUOT', 'ENOSPC']
+
+
+def test_defaults_and_string_function():
+    assert ps.normalize([probe()]) == [{
+        'name': 'p', 'functions': ['vfs_write'], 'returns': 'long', 'report': 'negative',
+        'errnos': [], 'maxactive': 64, 'log': True, 'log_burst': 100, 'log_interval': 5}]
+
+
+@pytest.mark.parametrize('report', [
+    ['ENOSPC', 'EDQUOT'], {'errno': ['EDQUOT', 'ENOSPC', 'ENOSPC']}, ('ENOSPC', 'EDQUOT'),
+    {'errno': ['ENOSPC', 'EDQUOT']},
+])
+def test_report_errno_forms(report):
+    result = ps.normalize([probe(report=report)])[0]
+    assert result['report'] == 'errno'
+    assert result['errnos'] == ['EDQUOT', 'ENOSPC']
+
+
+@pytest.mark.parametrize('word', ['negative', 'nonzero', 'any'])
+def test_report_words(word):
+    result = ps.normalize([probe(report=word)])[0]
+    assert (result['report'], result['errnos']) == (word, [])
+
+
+def test_errno_aliases_are_canonical():
+    result = ps.normalize([probe(report=['EWOULDBLOCK', 'EAGAIN', 'ENOTSUP', 'EDEADLOCK'])])
+    assert result[0]['errnos'] == ['EAGAIN', 'EDEADLK', 'EOPNOTSUPP']
+
+
+def test_all_fields():
+    raw = probe(name='fsync_err', function=['vfs_fsync_range', 'do_fsync'], returns='int',
+                report=['EIO'], maxactive=65536, log=False, log_burst=1, log_interval=3600)
+    assert ps.normalize([raw]) == [{
+        'name': 'fsync_err', 'functions': ['vfs_fsync_range', 'do_fsync'], 'returns': 'int',
+        'report': 'errno', 'errnos': ['EIO'], 'maxactive': 65536, 'log': False,
+        'log_burst': 1, 'log_interval': 3600}]
+
+
+def test_normalize_is_idempotent():
+    once = ps.normalize(None) + ps.normalize([probe(name='x', report='any')])
+    assert ps.normalize(once) == once
+
+
+def test_input_is_not_modified():
+    raw = [probe(report={'errno': ['ENOSPC']})]
+    before = copy.deepcopy(raw)
+    ps.normalize(raw)
+    assert raw == before
+
+
+def test_errno_table():
+    assert ps.ERRNO['EPERM'] == 1
+    assert ps.ERRNO['ENOSPC'] == 28
+    assert ps.ERRNO['EDQUOT'] == 122
+    assert ps.ERRNO['EHWPOISON'] == 133
+    assert ps.ERRNO['EWOULDBLOCK'] == ps.ERRNO['EAGAIN']
+    assert ps.ERRNO['EDEADLOCK'] == ps.ERRNO['EDEADLK']
+    assert ps.ERRNO['ENOTSUP'] == ps.ERRNO['EOPNOTSUPP']
+    assert set(range(1, 134)) - set(ps.ERRNO.values()) == {41, 58}  # unused in asm-generic
+    assert ps.ERRNO_NAMES[11] == 'EAGAIN'
+    assert ps.ERRNO_NAMES[95] == 'EOPNOTSUPP'
+    assert ps.ERRNO_NAMES[512] == 'ERESTARTSYS'
+
+
+# --- bad cases: each names the probe and the field -------------------------------------
+
+BAD = [
+    # (probes, expected substrings)
+    ([probe(name='disk full')], ["probe 'disk full' (#1)", "field 'name'", 'must match']),
+    ([probe(name="it's")], ["field 'name'"]),
+    ([probe(name='Upper')], ["field 'name'"]),
+    ([probe(name='a' * 33)], ["field 'name'"]),
+    ([probe(name='ok\n')], ["field 'name'"]),
+    ([probe(name=7)], ['probe #1', "field 'name'", 'must be a string']),
+    ([{'function': 'vfs_write'}], ['probe #1', "field 'name'", 'required']),
+    ([probe(name='a'), probe(name='a')], ["probe 'a' (#2)", "field 'name'", 'duplicate', '#1']),
+    (['disk_full', probe(name='disk_full')], ["(#2)", "field 'name'", 'duplicate']),
+    ([probe(report=['ENOPE'])], ["probe 'p' (#1)", "field 'report'", "'ENOPE'"]),
+    ([probe(report={'errno': ['enospc']})], ["field 'report'", 'unknown errno']),
+    ([probe(report=[])], ["field 'report'", 'must not be empty']),
+    ([probe(report={'errno': []})], ["field 'report'", 'must not be empty']),
+    ([probe(report={'errno': ['ENOSPC'], 'x': 1})], ["field 'report'", 'exactly one key']),
+    ([probe(report='errno')], ["field 'report'", 'needs a list']),
+    ([probe(report='ENOSPC')], ["field 'report'", '[ENOSPC]']),
+    ([probe(report='sometimes')], ["field 'report'", "'sometimes'"]),
+    ([probe(report=5)], ["field 'report'"]),
+    ([probe(report=None)], ["field 'report'"]),
+    ([probe(report=[None])], ["field 'report'", 'unknown errno']),
+    ([probe(errnos=['ENOSPC'], report='any')], ["field 'errnos'"]),
+    ([probe(errnos=[])], ["field 'errnos'", 'must not be empty']),
+    ([probe(returns='ssize_t')], ["field 'returns'", "'ssize_t'"]),
+    ([probe(returns=None)], ["field 'returns'"]),
+    ([probe(maxactive=-1)], ["field 'maxactive'", 'between 1 and 65536']),
+    ([probe(maxactive=0)], ["field 'maxactive'", 'between 1 and 65536']),
+    ([probe(maxactive=70000)], ["field 'maxactive'", 'between 1 and 65536']),
+    ([probe(maxactive='10')], ["field 'maxactive'", 'must be an integer, got str']),
+    ([probe(maxactive=True)], ["field 'maxactive'", 'must be an integer, got bool']),
+    ([probe(maxactive=10.0)], ["field 'maxactive'", 'must be an integer']),
+    ([probe(function='vfs_write;')], ["field 'function'", 'kernel symbol']),
+    ([probe(function='vfs_write\n')], ["field 'function'"]),
+    ([probe(function='a\nb')], ["field 'function'"]),
+    ([probe(function='ext4_foo.isra.0')], ["field 'function'", 'base name']),
+    ([probe(function=['ok', 'bad.part.1'])], ["field 'function'"]),
+    ([probe(function='9abc')], ["field 'function'"]),
+    ([probe(function='a' * 129)], ["field 'function'"]),
+    ([probe(function='')], ["field 'function'"]),
+    ([probe(function=[])], ["field 'function'", '1 to 8']),
+    ([probe(function=['f%d' % i for i in range(9)])], ["field 'function'", '1 to 8']),
+    ([probe(function=['a', 'a'])], ["field 'function'", 'twice']),
+    ([probe(function=[1])], ["field 'function'", 'must be strings']),
+    ([probe(function={'a': 1})], ["field 'function'"]),
+    ([probe(function=None)], ["field 'function'"]),
+    ([{'name': 'p'}], ["field 'function'", 'required']),
+    ([probe(functions=['x'])], ["field 'function'", 'not both']),
+    ([probe(colour='red')], ["probe 'p' (#1)", "field 'colour'", 'unknown key']),
+    ([probe(Function='x')], ["field 'Function'", 'unknown key']),
+    ([probe(log='yes')], ["field 'log'", 'boolean']),
+    ([probe(log=1)], ["field 'log'", 'boolean']),
+    ([probe(log_burst=0)], ["field 'log_burst'", 'between 1 and 100000']),
+    ([probe(log_burst=100001)], ["field 'log_burst'"]),
+    ([probe(log_burst=True)], ["field 'log_burst'", 'got bool']),
+    ([probe(log_interval=0)], ["field 'log_interval'", 'between 1 and 3600']),
+    ([probe(log_interval=3601)], ["field 'log_interval'"]),
+    ([probe(log_interval='5')], ["field 'log_interval'"]),
+    ([probe(), 42], ['probe #2', 'must be a mapping']),
+    ([None], ['probe #1', 'must be a mapping']),
+    ([['vfs_write']], ['probe #1', 'must be a mapping']),
+    (['no_such_preset'], ['probe #1', "'no_such_preset'", 'preset']),
+    ({'name': 'p'}, ['probes', 'must be a list']),
+    ('disk_full', ['probes', 'must be a list']),
+]
+
+
+@pytest.mark.parametrize('probes,expected', BAD, ids=[str(i) for i in range(len(BAD))])
+def test_bad_spec(probes, expected):
+    message = error_of(probes)
+    for part in expected:
+        assert part in message, message
+
+
+def test_error_message_example():
+    message = error_of([probe(name='ok'), probe(name='disk full')])
+    assert message == ("probe 'disk full' (#2): field 'name': must match "
+                       "^[a-z][a-z0-9_]{0,31}$ (a C identifier in lower case)")
+
+
+def test_error_is_value_error():
+    assert issubclass(ps.ProbeSpecError, ValueError)
+
+
+# --- module name -----------------------------------------------------------------------
+
+@pytest.mark.parametrize('name', ['kprobes_fleet', 'k', 'a' * 56, 'kpf_2'])
+def test_module_name_ok(name):
+    assert ps.validate_module_name(name) == name
+
+
+@pytest.mark.parametrize('name', ['', 'Kprobes', 'kprobes-fleet', '1abc', 'a' * 57,
+                                  'kp\n', 'a b', None, 5, True])
+def test_module_name_bad(name):
+    with pytest.raises(ps.ProbeSpecError) as info:
+        ps.validate_module_name(name)
+    assert 'module_name' in str(info.value)
+
+
+# --- resolve ---------------------------------------------------------------------------
+
+def test_resolve_adds_function():
+    normalized = ps.normalize([probe(name='a', function=['x1', 'x2']), probe(name='b')])
+    resolved = ps.resolve(normalized, {'a': 'x2', 'b': 'vfs_write', 'other': 'zz'})
+    assert [p['function'] for p in resolved] == ['x2', 'vfs_write']
+    assert 'function' not in normalized[0]
+    for before, after in zip(normalized, resolved):
+        assert {k: v for k, v in after.items() if k != 'function'} == before
+
+
+@pytest.mark.parametrize('functions', [{}, None, {'a': None}, {'a': ''}])
+def test_resolve_missing_symbol(functions):
+    normalized = ps.normalize([probe(name='a', function=['x1', 'x2'])])
+    with pytest.raises(ps.ProbeSpecError) as info:
+        ps.resolve(normalized, functions)
+    assert "probe 'a' (#1): field 'function'" in str(info.value)
+    assert 'x1, x2' in str(info.value)
+
+
+def test_resolve_rejects_symbol_outside_candidates():
+    normalized = ps.normalize([probe(name='a', function='x1')])
+    with pytest.raises(ps.ProbeSpecError) as info:
+        ps.resolve(normalized, {'a': 'x1"); evil("'})
+    assert "field 'function'" in str(info.value)
+
+
+# --- hashes ----------------------------------------------------------------------------
+
+def resolved_presets():
+    normalized = ps.normalize(None)
+    return ps.resolve(normalized, dict((p['name'], p['functions'][0]) for p in normalized))
+
+
+TEMPLATE_SHA = 'ab' * 32
+
+
+def test_spec_hash_shape_and_stability():
+    h = ps.spec_hash('kprobes_fleet', resolved_presets(), TEMPLATE_SHA)
+    assert len(h) == 16 and int(h, 16) >= 0
+    assert h == ps.spec_hash('kprobes_fleet', resolved_presets(), TEMPLATE_SHA)
+    # key order inside the probe dicts does not matter (canonical JSON)
+    shuffled = [dict(reversed(list(p.items()))) for p in resolved_presets()]
+    assert h == ps.spec_hash('kprobes_fleet', shuffled, TEMPLATE_SHA)
+
+
+def test_spec_hash_definition():
+    import hashlib
+    import json
+    probes = resolved_presets()
+    text = json.dumps({'module': 'm', 'probes': probes, 'template': 't'},
+                      sort_keys=True, separators=(',', ':'))
+    assert ps.spec_hash('m', probes, 't') == hashlib.sha256(text.encode()).hexdigest()[:16]
+    text = json.dumps({'arch': 'x86_64', 'release': 'r', 'version': 'v', 'spec_hash': 'h'},
+                      sort_keys=True, separators=(',', ':'))
+    assert ps.build_key('x86_64', 'r', 'v', 'h') == hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@pytest.mark.parametrize('field,value', [
+    ('function', 'do_sys_openat2'), ('maxactive', 257), ('returns', 'long'),
+    ('report', 'any'), ('errnos', ['ENOENT']), ('log', False), ('log_burst', 7),
+    ('log_interval', 9), ('name', 'other'),
+])
+def test_spec_hash_sensitive_to_each_probe_field(field, value):
+    base = resolved_presets()
+    changed = copy.deepcopy(base)
+    changed[0][field] = value
+    assert ps.spec_hash('m', base, 't') != ps.spec_hash('m', changed, 't')
+
+
+def test_spec_hash_sensitive_to_module_template_and_order():
+    base = resolved_presets()
+    h = ps.spec_hash('m', base, 't')
+    assert h != ps.spec_hash('n', base, 't')
+    assert h != ps.spec_hash('m', base, 'u')
+    assert h != ps.spec_hash('m', list(reversed(base)), 't')
+
+
+def test_build_key_sensitive_to_each_input():
+    args = ('x86_64', '6.1.0-56-amd64', '#1 SMP PREEMPT_DYNAMIC Debian 6.1.192-2', 'h')
+    key = ps.build_key(*args)
+    assert len(key) == 16
+    assert key == ps.build_key(*args)
+    for i in range(4):
+        changed = list(args)
+        changed[i] = changed[i] + 'x'
+        assert ps.build_key(*changed) != key
