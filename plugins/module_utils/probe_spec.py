@@ -44,6 +44,9 @@ PRESETS = {
         'returns': 'errptr',
         'report': 'negative',
         'maxactive': 256,
+        # Failing opens are common background noise (an Ansible module run alone fails ~140
+        # opens while Python imports): a larger log budget keeps the interesting ones visible.
+        'log_burst': 500,
     },
     'disk_full': {
         'function': ['vfs_write'],
@@ -315,12 +318,13 @@ def validate_module_name(name):
 def resolve(normalized, functions):
     """Add ``function`` (the symbol chosen on the host) to each normalized probe.
 
-    ``functions`` maps probe name -> symbol. The symbol must be one of the probe's
-    candidates (this keeps host-provided strings inside the validated set).
+    ``functions`` maps probe name -> symbol. The spec is validated again (normalize()
+    is idempotent) and the symbol must be one of the probe's candidates, so the result
+    is always safe to render into C, whatever path it took to get here.
     """
     functions = functions or {}
     result = []
-    for index, probe in enumerate(normalized, 1):
+    for index, probe in enumerate(normalize(normalized) if normalized else [], 1):
         ctx = _Probe(index, probe)
         symbol = functions.get(probe['name'])
         if not symbol:
@@ -329,7 +333,7 @@ def resolve(normalized, functions):
         if symbol not in probe['functions']:
             ctx.fail('function', 'resolved symbol %r is not one of the candidates %s'
                      % (symbol, ', '.join(probe['functions'])))
-        resolved = dict(probe)
+        resolved = copy.deepcopy(probe)
         resolved['function'] = str(symbol)
         result.append(resolved)
     return result

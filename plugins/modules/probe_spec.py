@@ -45,8 +45,16 @@ attributes:
     support: full
   async:
     support: none
+  become:
+    support: none
   bypass_host_loop:
     support: none
+  connection:
+    support: none
+    details: It runs on the controller and never connects to the host.
+  delegation:
+    support: none
+    details: Nothing runs on the host, so delegation has no effect.
   check_mode:
     support: full
   diff_mode:
@@ -67,7 +75,6 @@ EXAMPLES = r'''
     probes: "{{ kprobes_fleet_probes | default(omit) }}"
     module_name: "{{ kprobes_fleet_module_name | default('kprobes_fleet') }}"
   run_once: true
-  delegate_to: localhost
   register: kprobes_fleet_spec
 
 - name: A preset by name plus a custom probe

@@ -267,3 +267,97 @@ def test_load_cursor_unusable(tmp_path, content):
     path = tmp_path / 'c'
     path.write_text(content)
     assert kmsg.load_cursor(str(path)) is None
+
+
+# -- probe_facts module (the collector built on this file) ---------------------------------
+
+class Failed(Exception):
+    pass
+
+
+class FakeModule(object):
+    def __init__(self, params, check_mode=False):
+        self.params = params
+        self.check_mode = check_mode
+
+    def fail_json(self, **kwargs):
+        raise Failed(kwargs['msg'])
+
+
+def fake_host(tmp_path, lines, loaded=False):
+    root = tmp_path / 'root'
+    (root / 'dev').mkdir(parents=True)
+    (root / 'proc/sys/kernel/random').mkdir(parents=True)
+    (root / 'proc/sys/kernel/random/boot_id').write_text('boot-1\n')
+    (root / 'dev/kmsg').write_text(''.join('6,%d,%d,-;%s\n' % (i, i * 1000, t) for i, t in enumerate(lines)))
+    if loaded:
+        (root / 'sys/module' / MOD).mkdir(parents=True)
+        (root / 'sys/kernel' / MOD).mkdir(parents=True)
+        (root / 'sys/kernel' / MOD / 'spec_hash').write_text('3f2a9c0d11e4b7a5\n')
+        p = root / 'sys/kernel' / MOD / 'probes' / 'disk_full'
+        p.mkdir(parents=True)
+        for name, value in [('function', 'vfs_write'), ('hits', '9123'), ('matches', '3'), ('nmissed', '0'),
+                            ('kp_nmissed', '0'), ('maxactive', '64'), ('registered', '1'),
+                            ('reg_err', '0'), ('suppressed', '1')]:
+            (p / name).write_text(value + '\n')
+    return str(root)
+
+
+def run_facts(tmp_path, root, check_mode=False, **params):
+    from ansible_collections.kprobes.fleet.plugins.modules import probe_facts
+    full = {'module': MOD, 'state_dir': str(tmp_path / 'state'), 'max_events': 1000, 'advance_cursor': True}
+    full.update(params)
+    return probe_facts.ProbeFacts(FakeModule(full, check_mode), root=root, release='6.1.0-56-amd64').gather()
+
+
+def test_probe_facts_loaded_counters_and_cursor(tmp_path):
+    root = fake_host(tmp_path, ['noise', ev_line(), ev_line(pid=9, comm='my prog')], loaded=True)
+    f = run_facts(tmp_path, root)
+    assert f['loaded'] is True and f['spec_hash'] == '3f2a9c0d11e4b7a5'
+    assert f['kernel'] == '6.1.0-56-amd64' and f['boot_id'] == 'boot-1'
+    assert f['probes'] == {'disk_full': {'function': 'vfs_write', 'hits': 9123, 'matches': 3, 'nmissed': 0,
+                                         'kp_nmissed': 0, 'maxactive': 64, 'registered': 1, 'reg_err': 0,
+                                         'suppressed': 1}}
+    assert [(e['seq'], e['comm'], e['errno']) for e in f['events']] == [(1, 'dd', 'ENOSPC'), (2, 'my prog', 'ENOSPC')]
+    assert (f['events_lost'], f['events_dropped']) == (0, 0)
+    assert f['cursor'] == {'boot_id': 'boot-1', 'next_seq': 3}
+    assert kmsg.load_cursor(str(tmp_path / 'state' / (MOD + '.kmsg-cursor'))) == f['cursor']
+    again = run_facts(tmp_path, root)
+    assert again['events'] == [] and again['cursor'] == f['cursor']
+
+
+def test_probe_facts_not_loaded_still_reads_ring(tmp_path):
+    root = fake_host(tmp_path, [ev_line()])
+    f = run_facts(tmp_path, root)
+    assert f['loaded'] is False and f['probes'] == {} and f['spec_hash'] is None
+    assert len(f['events']) == 1
+
+
+def test_probe_facts_check_mode_and_no_advance_do_not_write(tmp_path):
+    root = fake_host(tmp_path, [ev_line()])
+    assert len(run_facts(tmp_path, root, check_mode=True)['events']) == 1
+    assert len(run_facts(tmp_path, root, advance_cursor=False)['events']) == 1
+    assert not os.path.exists(str(tmp_path / 'state'))
+
+
+def test_probe_facts_max_events_drops_oldest(tmp_path):
+    root = fake_host(tmp_path, [ev_line(pid=p) for p in range(10)])
+    f = run_facts(tmp_path, root, max_events=3)
+    assert [e['pid'] for e in f['events']] == [7, 8, 9]
+    assert f['events_dropped'] == 7
+    assert f['cursor']['next_seq'] == 10
+    assert run_facts(tmp_path, root, max_events=0)['events'] == []
+    with pytest.raises(Failed):
+        run_facts(tmp_path, root, max_events=-1)
+
+
+def test_probe_facts_lost_since_cursor(tmp_path):
+    root = fake_host(tmp_path, [ev_line(pid=p) for p in range(10)])
+    kmsg.save_cursor(str(tmp_path / 'state' / (MOD + '.kmsg-cursor')), {'boot_id': 'boot-1', 'next_seq': 2})
+    # the ring now starts at seq 5: records 2..4 were overwritten
+    dump = os.path.join(root, 'dev', 'kmsg')
+    lines = open(dump).read().splitlines(True)[5:]
+    open(dump, 'w').write(''.join(lines))
+    f = run_facts(tmp_path, root)
+    assert f['events_lost'] == 3
+    assert [e['seq'] for e in f['events']] == [5, 6, 7, 8, 9]

@@ -24,7 +24,7 @@ def test_default_presets():
     expected = [
         {'name': 'open_failures', 'functions': ['do_filp_open'], 'returns': 'errptr',
          'report': 'negative', 'errnos': [], 'maxactive': 256, 'log': True,
-         'log_burst': 100, 'log_interval': 5},
+         'log_burst': 500, 'log_interval': 5},
         {'name': 'disk_full', 'functions': ['vfs_write'], 'returns': 'long',
          'report': 'errno', 'errnos': ['EDQUOT', 'ENOSPC'], 'maxactive': 1024, 'log': True,
          'log_burst': 100, 'log_interval': 5},
@@ -229,6 +229,15 @@ def test_resolve_missing_symbol(functions):
         ps.resolve(normalized, functions)
     assert "probe 'a' (#1): field 'function'" in str(info.value)
     assert 'x1, x2' in str(info.value)
+
+
+def test_resolve_revalidates_its_input():
+    normalized = ps.normalize([probe(name='a')])
+    normalized[0]['name'] = 'a"); evil("'
+    with pytest.raises(ps.ProbeSpecError) as info:
+        ps.resolve(normalized, {normalized[0]['name']: 'vfs_write'})
+    assert "field 'name'" in str(info.value)
+    assert ps.resolve([], {}) == []
 
 
 def test_resolve_rejects_symbol_outside_candidates():

@@ -1,0 +1,99 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, kprobes.fleet developers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import (absolute_import, division, print_function)
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+---
+module: build_plan
+short_description: Plan kprobes.fleet module builds, one per build key, with a controller cache
+description:
+  - Used by the C(kprobes.fleet.probe_deploy) role. Runs on the controller only.
+  - C(op=plan) resolves the probe spec against a host's kernel facts, computes the spec hash and
+    the build key (hash of arch, kernel release, kernel build version and spec hash), and looks
+    the key up in the controller cache. If the module is not cached, exactly one host per key
+    gets the build (an atomic lock file in the cache); the others wait for it.
+  - C(op=wait) waits until the module of a key is published, or fails when its build failed.
+  - C(op=publish) moves a fetched C(.ko) into the cache atomically with its sha256.
+  - C(op=abort) releases a build lock after a failed build.
+author:
+  - kprobes.fleet developers (@kprobes-fleet)
+options:
+  op:
+    description: What to do.
+    type: str
+    choices: [plan, wait, publish, abort]
+    default: plan
+  probes:
+    description: The normalized probe spec (from M(kprobes.fleet.probe_spec)); for C(op=plan).
+    type: list
+    elements: dict
+  module_name:
+    description: Kernel module name.
+    type: str
+    default: kprobes_fleet
+  kernel:
+    description: The host's C(kprobes_fleet_kernel) facts (from M(kprobes.fleet.kernel_facts)); for C(op=plan).
+    type: dict
+  cache_dir:
+    description: Controller directory of the module cache.
+    type: path
+    default: ~/.cache/kprobes-fleet/modules
+  build_key:
+    description: The build key; for C(op=wait), C(op=publish) and C(op=abort).
+    type: str
+  staged:
+    description: Controller path of the fetched C(.ko); for C(op=publish).
+    type: path
+  meta:
+    description: Metadata stored with the published module.
+    type: dict
+  timeout:
+    description: Seconds to wait for another host's build; also the age after which a lock is stale.
+    type: int
+    default: 1800
+  poll:
+    description: Seconds between checks while waiting.
+    type: float
+    default: 2
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+notes:
+  - "Cache layout: C(<cache_dir>/<build_key>/{<module>.ko, <module>.ko.sha256, meta.json}). Clear it with C(rm -rf)."
+'''
+
+EXAMPLES = r'''
+- name: Plan the build of this host's kernel
+  kprobes.fleet.build_plan:
+    op: plan
+    probes: "{{ spec.probes }}"
+    kernel: "{{ ansible_facts['kprobes_fleet_kernel'] }}"
+  register: plan
+'''
+
+RETURN = r'''
+plan:
+  description: For C(op=plan).
+  returned: success
+  type: dict
+  contains:
+    build_key: {description: The build key., type: str}
+    spec_hash: {description: Hash of the resolved spec and template., type: str}
+    probes: {description: The resolved probes (with the chosen C(function))., type: list}
+    ko: {description: Path of the module in the controller cache., type: str}
+    build: {description: Whether this host builds the module., type: bool}
+    cached: {description: Whether the module was already in the cache., type: bool}
+    loaded: {description: Whether the host already runs a module with this spec hash., type: bool}
+    sha256: {description: sha256 of the cached module, when cached., type: str}
+sha256:
+  description: For C(op=wait) and C(op=publish), the module's sha256.
+  returned: success
+  type: str
+'''

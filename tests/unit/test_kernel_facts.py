@@ -1,0 +1,231 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, kprobes.fleet developers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import (absolute_import, division, print_function)
+__metaclass__ = type
+
+import collections
+import gzip
+import os
+
+import pytest
+
+from ansible_collections.kprobes.fleet.plugins.modules import kernel_facts
+
+RELEASE = '6.1.0-56-amd64'
+Uname = collections.namedtuple('Uname', 'sysname nodename release version machine')
+UNAME = Uname('Linux', 'h', RELEASE, '#1 SMP PREEMPT_DYNAMIC Debian 6.1.153-1 (2025-09-20)', 'x86_64')
+
+KALLSYMS = """\
+ffffffff81000000 T _stext
+ffffffff81234560 T vfs_write
+ffffffff81234570 t do_sys_openat2
+ffffffff81234580 t do_sys_openat2.cold
+ffffffff81234590 D some_data
+ffffffff812345a0 T __x64_sys_openat
+ffffffff812345b0 T do_nmi
+ffffffff812345c0 t ext4_file_write_iter\t[ext4]
+ffffffff812345d0 r do_sys_open
+"""
+
+BLACKLIST = """\
+0xffffffff812345b0-0xffffffff812345ff\tdo_nmi
+0xffffffffc0001000-0xffffffffc0001100\tsome_mod_func\t[somemod]
+"""
+
+CONFIG = """\
+#
+# Automatically generated file; DO NOT EDIT.
+#
+CONFIG_CC_VERSION_TEXT="gcc-12 (Debian 12.2.0-14+deb12u1) 12.2.0"
+CONFIG_KPROBES=y
+CONFIG_KRETPROBES=y
+# CONFIG_MODULE_SIG_FORCE is not set
+CONFIG_LOG_BUF_SHIFT=17
+"""
+
+
+class Failed(Exception):
+    pass
+
+
+class FakeModule(object):
+    params = {}
+
+    def fail_json(self, **kwargs):
+        raise Failed(kwargs['msg'])
+
+
+def write(root, rel, content, mode='w'):
+    path = os.path.join(str(root), rel)
+    if not os.path.isdir(os.path.dirname(path)):
+        os.makedirs(os.path.dirname(path))
+    with open(path, mode) as f:
+        f.write(content)
+    return path
+
+
+@pytest.fixture
+def root(tmp_path):
+    write(tmp_path, 'proc/kallsyms', KALLSYMS)
+    write(tmp_path, 'etc/os-release', 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\nVERSION_ID="12"\n')
+    return tmp_path
+
+
+def gather(root, probes=None, name='kprobes_fleet'):
+    facts = kernel_facts.KernelFacts(FakeModule(), root=str(root), uname=UNAME)
+    return facts.gather(probes or [], name)
+
+
+PROBES = [
+    {'name': 'disk_full', 'functions': ['nope_write', 'vfs_write', '__x64_sys_openat']},
+    {'name': 'open_failures', 'functions': ['do_sys_openat2', 'do_sys_open']},
+    {'name': 'nmi', 'functions': ['do_nmi', 'some_data', 'ext4_file_write_iter']},
+    {'name': 'none', 'functions': ['do_sys_open', 'do_nmi']},
+]
+
+
+def test_parse_kallsyms_text_symbols_only():
+    names = kernel_facts.parse_kallsyms(KALLSYMS.splitlines())
+    assert {'vfs_write', 'do_sys_openat2', 'do_sys_openat2.cold', 'ext4_file_write_iter'} <= names
+    assert 'some_data' not in names and 'do_sys_open' not in names
+
+
+def test_parse_blacklist():
+    assert kernel_facts.parse_blacklist(BLACKLIST) == {'do_nmi', 'some_mod_func'}
+
+
+def test_candidates_without_blacklist(root):
+    f = gather(root, PROBES)
+    assert f['blacklist_readable'] is False
+    assert f['candidates']['disk_full'] == {'nope_write': 'absent', 'vfs_write': 'ok', '__x64_sys_openat': 'ok'}
+    assert list(f['candidates']['disk_full']) == ['nope_write', 'vfs_write', '__x64_sys_openat']
+    assert f['functions'] == {'disk_full': 'vfs_write', 'open_failures': 'do_sys_openat2',
+                              'nmi': 'do_nmi', 'none': 'do_nmi'}
+
+
+def test_candidates_with_blacklist(root):
+    write(root, 'sys/kernel/debug/kprobes/blacklist', BLACKLIST)
+    f = gather(root, PROBES)
+    assert f['blacklist_readable'] is True
+    assert f['candidates']['nmi'] == {'do_nmi': 'blacklisted', 'some_data': 'absent',
+                                      'ext4_file_write_iter': 'ok'}
+    assert f['functions']['nmi'] == 'ext4_file_write_iter'
+    assert f['functions']['none'] is None  # no candidate: reported, not a failure
+    assert f['candidates']['open_failures'] == {'do_sys_openat2': 'ok', 'do_sys_open': 'absent'}
+
+
+def test_kallsyms_unreadable_fails(root):
+    os.unlink(str(root / 'proc/kallsyms'))
+    with pytest.raises(Failed) as exc:
+        gather(root, PROBES)
+    assert '/proc/kallsyms' in str(exc.value)
+
+
+def test_kallsyms_not_needed_without_probes(root):
+    os.unlink(str(root / 'proc/kallsyms'))
+    f = gather(root, [])
+    assert f['functions'] == {} and f['candidates'] == {}
+
+
+def test_config_from_boot(root):
+    write(root, 'boot/config-' + RELEASE, CONFIG)
+    write(root, 'sys/module/module/parameters/sig_enforce', 'N\n')
+    f = gather(root)
+    assert f['config_source'] == '/boot/config-' + RELEASE
+    assert f['kprobes'] is True and f['kretprobes'] is True
+    assert f['cc_version_text'] == 'gcc-12 (Debian 12.2.0-14+deb12u1) 12.2.0'
+    assert f['sig_enforce'] is False
+
+
+def test_config_from_proc_config_gz(root):
+    path = os.path.join(str(root), 'proc/config.gz')
+    with gzip.open(path, 'wb') as f:
+        f.write(CONFIG.replace('CONFIG_KRETPROBES=y', '# CONFIG_KRETPROBES is not set')
+                .replace('# CONFIG_MODULE_SIG_FORCE is not set', 'CONFIG_MODULE_SIG_FORCE=y').encode())
+    f = gather(root)
+    assert f['config_source'] == '/proc/config.gz'
+    assert f['kprobes'] is True and f['kretprobes'] is False
+    assert f['sig_enforce'] is True  # no sysfs parameter: falls back to CONFIG_MODULE_SIG_FORCE
+
+
+def test_config_from_build_dir_and_headers(root):
+    write(root, 'lib/modules/%s/build/.config' % RELEASE, 'CONFIG_KPROBES=y\n')
+    write(root, 'lib/modules/%s/build/Makefile' % RELEASE, 'all:\n')
+    f = gather(root)
+    assert f['config_source'] == '/lib/modules/%s/build/.config' % RELEASE
+    assert f['kprobes'] is True and f['kretprobes'] is False
+    assert f['cc_version_text'] is None
+    assert f['headers'] is True
+
+
+def test_no_config_anywhere(root):
+    f = gather(root)
+    assert f['config_source'] is None
+    assert f['kprobes'] is None and f['kretprobes'] is None and f['sig_enforce'] is None
+    assert f['headers'] is False
+    assert f['lockdown'] is None and f['modules_disabled'] is None
+
+
+def test_sig_enforce_param_wins(root):
+    write(root, 'boot/config-' + RELEASE, CONFIG)
+    write(root, 'sys/module/module/parameters/sig_enforce', 'Y\n')
+    assert gather(root)['sig_enforce'] is True
+
+
+def test_uname_lockdown_modules_disabled(root):
+    write(root, 'sys/kernel/security/lockdown', 'none [integrity] confidentiality\n')
+    write(root, 'proc/sys/kernel/modules_disabled', '1\n')
+    f = gather(root)
+    assert (f['arch'], f['release'], f['version']) == ('x86_64', RELEASE, UNAME.version)
+    assert f['lockdown'] == 'integrity'
+    assert f['modules_disabled'] is True
+    write(root, 'proc/sys/kernel/modules_disabled', '0\n')
+    assert gather(root)['modules_disabled'] is False
+
+
+@pytest.mark.parametrize('text,expected', [
+    ('ID=debian\nVERSION_ID="12"\n', ('debian', '12', [], 'debian')),
+    ('ID=ubuntu\nID_LIKE=debian\nVERSION_ID="24.04"\n', ('ubuntu', '24.04', ['debian'], 'debian')),
+    ('ID="rocky"\nID_LIKE="rhel centos fedora"\nVERSION_ID="9.4"\n',
+     ('rocky', '9.4', ['rhel', 'centos', 'fedora'], 'redhat')),
+    ('ID="amzn"\nID_LIKE="centos rhel fedora"\nVERSION_ID="2023"\n',
+     ('amzn', '2023', ['centos', 'rhel', 'fedora'], 'redhat')),
+    ('ID=fedora\nVERSION_ID=40\n', ('fedora', '40', [], 'redhat')),
+    ('ID="opensuse-leap"\nID_LIKE="suse opensuse"\nVERSION_ID="15.6"\n',
+     ('opensuse-leap', '15.6', ['suse', 'opensuse'], 'suse')),
+    ('ID="sles"\nVERSION_ID="15.5"\n', ('sles', '15.5', [], 'suse')),
+    ('# comment\nID=arch\nBUILD_ID=rolling\n', ('arch', None, [], 'other')),
+    ("ID='weird'\nVERSION_ID='1 2'\n", ('weird', '1 2', [], 'other')),
+])
+def test_os_release(root, text, expected):
+    write(root, 'etc/os-release', text)
+    d = gather(root)['distro']
+    assert (d['id'], d['version_id'], d['id_like'], d['family']) == expected
+
+
+def test_os_release_fallback_and_missing(root):
+    os.unlink(str(root / 'etc/os-release'))
+    assert gather(root)['distro'] == {'id': None, 'version_id': None, 'id_like': [], 'family': 'other'}
+    write(root, 'usr/lib/os-release', 'ID=debian\n')
+    assert gather(root)['distro']['family'] == 'debian'
+
+
+def test_loaded(root):
+    f = gather(root)
+    assert f['loaded'] == {'module': 'kprobes_fleet', 'spec_hash': None, 'present': False}
+    os.makedirs(os.path.join(str(root), 'sys/module/kprobes_fleet'))
+    write(root, 'sys/kernel/kprobes_fleet/spec_hash', '3f2a9c0d11e4b7a5\n')
+    f = gather(root)
+    assert f['loaded'] == {'module': 'kprobes_fleet', 'spec_hash': '3f2a9c0d11e4b7a5', 'present': True}
+
+
+def test_normalize_probes():
+    m = FakeModule()
+    assert kernel_facts.normalize_probes(m, [{'name': 'a', 'function': 'vfs_write', 'returns': 'long'}]) == \
+        [{'name': 'a', 'functions': ['vfs_write']}]
+    with pytest.raises(Failed):
+        kernel_facts.normalize_probes(m, [{'functions': ['x']}])
+    with pytest.raises(Failed):
+        kernel_facts.normalize_probes(m, [{'name': 'a', 'functions': []}])

@@ -1,0 +1,388 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, kprobes.fleet developers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import (absolute_import, division, print_function)
+__metaclass__ = type
+
+import hashlib
+import json
+import os
+import shutil
+import stat
+
+import pytest
+
+from ansible_collections.kprobes.fleet.plugins.modules import probe_module
+
+RELEASE = '6.1.0-56-amd64'
+NAME = 'kprobes_fleet'
+NEW_HASH = '3f2a9c0d11e4b7a5'
+OLD_HASH = '0d11e4b7a53f2a9c'
+BOOT = '84622e10-2383-4f54-ba8b-50898d63d5b3'
+
+
+class Failed(Exception):
+    def __init__(self, kwargs):
+        Exception.__init__(self, kwargs['msg'])
+        self.kwargs = kwargs
+
+
+class FakeModule(object):
+    def __init__(self, params, check_mode=False, diff=False):
+        self.params = params
+        self.check_mode = check_mode
+        self._diff = diff
+        self.warnings = []
+        self.handler = None
+        self.calls = []
+
+    def get_bin_path(self, tool, required=False):
+        return '/sbin/' + tool
+
+    def run_command(self, argv):
+        self.calls.append(argv)
+        return self.handler(argv)
+
+    def fail_json(self, **kwargs):
+        raise Failed(kwargs)
+
+    def warn(self, msg):
+        self.warnings.append(msg)
+
+
+class Host(object):
+    """A fake host tree (sysfs, /dev/kmsg, boot_id) plus a fake kmod behaving like the kernel."""
+
+    def __init__(self, tmp_path):
+        self.root = str(tmp_path / 'root')
+        self.state_dir = str(tmp_path / 'var' / 'lib' / 'kprobes-fleet' / 'state')
+        self.seq = 0
+        os.makedirs(os.path.join(self.root, 'dev'))
+        os.makedirs(os.path.join(self.root, 'proc/sys/kernel/random'))
+        with open(os.path.join(self.root, 'proc/sys/kernel/random/boot_id'), 'w') as f:
+            f.write(BOOT + '\n')
+        open(self.kmsg, 'w').close()
+        for i in range(5):
+            self.log('boot noise %d' % i)
+        self.vermagic = RELEASE + ' SMP preempt mod_unload modversions '
+        self.versions = {}       # ko path -> MODULE_VERSION
+        self.insmod_fail = {}    # ko path -> (rc, stderr, kernel lines)
+        self.rmmod_fail = None
+
+    @property
+    def kmsg(self):
+        return os.path.join(self.root, 'dev', 'kmsg')
+
+    def log(self, text):
+        with open(self.kmsg, 'a') as f:
+            f.write('6,%d,%d,-;%s\n' % (self.seq, 1000 * self.seq, text))
+        self.seq += 1
+
+    def load(self, spec_hash, probes=(('disk_full', 'vfs_write'),)):
+        os.makedirs(os.path.join(self.root, 'sys/module', NAME), exist_ok=True)
+        base = os.path.join(self.root, 'sys/kernel', NAME)
+        os.makedirs(base, exist_ok=True)
+        with open(os.path.join(base, 'spec_hash'), 'w') as f:
+            f.write(spec_hash + '\n')
+        for probe, func in probes:
+            d = os.path.join(base, 'probes', probe)
+            os.makedirs(d, exist_ok=True)
+            with open(os.path.join(d, 'function'), 'w') as f:
+                f.write(func + '\n')
+            with open(os.path.join(d, 'registered'), 'w') as f:
+                f.write('1\n')
+        self.log('%s: loaded spec_hash=%s probes=%d' % (NAME, spec_hash, len(probes)))
+
+    def unload(self):
+        shutil.rmtree(os.path.join(self.root, 'sys/module', NAME))
+        shutil.rmtree(os.path.join(self.root, 'sys/kernel', NAME))
+
+    def loaded_hash(self):
+        p = os.path.join(self.root, 'sys/kernel', NAME, 'spec_hash')
+        return open(p).read().strip() if os.path.exists(p) else None
+
+    def handler(self, argv):
+        tool = os.path.basename(argv[0])
+        if tool == 'modinfo':
+            field, path = argv[2], argv[3]
+            if field == 'vermagic':
+                return 0, self.vermagic + '\n', ''
+            return 0, self.versions.get(path, '') + '\n', ''
+        if tool == 'rmmod':
+            if self.rmmod_fail:
+                return 1, '', self.rmmod_fail
+            self.unload()
+            return 0, '', ''
+        if tool == 'insmod':
+            path = argv[1]
+            if path in self.insmod_fail:
+                rc, err, lines = self.insmod_fail[path]
+                for line in lines:
+                    self.log(line)
+                return rc, '', err
+            self.load(self.versions[path])
+            return 0, '', ''
+        raise AssertionError('unexpected command %r' % (argv,))
+
+    def ko(self, tmp_path, spec_hash, content=None):
+        content = content or ('ELF module ' + spec_hash).encode()
+        path = str(tmp_path / ('%s.ko' % spec_hash))
+        with open(path, 'wb') as f:
+            f.write(content)
+        self.versions[path] = spec_hash
+        return path, hashlib.sha256(content).hexdigest()
+
+    def loader(self, check_mode=False, diff=False, **params):
+        full = {'name': NAME, 'path': None, 'sha256': None, 'spec_hash': None,
+                'state': 'present', 'state_dir': self.state_dir}
+        full.update(params)
+        module = FakeModule(full, check_mode=check_mode, diff=diff)
+        module.handler = self.handler
+        return module, probe_module.ProbeLoader(module, root=self.root, release=RELEASE)
+
+
+@pytest.fixture
+def host(tmp_path):
+    return Host(tmp_path)
+
+
+def tools(module):
+    return [os.path.basename(c[0]) + ' ' + ' '.join(c[1:]) for c in module.calls]
+
+
+def cursor(host):
+    with open(os.path.join(host.state_dir, NAME + '.kmsg-cursor')) as f:
+        return json.load(f)
+
+
+# -- present -------------------------------------------------------------------------------
+
+def test_unchanged_when_spec_hash_equal_file_not_read(host, tmp_path):
+    host.load(NEW_HASH)
+    module, loader = host.loader(path=str(tmp_path / 'does-not-exist.ko'), sha256='0' * 64,
+                                 spec_hash=NEW_HASH)
+    result = loader.apply()
+    assert result['changed'] is False
+    assert result['spec_hash'] == NEW_HASH
+    assert result['probes'] == {'disk_full': {'function': 'vfs_write', 'registered': 1}}
+    assert module.calls == []
+    assert not os.path.exists(host.state_dir)
+
+
+def test_sha256_mismatch_refused(host, tmp_path):
+    path, digest = host.ko(tmp_path, NEW_HASH)
+    module, loader = host.loader(path=path, sha256='ab' * 32, spec_hash=NEW_HASH)
+    with pytest.raises(Failed) as exc:
+        loader.apply()
+    assert exc.value.kwargs['msg'] == ('sha256 mismatch for %s: expected %s, got %s; refusing to load'
+                                       % (path, 'ab' * 32, digest))
+    assert module.calls == []
+
+
+def test_vermagic_mismatch_refused(host, tmp_path):
+    host.vermagic = '6.1.0-55-amd64 SMP preempt mod_unload modversions'
+    path, digest = host.ko(tmp_path, NEW_HASH)
+    module, loader = host.loader(path=path, sha256=digest.upper(), spec_hash=NEW_HASH)
+    with pytest.raises(Failed) as exc:
+        loader.apply()
+    msg = exc.value.kwargs['msg']
+    assert '6.1.0-55-amd64' in msg and RELEASE in msg and 'refusing' in msg
+    assert tools(module) == ['modinfo -F vermagic ' + path]
+
+
+def test_module_version_mismatch_refused(host, tmp_path):
+    path, digest = host.ko(tmp_path, NEW_HASH)
+    host.versions[path] = OLD_HASH
+    module, loader = host.loader(path=path, sha256=digest, spec_hash=NEW_HASH)
+    with pytest.raises(Failed) as exc:
+        loader.apply()
+    assert OLD_HASH in exc.value.kwargs['msg'] and NEW_HASH in exc.value.kwargs['msg']
+    assert 'insmod' not in ' '.join(tools(module))
+
+
+def test_fresh_load(host, tmp_path):
+    path, digest = host.ko(tmp_path, NEW_HASH)
+    pre = host.seq - 1
+    module, loader = host.loader(path=path, sha256=digest, spec_hash=NEW_HASH)
+    result = loader.apply()
+    assert result['changed'] is True
+    assert result['spec_hash'] == NEW_HASH and result['previous_spec_hash'] is None
+    assert result['cursor_saved'] is True
+    assert result['probes'] == {'disk_full': {'function': 'vfs_write', 'registered': 1}}
+    assert tools(module) == ['modinfo -F vermagic ' + path, 'modinfo -F version ' + path,
+                             'insmod ' + path]
+    assert cursor(host) == {'boot_id': BOOT, 'next_seq': pre + 1}
+    assert stat.S_IMODE(os.stat(host.state_dir).st_mode) == 0o700
+    loaded_ko = os.path.join(host.state_dir, NAME + '.loaded.ko')
+    assert open(loaded_ko, 'rb').read() == open(path, 'rb').read()
+    assert stat.S_IMODE(os.stat(loaded_ko).st_mode) == 0o600
+
+
+def test_existing_cursor_same_boot_kept_other_boot_replaced(host, tmp_path):
+    from ansible_collections.kprobes.fleet.plugins.module_utils import kmsg
+    cpath = os.path.join(host.state_dir, NAME + '.kmsg-cursor')
+    kmsg.save_cursor(cpath, {'boot_id': BOOT, 'next_seq': 2})
+    path, digest = host.ko(tmp_path, NEW_HASH)
+    module, loader = host.loader(path=path, sha256=digest, spec_hash=NEW_HASH)
+    assert loader.apply()['cursor_saved'] is False
+    assert cursor(host) == {'boot_id': BOOT, 'next_seq': 2}
+
+    host.unload()
+    kmsg.save_cursor(cpath, {'boot_id': 'previous-boot', 'next_seq': 99999})
+    pre = host.seq - 1
+    module, loader = host.loader(path=path, sha256=digest, spec_hash=NEW_HASH)
+    assert loader.apply()['cursor_saved'] is True
+    assert cursor(host) == {'boot_id': BOOT, 'next_seq': pre + 1}
+
+
+def test_reload_removes_old_first(host, tmp_path):
+    host.load(OLD_HASH)
+    path, digest = host.ko(tmp_path, NEW_HASH)
+    module, loader = host.loader(path=path, sha256=digest, spec_hash=NEW_HASH, diff=True)
+    result = loader.apply()
+    assert result['changed'] is True
+    assert result['previous_spec_hash'] == OLD_HASH and result['spec_hash'] == NEW_HASH
+    assert tools(module)[-2:] == ['rmmod ' + NAME, 'insmod ' + path]
+    assert result['diff'] == {'before': {'loaded': True, 'spec_hash': OLD_HASH},
+                              'after': {'loaded': True, 'spec_hash': NEW_HASH}}
+    assert host.loaded_hash() == NEW_HASH
+
+
+def test_rmmod_failure_changes_nothing(host, tmp_path):
+    host.load(OLD_HASH)
+    host.rmmod_fail = 'rmmod: ERROR: Module kprobes_fleet is in use'
+    path, digest = host.ko(tmp_path, NEW_HASH)
+    module, loader = host.loader(path=path, sha256=digest, spec_hash=NEW_HASH)
+    with pytest.raises(Failed) as exc:
+        loader.apply()
+    assert 'is in use' in exc.value.kwargs['msg']
+    assert 'insmod' not in ' '.join(tools(module))
+    assert host.loaded_hash() == OLD_HASH
+    assert not os.path.exists(os.path.join(host.state_dir, NAME + '.kmsg-cursor'))
+
+
+def test_insmod_failure_restores_previous(host, tmp_path):
+    old_path, old_digest = host.ko(tmp_path, OLD_HASH)
+    module, loader = host.loader(path=old_path, sha256=old_digest, spec_hash=OLD_HASH)
+    loader.apply()
+    loaded_ko = os.path.join(host.state_dir, NAME + '.loaded.ko')
+    host.versions[loaded_ko] = OLD_HASH
+
+    path, digest = host.ko(tmp_path, NEW_HASH)
+    host.insmod_fail[path] = (1, 'insmod: ERROR: could not insert module %s: Invalid parameters' % path,
+                              ['kprobes_fleet: register_kretprobe(vfs_write) for probe disk_full failed: -22'])
+    module, loader = host.loader(path=path, sha256=digest, spec_hash=NEW_HASH)
+    with pytest.raises(Failed) as exc:
+        loader.apply()
+    kw = exc.value.kwargs
+    assert 'Invalid parameters' in kw['msg']
+    assert 'register_kretprobe(vfs_write) for probe disk_full failed: -22' in kw['msg']
+    assert 'restored' in kw['msg'] and 'NOT' not in kw['msg']
+    assert kw['restored'] is True
+    assert kw['kernel_messages'] == ['kprobes_fleet: register_kretprobe(vfs_write) for probe disk_full failed: -22']
+    assert tools(module)[-3:] == ['rmmod ' + NAME, 'insmod ' + path, 'insmod ' + loaded_ko]
+    assert host.loaded_hash() == OLD_HASH
+    assert open(loaded_ko, 'rb').read() == open(old_path, 'rb').read()
+
+
+def test_insmod_failure_without_copy_not_restored(host, tmp_path):
+    host.load(OLD_HASH)
+    path, digest = host.ko(tmp_path, NEW_HASH)
+    host.insmod_fail[path] = (1, 'insmod: ERROR: could not insert module: Key was rejected by service',
+                              ['Loading of unsigned module is rejected'])
+    module, loader = host.loader(path=path, sha256=digest, spec_hash=NEW_HASH)
+    with pytest.raises(Failed) as exc:
+        loader.apply()
+    kw = exc.value.kwargs
+    assert 'Key was rejected' in kw['msg'] and 'Loading of unsigned module is rejected' in kw['msg']
+    assert 'NOT restored' in kw['msg'] and kw['restored'] is False
+    assert host.loaded_hash() is None
+
+
+def test_insmod_failure_nothing_loaded_before(host, tmp_path):
+    path, digest = host.ko(tmp_path, NEW_HASH)
+    host.insmod_fail[path] = (1, 'insmod: ERROR: could not insert module: Invalid module format', [])
+    module, loader = host.loader(path=path, sha256=digest, spec_hash=NEW_HASH)
+    with pytest.raises(Failed) as exc:
+        loader.apply()
+    assert 'no module was loaded before' in exc.value.kwargs['msg']
+    assert not os.path.exists(os.path.join(host.state_dir, NAME + '.loaded.ko'))
+
+
+def test_check_mode_verifies_but_changes_nothing(host, tmp_path):
+    host.load(OLD_HASH)
+    path, digest = host.ko(tmp_path, NEW_HASH)
+    module, loader = host.loader(check_mode=True, path=path, sha256=digest, spec_hash=NEW_HASH)
+    result = loader.apply()
+    assert result['changed'] is True
+    assert [c.split()[0] for c in tools(module)] == ['modinfo', 'modinfo']
+    assert host.loaded_hash() == OLD_HASH
+    assert not os.path.exists(host.state_dir)
+
+    module, loader = host.loader(check_mode=True, path=path, sha256='cd' * 32, spec_hash=NEW_HASH)
+    with pytest.raises(Failed):
+        loader.apply()
+
+
+def test_check_mode_missing_file_is_a_change(host, tmp_path):
+    module, loader = host.loader(check_mode=True, path=str(tmp_path / 'not-copied-yet.ko'),
+                                 sha256='ab' * 32, spec_hash=NEW_HASH)
+    assert loader.apply()['changed'] is True
+    assert module.calls == []
+
+
+def test_missing_file_fails(host, tmp_path):
+    module, loader = host.loader(path=str(tmp_path / 'nope.ko'), sha256='ab' * 32, spec_hash=NEW_HASH)
+    with pytest.raises(Failed) as exc:
+        loader.apply()
+    assert 'cannot read' in exc.value.kwargs['msg']
+
+
+@pytest.mark.parametrize('name', ['Kprobes', '1abc', 'a-b', 'a' * 57, ''])
+def test_invalid_name(host, name):
+    module, loader = host.loader(name=name, state='absent')
+    with pytest.raises(Failed) as exc:
+        loader.apply()
+    assert 'invalid module name' in exc.value.kwargs['msg']
+
+
+def test_invalid_sha256(host, tmp_path):
+    module, loader = host.loader(path='/x.ko', sha256='xyz', spec_hash=NEW_HASH)
+    with pytest.raises(Failed):
+        loader.apply()
+
+
+# -- absent --------------------------------------------------------------------------------
+
+def test_absent_unloads(host):
+    host.load(OLD_HASH)
+    module, loader = host.loader(state='absent', diff=True)
+    result = loader.apply()
+    assert result['changed'] is True and result['previous_spec_hash'] == OLD_HASH
+    assert tools(module) == ['rmmod ' + NAME]
+    assert result['diff']['after'] == {'loaded': False, 'spec_hash': None}
+    assert host.loaded_hash() is None
+
+
+def test_absent_check_mode(host):
+    host.load(OLD_HASH)
+    module, loader = host.loader(state='absent', check_mode=True)
+    assert loader.apply()['changed'] is True
+    assert module.calls == []
+    assert host.loaded_hash() == OLD_HASH
+
+
+def test_absent_not_loaded(host):
+    module, loader = host.loader(state='absent')
+    assert loader.apply()['changed'] is False
+    assert module.calls == []
+
+
+def test_absent_rmmod_failure(host):
+    host.load(OLD_HASH)
+    host.rmmod_fail = 'rmmod: ERROR: Module kprobes_fleet is in use'
+    module, loader = host.loader(state='absent')
+    with pytest.raises(Failed) as exc:
+        loader.apply()
+    assert 'in use' in exc.value.kwargs['msg']
