@@ -30,6 +30,8 @@ import recipe  # noqa: E402
 
 CACHE = os.path.expanduser(os.environ.get("KPROBES_FLEET_LAB_CACHE", "~/.cache/kprobes-fleet/lab"))
 QEMU = os.environ.get("LAB_QEMU", "qemu-system-x86_64")
+# Console lines after which a boot will never reach SSH: fail at once instead of timing out.
+BOOT_FAILURES = ("Kernel panic", "Dropping to a shell", "Gave up waiting for root", "emergency mode")
 
 
 class LabError(Exception):
@@ -284,9 +286,11 @@ class Lab:
             if not self.pid(name):
                 errors[name] = "%s: qemu exited during boot. Last console lines:\n%s" % (name, tail(console))
                 return
-            if "Kernel panic" in tail(console, 60):
-                errors[name] = "%s: kernel panic during boot. Last console lines:\n%s" % (name, tail(console))
-                return
+            recent = tail(console, 60)
+            for marker in BOOT_FAILURES:
+                if marker in recent:
+                    errors[name] = "%s: boot failed (%s). Last console lines:\n%s" % (name, marker, tail(console))
+                    return
             if time.time() - t0 > timeout:
                 errors[name] = "%s: no SSH after %d s. Last console lines:\n%s" % (name, timeout, tail(console))
                 return

@@ -1,0 +1,64 @@
+"""Shared helpers for the bench scripts: a lab of their own, ssh, ansible-playbook."""
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(REPO, ".venv", "bin")
+LAB = [sys.executable, os.path.join(REPO, "lab", "lab.py")]
+
+
+def log(msg):
+    print("bench: %s" % msg, file=sys.stderr, flush=True)
+
+
+class BenchLab:
+    def __init__(self, name):
+        self.dir = os.path.join(REPO, ".lab-bench-" + name)
+
+    def fresh(self, releases):
+        """Clean VMs: stop whatever this bench started before, boot new overlays."""
+        subprocess.run(LAB + ["--dir", self.dir, "down"], check=True)
+        res = subprocess.run(LAB + ["--dir", self.dir, "up", "--json", "--releases", ",".join(releases)],
+                             check=True, stdout=subprocess.PIPE, text=True)
+        self.vms = json.loads(res.stdout)["vms"]
+        return self.vms
+
+    def down(self):
+        subprocess.run(LAB + ["--dir", self.dir, "down"], check=True)
+
+    @property
+    def inventory(self):
+        return os.path.join(self.dir, "inventory.yml")
+
+    def ssh(self, name, script, check=True):
+        res = subprocess.run(["ssh", "-F", os.path.join(self.dir, "ssh_config"), "-o", "BatchMode=yes",
+                              name, script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        if check and res.returncode != 0:
+            raise RuntimeError("%s: %s failed: %s" % (name, script, res.stderr.strip()))
+        return res.stdout
+
+
+def playbook(inventory, playbook_path, extra=None, log_path=None):
+    """Run ansible-playbook; return (seconds, {host: recap dict}, rc)."""
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"), ANSIBLE_NOCOLOR="1",
+               PATH=BIN + os.pathsep + os.environ.get("PATH", ""))
+    argv = [os.path.join(BIN, "ansible-playbook"), "-i", inventory, playbook_path]
+    for k, v in (extra or {}).items():
+        argv += ["-e", "%s=%s" % (k, v)]
+    t0 = time.time()
+    res = subprocess.run(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    secs = time.time() - t0
+    if log_path:
+        with open(log_path, "w") as f:
+            f.write(res.stdout)
+    recap = {}
+    for m in re.finditer(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", res.stdout, re.M):
+        recap[m.group(1)] = {"ok": int(m.group(2)), "changed": int(m.group(3)),
+                             "unreachable": int(m.group(4)), "failed": int(m.group(5))}
+    if res.returncode != 0:
+        log("ansible-playbook failed (rc=%d), last lines:\n%s" % (res.returncode, "\n".join(res.stdout.splitlines()[-30:])))
+    return secs, recap, res.returncode

@@ -1,0 +1,74 @@
+"""Package names per OS family (roles/kernel_headers/vars/*.yml), rendered by Ansible's templar.
+
+Only Debian is exercised on real kernels in the lab; the EL, SUSE and Ubuntu names are
+checked here against the distributions' documented package naming.
+"""
+import os
+
+import pytest
+import yaml
+from ansible.parsing.dataloader import DataLoader
+from ansible.template import Templar, trust_as_template
+
+ROLE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                    "roles", "kernel_headers")
+
+
+def trusted(value):
+    if isinstance(value, str):
+        return trust_as_template(value)
+    if isinstance(value, list):
+        return [trusted(v) for v in value]
+    if isinstance(value, dict):
+        return {k: trusted(v) for k, v in value.items()}
+    return value
+
+
+def packages(osfile, release, cc_version_text=""):
+    variables = {"ansible_facts": {"kernel": release,
+                                   "kprobes_fleet_kernel": {"cc_version_text": cc_version_text}},
+                 "kprobes_fleet_headers_release": ""}
+    loader = DataLoader()
+    for name in ("defaults/main.yml", "vars/main.yml", "vars/%s.yml" % osfile):
+        with open(os.path.join(ROLE, name)) as f:
+            variables.update(trusted(yaml.safe_load(f) or {}))  # role files are trusted templates in a play
+    templar = Templar(loader=loader, variables=variables)
+    return templar.template(variables["__kprobes_fleet_headers_packages"])
+
+
+def test_debian_exact_release():
+    assert packages("Debian", "6.1.0-50-amd64") == ["linux-headers-6.1.0-50-amd64", "make"]
+
+
+def test_ubuntu_adds_the_kernels_gcc():
+    cc = "x86_64-linux-gnu-gcc-12 (Ubuntu 12.3.0-1ubuntu1~22.04) 12.3.0"
+    assert packages("Ubuntu", "6.5.0-35-generic", cc) == ["linux-headers-6.5.0-35-generic", "make", "gcc-12"]
+
+
+def test_ubuntu_without_compiler_info_falls_back_to_gcc():
+    assert packages("Ubuntu", "5.15.0-91-generic")[-1] == "gcc"
+
+
+def test_el_kernel_devel_not_kernel_headers():
+    pk = packages("RedHat", "5.14.0-427.13.1.el9_4.x86_64")
+    assert pk[0] == "kernel-devel-5.14.0-427.13.1.el9_4.x86_64"
+    assert "kernel-headers" not in " ".join(pk)
+    assert "elfutils-libelf-devel" in pk and "gcc" in pk
+
+
+@pytest.mark.parametrize("release,flavour,version", [
+    ("5.14.21-150500.55.65-default", "default", "5.14.21-150500.55.65"),
+    ("6.4.0-150600.23.7-azure", "azure", "6.4.0-150600.23.7"),
+])
+def test_suse_flavour_devel_plus_noarch_devel(release, flavour, version):
+    pk = packages("Suse", release)
+    assert pk[0] == "kernel-%s-devel = %s" % (flavour, version)
+    assert pk[1] == "kernel-devel = %s" % version
+
+
+def test_every_os_file_defines_the_package_list():
+    for name in os.listdir(os.path.join(ROLE, "vars")):
+        with open(os.path.join(ROLE, "vars", name)) as f:
+            data = yaml.safe_load(f)
+        if name != "main.yml":
+            assert "__kprobes_fleet_headers_packages" in data, name
