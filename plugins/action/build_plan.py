@@ -172,6 +172,7 @@ class ActionModule(ActionBase):
         spec_hash = probe_spec.spec_hash(module, resolved, template_sha())
         key = probe_spec.build_key(kernel["arch"], kernel["release"], kernel["version"], spec_hash)
         plan = dict(build_key=key, spec_hash=spec_hash, probes=resolved, ko=cache.ko(key),
+                    staged=os.path.join(cache.root, "%s.staged-%s.ko" % (key, host)),
                     loaded=(kernel.get("loaded") or {}).get("spec_hash") == spec_hash)
         meta = cache.lookup(key)
         if plan["loaded"] and not meta:

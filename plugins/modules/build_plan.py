@@ -88,6 +88,7 @@ plan:
     spec_hash: {description: Hash of the resolved spec and template., type: str}
     probes: {description: The resolved probes (with the chosen C(function))., type: list}
     ko: {description: Path of the module in the controller cache., type: str}
+    staged: {description: Controller path where the builder's .ko is fetched before publishing., type: str}
     build: {description: Whether this host builds the module., type: bool}
     cached: {description: Whether the module was already in the cache., type: bool}
     loaded: {description: Whether the host already runs a module with this spec hash., type: bool}
