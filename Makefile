@@ -17,7 +17,7 @@ SYS_CMDS := qemu-system-x86_64 qemu-img debootstrap mkfs.ext4 ssh ssh-keygen rsy
 SYS_PKGS := qemu-system-x86 qemu-utils debootstrap e2fsprogs openssh-client rsync git python3-venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help deps sys-deps venv lab lab-down lab-status demo deploy test lint sanity unit compile molecule clean
+.PHONY: help deps sys-deps venv lab lab-down lab-status demo deploy test lint sanity unit compile lab-test molecule clean
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -60,16 +60,21 @@ lint: venv
 sanity: venv
 	.ci/sanity
 
+# Unit tests, plus the compile tests when kernel headers are installed on this machine.
 unit: venv
-	$(BIN)/pytest -q -m "not compile"
+	$(BIN)/pytest -q tests/unit
 
 compile: venv
-	$(BIN)/pytest -q -m compile
+	$(BIN)/pytest -q -m compile tests/unit
+
+# The lab itself on a real VM: idempotent up, clean down, a VM that cannot boot.
+lab-test: deps
+	$(BIN)/pytest -q tests/vm
 
 molecule: deps
 	$(BIN)/molecule test
 
-test: deps lint sanity unit molecule
+test: deps lint sanity unit lab-test molecule
 	@echo "make test: all passed"
 
 clean: lab-down

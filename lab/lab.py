@@ -294,7 +294,7 @@ class Lab:
             if time.time() - t0 > timeout:
                 errors[name] = "%s: no SSH after %d s. Last console lines:\n%s" % (name, timeout, tail(console))
                 return
-            res = subprocess.run(self.ssh_argv(name, "uname", "-r"), capture_output=True, text=True)
+            res = subprocess.run(self.ssh_argv(name, "uname", "-r"), capture_output=True, text=True, check=False)
             if res.returncode == 0:
                 meta = self.meta(name)
                 meta.update(ready=True, uname_r=res.stdout.strip(), boot_s=round(time.time() - t0, 1))
@@ -388,7 +388,7 @@ def kill_wait(pid, grace=10):
             os.kill(pid, sig)
         except ProcessLookupError:
             return
-        for _ in range(grace * 10):
+        for _tick in range(grace * 10):
             try:
                 os.kill(pid, 0)
             except ProcessLookupError:

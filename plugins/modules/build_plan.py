@@ -61,10 +61,14 @@ options:
 attributes:
   check_mode:
     support: full
+    description: Nothing is changed on hosts; the controller cache is only written by O(op=publish).
   diff_mode:
     support: none
+    description: No diff.
   platform:
+    support: full
     platforms: posix
+    description: Runs on the controller.
 notes:
   - "Cache layout: C(<cache_dir>/<build_key>/{<module>.ko, <module>.ko.sha256, meta.json}). Clear it with C(rm -rf)."
 '''
@@ -92,7 +96,7 @@ plan:
     build: {description: Whether this host builds the module., type: bool}
     cached: {description: Whether the module was already in the cache., type: bool}
     loaded: {description: Whether the host already runs a module with this spec hash., type: bool}
-    sha256: {description: sha256 of the cached module, when cached., type: str}
+    sha256: {description: 'sha256 of the cached module, when cached.', type: str}
 sha256:
   description: For C(op=wait) and C(op=publish), the module's sha256.
   returned: success

@@ -1,0 +1,31 @@
+"""ansible-doc renders every module and every role's argument spec."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+MODULES = sorted(f[:-3] for f in os.listdir(os.path.join(REPO, "plugins", "modules")) if f.endswith(".py"))
+ROLES = sorted(os.listdir(os.path.join(REPO, "roles")))
+
+
+def ansible_doc(*args):
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(REPO, "collections"), ANSIBLE_NOCOLOR="1")
+    return subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible-doc")] + list(args),
+                          capture_output=True, text=True, env=env, timeout=120, check=False)
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_module_doc_renders(module):
+    res = ansible_doc("kprobes.fleet." + module)
+    assert res.returncode == 0, res.stderr
+    assert "kprobes.fleet.%s" % module in res.stdout
+    assert "[WARNING]" not in res.stderr, res.stderr
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_role_argument_spec_renders(role):
+    res = ansible_doc("-t", "role", "kprobes.fleet." + role)
+    assert res.returncode == 0, res.stderr
+    assert "OPTIONS" in res.stdout or "Options" in res.stdout, res.stdout
