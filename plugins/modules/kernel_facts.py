@@ -212,6 +212,7 @@ import re
 import shlex
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.kprobes.fleet.plugins.module_utils.hostfs import read_text
 from ansible.module_utils.common.text.converters import to_native
 
 CONFIG_LINE_RE = re.compile(r'^(CONFIG_[A-Za-z0-9_]+)=(.*)$')
@@ -223,13 +224,6 @@ REDHAT_IDS = frozenset(['rhel', 'centos', 'fedora', 'rocky', 'almalinux', 'ol', 
 SUSE_IDS = frozenset(['suse', 'sles', 'sled', 'sles_sap', 'opensuse', 'opensuse-leap',
                       'opensuse-tumbleweed', 'opensuse-microos', 'sle-micro'])
 
-
-def read_text(path, default=None):
-    try:
-        with open(path, 'rb') as f:
-            return f.read().decode('utf-8', 'replace')
-    except (IOError, OSError):
-        return default
 
 
 def parse_kallsyms(lines):

@@ -196,25 +196,12 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 from ansible_collections.kprobes.fleet.plugins.module_utils import kmsg
+from ansible_collections.kprobes.fleet.plugins.module_utils.hostfs import read_int, read_text
 
 COUNTERS = ('hits', 'matches', 'nmissed', 'kp_nmissed', 'maxactive', 'registered',
             'reg_err', 'suppressed')
 
 
-def read_text(path):
-    try:
-        with open(path, 'rb') as f:
-            return f.read().decode('utf-8', 'replace')
-    except (IOError, OSError):
-        return None
-
-
-def read_int(path):
-    text = read_text(path)
-    try:
-        return int(text.strip())
-    except (AttributeError, ValueError):
-        return None
 
 
 class ProbeFacts(object):

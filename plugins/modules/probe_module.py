@@ -140,26 +140,13 @@ import re
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 from ansible_collections.kprobes.fleet.plugins.module_utils import kmsg
+from ansible_collections.kprobes.fleet.plugins.module_utils.hostfs import read_int, read_text
 
 NAME_RE = re.compile(r'^[a-z][a-z0-9_]{0,55}$')
 SHA256_RE = re.compile(r'^[0-9a-fA-F]{64}$')
 KERNEL_LINES_MAX = 20
 
 
-def read_text(path):
-    try:
-        with open(path, 'rb') as f:
-            return f.read().decode('utf-8', 'replace')
-    except (IOError, OSError):
-        return None
-
-
-def read_int(path):
-    text = read_text(path)
-    try:
-        return int(text.strip())
-    except (AttributeError, ValueError):
-        return None
 
 
 class ProbeLoader(object):
