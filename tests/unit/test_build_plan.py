@@ -17,7 +17,7 @@ def test_exactly_one_of_many_concurrent_hosts_becomes_the_builder(tmp_path):
         p.start()
     for p in procs:
         p.join()
-    results = dict(queue.get() for _ in procs)
+    results = dict(queue.get() for _proc in procs)
     assert sum(results.values()) == 1
     winner = [h for h, won in results.items() if won][0]
     assert build_plan.ModuleCache(str(tmp_path), "kprobes_fleet").holder("k1")["host"] == winner
