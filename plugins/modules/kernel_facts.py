@@ -225,7 +225,6 @@ SUSE_IDS = frozenset(['suse', 'sles', 'sled', 'sles_sap', 'opensuse', 'opensuse-
                       'opensuse-tumbleweed', 'opensuse-microos', 'sle-micro'])
 
 
-
 def parse_kallsyms(lines):
     """Names of text symbols (type t/T) from /proc/kallsyms lines, as a set."""
     names = set()

@@ -202,8 +202,6 @@ COUNTERS = ('hits', 'matches', 'nmissed', 'kp_nmissed', 'maxactive', 'registered
             'reg_err', 'suppressed')
 
 
-
-
 class ProbeFacts(object):
     """Counters from sysfs plus events from /dev/kmsg; paths below ``root`` for tests."""
 

@@ -147,8 +147,6 @@ SHA256_RE = re.compile(r'^[0-9a-fA-F]{64}$')
 KERNEL_LINES_MAX = 20
 
 
-
-
 class ProbeLoader(object):
     """Load/unload decisions. Kernel paths live below ``root`` so tests can fake a host."""
 
