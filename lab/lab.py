@@ -146,7 +146,9 @@ def _build_into(release, work):
     shutil.copy(os.path.join(boot, "initrd.img-" + kver), os.path.join(work, "initrd.img"))
     with open(os.path.join(root, "etc/ssh/ssh_host_ed25519_key.pub")) as f:
         hostkey = " ".join(f.read().split()[:2])
-    run(["mkfs.ext4", "-q", "-F", "-d", root, "-L", "root", os.path.join(work, "root.img"), recipe.IMAGE_SIZE])
+    # stdout stays clean for 'up --json': mkfs prints "Creating regular file" even with -q
+    run(["mkfs.ext4", "-q", "-F", "-d", root, "-L", "root", os.path.join(work, "root.img"), recipe.IMAGE_SIZE],
+        stdout=sys.stderr)
     shutil.rmtree(root)
     meta = {"release": release, "kernel": kver, "hostkey": hostkey,
             "recipe": recipe_hash(release), "build_s": round(time.time() - t0, 1)}
