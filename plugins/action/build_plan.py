@@ -6,6 +6,7 @@
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
+import fcntl
 import hashlib
 import json
 import os
@@ -63,22 +64,26 @@ class ModuleCache:
         return meta
 
     def claim(self, key, host, stale_after):
-        """True if this host now owns the build of key (an atomic lock file)."""
+        """True if this host now owns the build of key (a lock file, <key>.lock).
+
+        Claims are serialised by a POSIX lock on <cache>/.claim (also across processes, e.g.
+        concurrent AWX slices on one cache): a claim sees either no lock or a complete one, and
+        a stale lock is taken over by exactly one claimant. False when the key is already
+        cached or another live run holds it."""
         os.makedirs(self.root, mode=0o700, exist_ok=True)
         path = self.lock(key)
-        for _attempt in range(2):
-            try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-            except FileExistsError:
-                if self._stale(path, stale_after):
-                    os.unlink(path)
-                    continue
+        with open(os.path.join(self.root, ".claim"), "a") as guard:
+            fcntl.lockf(guard, fcntl.LOCK_EX)
+            if self.lookup(key):
                 return False
-            with os.fdopen(fd, "w") as f:
+            if os.path.exists(path) and not self._stale(path, stale_after):
+                return False
+            tmp = "%s.tmp-%d" % (path, os.getpid())
+            with open(tmp, "w") as f:
                 json.dump({"host": host, "pid": os.getppid(), "node": socket.gethostname(),
                            "time": time.time()}, f)
+            os.rename(tmp, path)  # readers see no lock or a whole one
             return True
-        return False
 
     def holder(self, key):
         try:
@@ -183,7 +188,9 @@ class ActionModule(ActionBase):
         elif cache.claim(key, host, timeout):
             plan.update(build=True, cached=False, sha256=None)
         else:
-            plan.update(build=False, cached=False, sha256=None, builder=(cache.holder(key) or {}).get("host"))
+            meta = cache.lookup(key)  # published between our lookup and our claim?
+            plan.update(build=False, cached=bool(meta), sha256=meta["sha256"] if meta else None,
+                        builder=(cache.holder(key) or {}).get("host"))
         return dict(changed=False, plan=plan)
 
     def _wait(self, cache, key, timeout, poll):
@@ -193,9 +200,11 @@ class ActionModule(ActionBase):
             if meta:
                 return dict(changed=False, sha256=meta["sha256"], ko=cache.ko(key), builder=meta.get("builder"))
             holder = cache.holder(key)
-            if holder is None:
+            if holder is None and not cache.lookup(key):  # (published and released since we looked?)
                 return dict(failed=True, msg="the build of %s on another host failed or was aborted; "
                                              "see that host's error (cache: %s)" % (key, cache.root))
+            if holder is None:
+                continue
             if time.time() > deadline:
                 return dict(failed=True, msg="timed out after %d s waiting for %s to build %s"
                                              % (timeout, holder.get("host"), key))

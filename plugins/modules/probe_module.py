@@ -16,7 +16,9 @@ description:
   - With O(state=present) nothing happens when the loaded module already reports the wanted
     O(spec_hash) in C(/sys/kernel/<name>/spec_hash); the file is not even read then.
   - Otherwise the file must match O(sha256), its vermagic must name the running kernel release
-    and its C(MODULE_VERSION) must equal O(spec_hash). A loaded module of the same name is
+    and its C(MODULE_VERSION) must equal O(spec_hash); an unsigned file is refused when the kernel
+    only loads signed modules (C(sig_enforce), lockdown) or module loading is disabled, all before
+    anything is unloaded. A loaded module of the same name is
     removed first. When the new module fails to load, the kernel's messages are reported and
     the previously loaded module is restored from C(<state_dir>/<name>.loaded.ko).
   - Before the first load of a boot it saves the collector's cursor
@@ -252,7 +254,24 @@ class ProbeLoader(object):
         if version != self.spec_hash:
             self.module.fail_json(msg='%s carries spec_hash (MODULE_VERSION) %s, expected %s; refusing to load'
                                       % (self.path, version or '(none)', self.spec_hash))
+        self.check_policy()
         return data
+
+    def check_policy(self):
+        """Refuse, before the loaded module is touched, what the kernel would refuse anyway."""
+        if read_int(os.path.join(self.root, 'proc', 'sys', 'kernel', 'modules_disabled')) == 1:
+            self.module.fail_json(msg='module loading is disabled on this host (kernel.modules_disabled=1, '
+                                      'until reboot); refusing to touch %s' % self.name)
+        needs = []
+        if (read_text(self.sys('module', 'module', 'parameters', 'sig_enforce')) or '').strip() == 'Y':
+            needs.append('module.sig_enforce=Y')
+        lockdown = re.search(r'\[(\w+)\]', read_text(self.sys('kernel', 'security', 'lockdown')) or '')
+        if lockdown and lockdown.group(1) != 'none':
+            needs.append('lockdown=%s' % lockdown.group(1))
+        if needs and not self.modinfo('sig_id'):
+            self.module.fail_json(msg='%s is not signed and this kernel only loads signed modules (%s); '
+                                      'refusing to load (the loaded module, if any, is left alone)'
+                                      % (self.path, ', '.join(needs)))
 
     def ensure_cursor(self, seq, kmsg_readable):
         """Save a cursor at the current end of the ring unless one exists for this boot."""

@@ -68,3 +68,36 @@ def test_second_publication_of_a_key_keeps_the_first(tmp_path):
 
 def test_template_sha_covers_both_templates():
     assert len(build_plan.template_sha()) == 64
+
+
+def test_a_cached_key_is_never_claimed(tmp_path):
+    cache = build_plan.ModuleCache(str(tmp_path), "kprobes_fleet")
+    assert cache.claim("k1", "a", 1800)
+    staged = tmp_path / "k1.staged-a.ko"
+    staged.write_bytes(b"\x7fELF fake module")
+    cache.publish("k1", str(staged), {})
+    cache.release("k1")
+    assert not cache.claim("k1", "b", 1800)
+    assert cache.holder("k1") is None
+
+
+def _take_over(root, name, queue):
+    cache = build_plan.ModuleCache(root, "kprobes_fleet")
+    queue.put((name, cache.claim("k1", name, 1800)))
+
+
+def test_exactly_one_run_takes_over_a_stale_lock(tmp_path):
+    cache = build_plan.ModuleCache(str(tmp_path), "kprobes_fleet")
+    assert cache.claim("k1", "dead", 1800)
+    info = dict(cache.holder("k1"), pid=2 ** 22 + 12345)  # no such process
+    with open(cache.lock("k1"), "w") as f:
+        json.dump(info, f)
+    queue = multiprocessing.Queue()
+    procs = [multiprocessing.Process(target=_take_over, args=(str(tmp_path), "h%d" % i, queue)) for i in range(12)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    results = dict(queue.get() for _proc in procs)
+    assert sum(results.values()) == 1
+    assert cache.holder("k1")["host"] == [h for h, won in results.items() if won][0]

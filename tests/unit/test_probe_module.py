@@ -108,7 +108,9 @@ class Host(object):
             field, path = argv[2], argv[3]
             if field == 'vermagic':
                 return 0, self.vermagic + '\n', ''
-            return 0, self.versions.get(path, '') + '\n', ''
+            if field == 'version':
+                return 0, self.versions.get(path, '') + '\n', ''
+            return 0, '\n', ''  # modinfo prints an empty line for a field the file lacks (sig_id)
         if tool == 'rmmod':
             if self.rmmod_fail:
                 return 1, '', self.rmmod_fail
@@ -386,3 +388,61 @@ def test_absent_rmmod_failure(host):
     with pytest.raises(Failed) as exc:
         loader.apply()
     assert 'in use' in exc.value.kwargs['msg']
+
+
+# -- kernel policy: refused before anything is unloaded -------------------------------------
+
+def write(host, rel, text):
+    path = os.path.join(host.root, rel)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, 'w') as f:
+        f.write(text)
+
+
+@pytest.mark.parametrize('rel,text,needs', [
+    ('sys/kernel/security/lockdown', 'none [integrity] confidentiality\n', 'lockdown=integrity'),
+    ('sys/kernel/security/lockdown', 'none integrity [confidentiality]\n', 'lockdown=confidentiality'),
+    ('sys/module/module/parameters/sig_enforce', 'Y\n', 'module.sig_enforce=Y'),
+])
+def test_unsigned_refused_when_kernel_needs_signatures(host, tmp_path, rel, text, needs):
+    host.load(OLD_HASH)
+    write(host, rel, text)
+    path, digest = host.ko(tmp_path, NEW_HASH)
+    module, loader = host.loader(path=path, sha256=digest, spec_hash=NEW_HASH)
+    with pytest.raises(Failed) as exc:
+        loader.apply()
+    assert 'is not signed' in exc.value.kwargs['msg'] and needs in exc.value.kwargs['msg']
+    assert tools(module)[-1] == 'modinfo -F sig_id ' + path
+    assert host.loaded_hash() == OLD_HASH
+
+
+def test_signed_module_passes_policy(host, tmp_path):
+    write(host, 'sys/kernel/security/lockdown', 'none [integrity] confidentiality\n')
+    path, digest = host.ko(tmp_path, NEW_HASH)
+    module, loader = host.loader(path=path, sha256=digest, spec_hash=NEW_HASH)
+    base = host.handler
+    module.handler = lambda argv: ((0, 'PKCS#7\n', '') if argv[2:3] == ['sig_id'] else base(argv))
+    assert loader.apply()['changed'] is True
+    assert host.loaded_hash() == NEW_HASH
+
+
+def test_lockdown_none_and_sig_enforce_n_do_not_ask_for_signature(host, tmp_path):
+    write(host, 'sys/kernel/security/lockdown', '[none] integrity confidentiality\n')
+    write(host, 'sys/module/module/parameters/sig_enforce', 'N\n')
+    path, digest = host.ko(tmp_path, NEW_HASH)
+    module, loader = host.loader(path=path, sha256=digest, spec_hash=NEW_HASH)
+    loader.apply()
+    assert 'sig_id' not in ' '.join(tools(module))
+    assert host.loaded_hash() == NEW_HASH
+
+
+def test_modules_disabled_refused_before_rmmod(host, tmp_path):
+    host.load(OLD_HASH)
+    write(host, 'proc/sys/kernel/modules_disabled', '1\n')
+    path, digest = host.ko(tmp_path, NEW_HASH)
+    module, loader = host.loader(path=path, sha256=digest, spec_hash=NEW_HASH)
+    with pytest.raises(Failed) as exc:
+        loader.apply()
+    assert 'modules_disabled=1' in exc.value.kwargs['msg']
+    assert 'rmmod' not in ' '.join(tools(module))
+    assert host.loaded_hash() == OLD_HASH
