@@ -4,6 +4,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -42,13 +43,15 @@ class BenchLab:
         return res.stdout
 
 
-def playbook(inventory, playbook_path, extra=None, log_path=None):
+def playbook(inventory, playbook_path, extra=None, log_path=None, limit=None):
     """Run ansible-playbook; return (seconds, {host: recap dict}, rc)."""
     env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"), ANSIBLE_NOCOLOR="1",
                PATH=BIN + os.pathsep + os.environ.get("PATH", ""))
     argv = [os.path.join(BIN, "ansible-playbook"), "-i", inventory, playbook_path]
     for k, v in (extra or {}).items():
         argv += ["-e", "%s=%s" % (k, v)]
+    if limit:
+        argv += ["--limit", ",".join(limit)]
     t0 = time.time()
     res = subprocess.run(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     secs = time.time() - t0
@@ -62,3 +65,24 @@ def playbook(inventory, playbook_path, extra=None, log_path=None):
     if res.returncode != 0:
         log("ansible-playbook failed (rc=%d), last lines:\n%s" % (res.returncode, "\n".join(res.stdout.splitlines()[-30:])))
     return secs, recap, res.returncode
+
+
+def sliced_playbook(inventory, hosts, slices, playbook_path, extras, log_prefix):
+    """Run the playbook as AWX job slicing does: `slices` concurrent runs, slice i getting
+    hosts[i::slices]. extras[i] are slice i's extra vars. Returns (wall seconds, merged recap, rc)."""
+    results = [None] * slices
+
+    def run(i):
+        results[i] = playbook(inventory, playbook_path, extras[i], "%s-slice%d.log" % (log_prefix, i + 1),
+                              limit=hosts[i::slices])
+
+    t0 = time.time()
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(slices)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    recap = {}
+    for _, r, _ in results:
+        recap.update(r)
+    return time.time() - t0, recap, max(rc for _, _, rc in results)
