@@ -10,14 +10,19 @@ def _claim(root, host, queue):
     queue.put((host, build_plan.ModuleCache(root, "kprobes_fleet").claim("k1", host, 1800)))
 
 
-def test_exactly_one_of_many_concurrent_hosts_becomes_the_builder(tmp_path):
+def _race(root, n):
+    """n processes claim k1 at once; returns {host: won}."""
     queue = multiprocessing.Queue()
-    procs = [multiprocessing.Process(target=_claim, args=(str(tmp_path), "h%d" % i, queue)) for i in range(16)]
+    procs = [multiprocessing.Process(target=_claim, args=(root, "h%d" % i, queue)) for i in range(n)]
     for p in procs:
         p.start()
     for p in procs:
         p.join()
-    results = dict(queue.get() for _proc in procs)
+    return dict(queue.get() for _proc in procs)
+
+
+def test_exactly_one_of_many_concurrent_hosts_becomes_the_builder(tmp_path):
+    results = _race(str(tmp_path), 16)
     assert sum(results.values()) == 1
     winner = [h for h, won in results.items() if won][0]
     assert build_plan.ModuleCache(str(tmp_path), "kprobes_fleet").holder("k1")["host"] == winner
@@ -81,23 +86,12 @@ def test_a_cached_key_is_never_claimed(tmp_path):
     assert cache.holder("k1") is None
 
 
-def _take_over(root, name, queue):
-    cache = build_plan.ModuleCache(root, "kprobes_fleet")
-    queue.put((name, cache.claim("k1", name, 1800)))
-
-
 def test_exactly_one_run_takes_over_a_stale_lock(tmp_path):
     cache = build_plan.ModuleCache(str(tmp_path), "kprobes_fleet")
     assert cache.claim("k1", "dead", 1800)
     info = dict(cache.holder("k1"), pid=2 ** 22 + 12345)  # no such process
     with open(cache.lock("k1"), "w") as f:
         json.dump(info, f)
-    queue = multiprocessing.Queue()
-    procs = [multiprocessing.Process(target=_take_over, args=(str(tmp_path), "h%d" % i, queue)) for i in range(12)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join()
-    results = dict(queue.get() for _proc in procs)
+    results = _race(str(tmp_path), 12)
     assert sum(results.values()) == 1
     assert cache.holder("k1")["host"] == [h for h, won in results.items() if won][0]
