@@ -6,6 +6,8 @@
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
+import re
+
 
 def read_text(path, default=None):
     """The file's text, or ``default`` when it cannot be read."""
@@ -23,3 +25,11 @@ def read_int(path):
         return int(text.strip())
     except (AttributeError, ValueError):
         return None
+
+
+def parse_lockdown(text):
+    """The active mode of /sys/kernel/security/lockdown (its bracketed word), or None."""
+    if text is None:
+        return None
+    m = re.search(r'\[([^\]]+)\]', text)
+    return m.group(1) if m else None

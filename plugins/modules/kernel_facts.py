@@ -212,7 +212,7 @@ import re
 import shlex
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.kprobes.fleet.plugins.module_utils.hostfs import read_text
+from ansible_collections.kprobes.fleet.plugins.module_utils.hostfs import parse_lockdown, read_text
 from ansible.module_utils.common.text.converters import to_native
 
 CONFIG_LINE_RE = re.compile(r'^(CONFIG_[A-Za-z0-9_]+)=(.*)$')
@@ -290,13 +290,6 @@ def os_family(os_id, id_like):
         if i in SUSE_IDS or i.startswith('opensuse') or i.startswith('sle'):
             return 'suse'
     return 'other'
-
-
-def parse_lockdown(text):
-    if text is None:
-        return None
-    m = re.search(r'\[([^\]]+)\]', text)
-    return m.group(1) if m else None
 
 
 class KernelFacts(object):

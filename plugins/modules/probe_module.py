@@ -142,7 +142,7 @@ import re
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 from ansible_collections.kprobes.fleet.plugins.module_utils import kmsg
-from ansible_collections.kprobes.fleet.plugins.module_utils.hostfs import read_int, read_text
+from ansible_collections.kprobes.fleet.plugins.module_utils.hostfs import parse_lockdown, read_int, read_text
 
 NAME_RE = re.compile(r'^[a-z][a-z0-9_]{0,55}$')
 SHA256_RE = re.compile(r'^[0-9a-fA-F]{64}$')
@@ -265,9 +265,9 @@ class ProbeLoader(object):
         needs = []
         if (read_text(self.sys('module', 'module', 'parameters', 'sig_enforce')) or '').strip() == 'Y':
             needs.append('module.sig_enforce=Y')
-        lockdown = re.search(r'\[(\w+)\]', read_text(self.sys('kernel', 'security', 'lockdown')) or '')
-        if lockdown and lockdown.group(1) != 'none':
-            needs.append('lockdown=%s' % lockdown.group(1))
+        lockdown = parse_lockdown(read_text(self.sys('kernel', 'security', 'lockdown')))
+        if lockdown not in (None, 'none'):
+            needs.append('lockdown=%s' % lockdown)
         if needs and not self.modinfo('sig_id'):
             self.module.fail_json(msg='%s is not signed and this kernel only loads signed modules (%s); '
                                       'refusing to load (the loaded module, if any, is left alone)'
