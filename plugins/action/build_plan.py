@@ -200,11 +200,11 @@ class ActionModule(ActionBase):
             if meta:
                 return dict(changed=False, sha256=meta["sha256"], ko=cache.ko(key), builder=meta.get("builder"))
             holder = cache.holder(key)
-            if holder is None and not cache.lookup(key):  # (published and released since we looked?)
+            if holder is None:
+                if cache.lookup(key):
+                    continue  # published and released since we looked
                 return dict(failed=True, msg="the build of %s on another host failed or was aborted; "
                                              "see that host's error (cache: %s)" % (key, cache.root))
-            if holder is None:
-                continue
             if time.time() > deadline:
                 return dict(failed=True, msg="timed out after %d s waiting for %s to build %s"
                                              % (timeout, holder.get("host"), key))

@@ -6,6 +6,7 @@
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
+import os
 import re
 
 
@@ -25,6 +26,23 @@ def read_int(path):
         return int(text.strip())
     except (AttributeError, ValueError):
         return None
+
+
+def module_policy(root='/'):
+    """What restricts loading modules, read below ``root``; None where a file is unreadable.
+
+    ``modules_disabled``: /proc/sys/kernel/modules_disabled is set (until reboot);
+    ``sig_enforce``: the module.sig_enforce parameter is on (unsigned modules rejected);
+    ``lockdown``: the active lockdown mode (``none``, ``integrity``, ``confidentiality``)."""
+    def text(rel):
+        return read_text(os.path.join(root, rel))
+    disabled = text('proc/sys/kernel/modules_disabled')
+    sig = (text('sys/module/module/parameters/sig_enforce') or '').strip()
+    return {
+        'modules_disabled': None if disabled is None else disabled.strip() not in ('', '0'),
+        'sig_enforce': sig in ('Y', '1') if sig in ('Y', 'N', '1', '0') else None,
+        'lockdown': parse_lockdown(text('sys/kernel/security/lockdown')),
+    }
 
 
 def parse_lockdown(text):

@@ -212,7 +212,7 @@ import re
 import shlex
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.kprobes.fleet.plugins.module_utils.hostfs import parse_lockdown, read_text
+from ansible_collections.kprobes.fleet.plugins.module_utils.hostfs import module_policy, read_text
 from ansible.module_utils.common.text.converters import to_native
 
 CONFIG_LINE_RE = re.compile(r'^(CONFIG_[A-Za-z0-9_]+)=(.*)$')
@@ -394,16 +394,9 @@ class KernelFacts(object):
                 return None
             return config.get(key) == 'y'
 
-        sig_enforce = None
-        param = read_text(self.path('sys/module/module/parameters/sig_enforce'))
-        if param is not None and param.strip() in ('Y', 'N', '1', '0'):
-            sig_enforce = param.strip() in ('Y', '1')
-        elif config is not None:
-            sig_enforce = config.get('CONFIG_MODULE_SIG_FORCE') == 'y'
-
-        modules_disabled = read_text(self.path('proc/sys/kernel/modules_disabled'))
-        if modules_disabled is not None:
-            modules_disabled = modules_disabled.strip() not in ('', '0')
+        policy = module_policy(self.root)
+        if policy['sig_enforce'] is None and config is not None:
+            policy['sig_enforce'] = config.get('CONFIG_MODULE_SIG_FORCE') == 'y'
 
         functions, candidates, blacklist_readable = self.resolve(probes)
         return {
@@ -415,9 +408,9 @@ class KernelFacts(object):
             'kretprobes': flag('CONFIG_KRETPROBES'),
             'config_source': config_source,
             'cc_version_text': config.get('CONFIG_CC_VERSION_TEXT') if config else None,
-            'modules_disabled': modules_disabled,
-            'lockdown': parse_lockdown(read_text(self.path('sys/kernel/security/lockdown'))),
-            'sig_enforce': sig_enforce,
+            'modules_disabled': policy['modules_disabled'],
+            'lockdown': policy['lockdown'],
+            'sig_enforce': policy['sig_enforce'],
             'headers': os.path.isfile(self.path('lib/modules', self.release, 'build', 'Makefile')),
             'blacklist_readable': blacklist_readable,
             'functions': functions,

@@ -142,7 +142,7 @@ import re
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 from ansible_collections.kprobes.fleet.plugins.module_utils import kmsg
-from ansible_collections.kprobes.fleet.plugins.module_utils.hostfs import parse_lockdown, read_int, read_text
+from ansible_collections.kprobes.fleet.plugins.module_utils.hostfs import module_policy, read_int, read_text
 
 NAME_RE = re.compile(r'^[a-z][a-z0-9_]{0,55}$')
 SHA256_RE = re.compile(r'^[0-9a-fA-F]{64}$')
@@ -259,15 +259,15 @@ class ProbeLoader(object):
 
     def check_policy(self):
         """Refuse, before the loaded module is touched, what the kernel would refuse anyway."""
-        if read_int(os.path.join(self.root, 'proc', 'sys', 'kernel', 'modules_disabled')) == 1:
+        policy = module_policy(self.root)
+        if policy['modules_disabled']:
             self.module.fail_json(msg='module loading is disabled on this host (kernel.modules_disabled=1, '
                                       'until reboot); refusing to touch %s' % self.name)
         needs = []
-        if (read_text(self.sys('module', 'module', 'parameters', 'sig_enforce')) or '').strip() == 'Y':
+        if policy['sig_enforce']:
             needs.append('module.sig_enforce=Y')
-        lockdown = parse_lockdown(read_text(self.sys('kernel', 'security', 'lockdown')))
-        if lockdown not in (None, 'none'):
-            needs.append('lockdown=%s' % lockdown)
+        if policy['lockdown'] not in (None, 'none'):
+            needs.append('lockdown=%s' % policy['lockdown'])
         if needs and not self.modinfo('sig_id'):
             self.module.fail_json(msg='%s is not signed and this kernel only loads signed modules (%s); '
                                       'refusing to load (the loaded module, if any, is left alone)'

@@ -251,16 +251,23 @@ def test_reload_removes_old_first(host, tmp_path):
     assert host.loaded_hash() == NEW_HASH
 
 
-def test_rmmod_failure_changes_nothing(host, tmp_path):
+def refused_reload(host, tmp_path):
+    """Try to replace a loaded OLD_HASH module by NEW_HASH, expecting a failure that leaves the
+    old one loaded; returns (commands run, path of the new file, fail_json kwargs)."""
     host.load(OLD_HASH)
-    host.rmmod_fail = 'rmmod: ERROR: Module kprobes_fleet is in use'
     path, digest = host.ko(tmp_path, NEW_HASH)
     module, loader = host.loader(path=path, sha256=digest, spec_hash=NEW_HASH)
     with pytest.raises(Failed) as exc:
         loader.apply()
-    assert 'is in use' in exc.value.kwargs['msg']
-    assert 'insmod' not in ' '.join(tools(module))
     assert host.loaded_hash() == OLD_HASH
+    return tools(module), path, exc.value.kwargs
+
+
+def test_rmmod_failure_changes_nothing(host, tmp_path):
+    host.rmmod_fail = 'rmmod: ERROR: Module kprobes_fleet is in use'
+    commands, _path, failure = refused_reload(host, tmp_path)
+    assert 'is in use' in failure['msg']
+    assert 'insmod' not in ' '.join(commands)
     assert not os.path.exists(os.path.join(host.state_dir, NAME + '.kmsg-cursor'))
 
 
@@ -405,15 +412,10 @@ def write(host, rel, text):
     ('sys/module/module/parameters/sig_enforce', 'Y\n', 'module.sig_enforce=Y'),
 ])
 def test_unsigned_refused_when_kernel_needs_signatures(host, tmp_path, rel, text, needs):
-    host.load(OLD_HASH)
     write(host, rel, text)
-    path, digest = host.ko(tmp_path, NEW_HASH)
-    module, loader = host.loader(path=path, sha256=digest, spec_hash=NEW_HASH)
-    with pytest.raises(Failed) as exc:
-        loader.apply()
-    assert 'is not signed' in exc.value.kwargs['msg'] and needs in exc.value.kwargs['msg']
-    assert tools(module)[-1] == 'modinfo -F sig_id ' + path
-    assert host.loaded_hash() == OLD_HASH
+    commands, path, failure = refused_reload(host, tmp_path)
+    assert 'is not signed' in failure['msg'] and needs in failure['msg']
+    assert commands[-1] == 'modinfo -F sig_id ' + path
 
 
 def test_signed_module_passes_policy(host, tmp_path):
@@ -437,12 +439,7 @@ def test_lockdown_none_and_sig_enforce_n_do_not_ask_for_signature(host, tmp_path
 
 
 def test_modules_disabled_refused_before_rmmod(host, tmp_path):
-    host.load(OLD_HASH)
     write(host, 'proc/sys/kernel/modules_disabled', '1\n')
-    path, digest = host.ko(tmp_path, NEW_HASH)
-    module, loader = host.loader(path=path, sha256=digest, spec_hash=NEW_HASH)
-    with pytest.raises(Failed) as exc:
-        loader.apply()
-    assert 'modules_disabled=1' in exc.value.kwargs['msg']
-    assert 'rmmod' not in ' '.join(tools(module))
-    assert host.loaded_hash() == OLD_HASH
+    commands, _path, failure = refused_reload(host, tmp_path)
+    assert 'modules_disabled=1' in failure['msg']
+    assert 'rmmod' not in ' '.join(commands)
