@@ -6,159 +6,64 @@
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
-import fcntl
-import hashlib
-import json
 import os
-import socket
 import time
 
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.kprobes.fleet.plugins.module_utils import probe_spec
+from ansible_collections.kprobes.fleet.plugins.module_utils import names, probe_spec
+from ansible_collections.kprobes.fleet.plugins.plugin_utils.module_cache import ModuleCache, template_sha
 
-TEMPLATES = os.path.join(os.path.dirname(__file__), "..", "..", "roles", "probe_build", "templates")
-TEMPLATE_FILES = ("kprobes_fleet.c.j2", "Kbuild.j2")
-
-
-def template_sha():
-    h = hashlib.sha256()
-    for name in TEMPLATE_FILES:
-        with open(os.path.join(TEMPLATES, name), "rb") as f:
-            h.update(name.encode() + b"\0" + f.read() + b"\0")
-    return h.hexdigest()
-
-
-def file_sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-class ModuleCache:
-    """<cache>/<key>/{<mod>.ko, <mod>.ko.sha256, meta.json}; <cache>/<key>.lock while building."""
-
-    def __init__(self, root, module):
-        self.root = os.path.abspath(os.path.expanduser(root))
-        self.module = module
-
-    def entry(self, key):
-        return os.path.join(self.root, key)
-
-    def ko(self, key):
-        return os.path.join(self.entry(key), self.module + ".ko")
-
-    def lock(self, key):
-        return os.path.join(self.root, key + ".lock")
-
-    def lookup(self, key):
-        try:
-            with open(os.path.join(self.entry(key), "meta.json")) as f:
-                meta = json.load(f)
-        except (OSError, ValueError):
-            return None
-        if not os.path.exists(self.ko(key)):
-            return None
-        return meta
-
-    def claim(self, key, host, stale_after):
-        """True if this host now owns the build of key (a lock file, <key>.lock).
-
-        Claims are serialised by a POSIX lock on <cache>/.claim (also across processes, e.g.
-        concurrent AWX slices on one cache): a claim sees either no lock or a complete one, and
-        a stale lock is taken over by exactly one claimant. False when the key is already
-        cached or another live run holds it."""
-        os.makedirs(self.root, mode=0o700, exist_ok=True)
-        path = self.lock(key)
-        with open(os.path.join(self.root, ".claim"), "a") as guard:
-            fcntl.lockf(guard, fcntl.LOCK_EX)
-            if self.lookup(key):
-                return False
-            if os.path.exists(path) and not self._stale(path, stale_after):
-                return False
-            tmp = "%s.tmp-%d" % (path, os.getpid())
-            with open(tmp, "w") as f:
-                json.dump({"host": host, "pid": os.getppid(), "node": socket.gethostname(),
-                           "time": time.time()}, f)
-            os.rename(tmp, path)  # readers see no lock or a whole one
-            return True
-
-    def holder(self, key):
-        try:
-            with open(self.lock(key)) as f:
-                return json.load(f)
-        except (OSError, ValueError):
-            return None
-
-    def _stale(self, path, stale_after):
-        info = self.holder(os.path.basename(path)[:-len(".lock")]) or {}
-        if time.time() - info.get("time", 0) > stale_after:
-            return True
-        if info.get("node") == socket.gethostname() and info.get("pid"):
-            try:
-                os.kill(info["pid"], 0)  # the ansible-playbook run that took it
-            except ProcessLookupError:
-                return True
-            except PermissionError:
-                pass
-        return False
-
-    def release(self, key):
-        try:
-            os.unlink(self.lock(key))
-        except FileNotFoundError:
-            pass
-
-    def publish(self, key, staged_ko, meta):
-        """Move a fetched .ko into the cache atomically, with its sha256 and metadata."""
-        sha = file_sha256(staged_ko)
-        tmp = self.entry(key) + ".tmp-%d" % os.getpid()
-        os.makedirs(tmp, mode=0o700)
-        os.rename(staged_ko, os.path.join(tmp, self.module + ".ko"))
-        with open(os.path.join(tmp, self.module + ".ko.sha256"), "w") as f:
-            f.write("%s  %s.ko\n" % (sha, self.module))
-        meta = dict(meta, sha256=sha, published=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-        with open(os.path.join(tmp, "meta.json"), "w") as f:
-            json.dump(meta, f, indent=1, sort_keys=True)
-        try:
-            os.rename(tmp, self.entry(key))
-        except OSError:
-            # Someone published the same key first (e.g. another AWX slice): keep theirs.
-            for name in os.listdir(tmp):
-                os.unlink(os.path.join(tmp, name))
-            os.rmdir(tmp)
-        return self.lookup(key)
+ARGUMENT_SPEC = {
+    "op": {"type": "str", "default": "plan", "choices": ["plan", "wait", "publish", "abort"]},
+    "probes": {"type": "list", "elements": "dict"},
+    "module_name": {"type": "str", "default": "kprobes_fleet"},
+    "kernel": {"type": "dict"},
+    "cache_dir": {"type": "str", "default": "~/.cache/kprobes-fleet/modules"},
+    "build_key": {"type": "str"},
+    "staged": {"type": "str"},
+    "meta": {"type": "dict"},
+    "timeout": {"type": "raw", "default": 1800},
+    "poll": {"type": "float", "default": 2},
+}
+REQUIRED = {"plan": ("probes", "kernel"), "wait": ("build_key",), "publish": ("build_key", "staged"),
+            "abort": ("build_key",)}
 
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset(("op", "probes", "module_name", "kernel", "cache_dir", "build_key",
-                             "staged", "meta", "timeout", "poll"))
+    _requires_connection = False
+    _supports_check_mode = True
 
     def run(self, tmp=None, task_vars=None):
         result = super(ActionModule, self).run(tmp, task_vars)
-        args = self._task.args
-        op = args.get("op", "plan")
-        cache = ModuleCache(args.get("cache_dir", "~/.cache/kprobes-fleet/modules"),
-                            args.get("module_name", "kprobes_fleet"))
+        del tmp
+        dummy, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
+        op = args["op"]
+        missing = [a for a in REQUIRED[op] if args.get(a) is None]
+        if missing:
+            return dict(result, failed=True, msg="op=%s needs %s" % (op, ", ".join(missing)))
         host = task_vars.get("inventory_hostname", "?")
-        timeout = int(args.get("timeout", 1800))
         try:
+            cache = ModuleCache(args["cache_dir"], args["module_name"])
+            timeout = names.as_int("timeout", args["timeout"], *BUILD_TIMEOUT)
+            key = names.hex16(args["build_key"], "build_key") if args.get("build_key") is not None else None
             if op == "plan":
                 result.update(self._plan(cache, host, args, timeout))
             elif op == "wait":
-                result.update(self._wait(cache, args["build_key"], timeout, float(args.get("poll", 2))))
+                result.update(self._wait(cache, key, timeout, args["poll"]))
+            elif self._play_context.check_mode:
+                result.update(changed=op == "publish", msg="check mode: the cache is not written")
             elif op == "publish":
-                meta = cache.publish(args["build_key"], args["staged"], dict(args.get("meta") or {}, builder=host))
-                cache.release(args["build_key"])
-                result.update(changed=True, sha256=meta["sha256"], ko=cache.ko(args["build_key"]))
-            elif op == "abort":
-                cache.release(args["build_key"])
+                if os.path.abspath(args["staged"]) != cache.staged(key, host):
+                    raise names.InvalidValue("staged: %s is not where this host's build of %s is fetched (%s)"
+                                             % (args["staged"], key, cache.staged(key, host)))
+                meta = cache.publish(key, args["staged"], dict(args.get("meta") or {}, builder=host))
+                cache.release(key)
+                result.update(changed=True, sha256=meta["sha256"], ko=cache.ko(key))
             else:
-                result.update(failed=True, msg="unknown op %r" % op)
-        except probe_spec.ProbeSpecError as e:
+                cache.release(key)
+        except names.InvalidValue as e:
             result.update(failed=True, msg=str(e))
         return result
 
@@ -173,11 +78,10 @@ class ActionModule(ActionBase):
             return dict(failed=True, msg="kernel %s has no probe-able function for probe(s) %s — candidates: %s"
                         % (kernel["release"], ", ".join(missing), detail))
         resolved = probe_spec.resolve(probes, kernel["functions"])
-        module = args.get("module_name", "kprobes_fleet")
-        spec_hash = probe_spec.spec_hash(module, resolved, template_sha())
+        spec_hash = probe_spec.spec_hash(cache.module, resolved, template_sha())
         key = probe_spec.build_key(kernel["arch"], kernel["release"], kernel["version"], spec_hash)
         plan = dict(build_key=key, spec_hash=spec_hash, probes=resolved, ko=cache.ko(key),
-                    staged=os.path.join(cache.root, "%s.staged-%s.ko" % (key, host)),
+                    staged=cache.staged(key, host),
                     loaded=(kernel.get("loaded") or {}).get("spec_hash") == spec_hash)
         meta = cache.lookup(key)
         if plan["loaded"] and not meta:
@@ -185,6 +89,9 @@ class ActionModule(ActionBase):
             plan.update(build=False, cached=False, sha256=None)
         elif meta:
             plan.update(build=False, cached=True, sha256=meta["sha256"])
+        elif self._play_context.check_mode:
+            # No lock in check mode: say what would happen, build nothing.
+            plan.update(build=False, cached=False, sha256=None, would_build=True)
         elif cache.claim(key, host, timeout):
             plan.update(build=True, cached=False, sha256=None)
         else:
@@ -194,6 +101,8 @@ class ActionModule(ActionBase):
         return dict(changed=False, plan=plan)
 
     def _wait(self, cache, key, timeout, poll):
+        if self._play_context.check_mode and not cache.lookup(key):
+            return dict(changed=False, msg="check mode: %s is not built yet" % key)
         deadline = time.time() + timeout
         while True:
             meta = cache.lookup(key)

@@ -24,6 +24,8 @@ import os
 import re
 import tempfile
 
+from ansible_collections.kprobes.fleet.plugins.module_utils.probe_spec import ERRNO_NAMES
+
 KMSG_PATH = '/dev/kmsg'
 BOOT_ID_PATH = '/proc/sys/kernel/random/boot_id'
 
@@ -33,29 +35,10 @@ READ_SIZE = 16 * 1024
 # on the oldest record, so more than a handful means something else is wrong.
 MAX_OVERRUNS = 1000
 
-# Kernel-internal errno values (include/linux/errno.h) that userspace's errno table lacks
-# but that a kretprobe can observe as a return value.
-KERNEL_ERRNOS = {
-    512: 'ERESTARTSYS',
-    513: 'ERESTARTNOINTR',
-    514: 'ERESTARTNOHAND',
-    515: 'ENOIOCTLCMD',
-    516: 'ERESTART_RESTARTBLOCK',
-    517: 'EPROBE_DEFER',
-    518: 'EOPENSTALE',
-    519: 'ENOPARAM',
-    521: 'EBADHANDLE',
-    522: 'ENOTSYNC',
-    523: 'EBADCOOKIE',
-    524: 'ENOTSUPP',
-    525: 'ETOOSMALL',
-    526: 'ESERVERFAULT',
-    527: 'EBADTYPE',
-    528: 'EJUKEBOX',
-    529: 'EIOCBQUEUED',
-    530: 'ERECALLCONFLICT',
-    531: 'ENOGRACE',
-}
+# Syslog facility of the kernel's own messages: a record's prio is facility * 8 + level, and
+# only facility 0 (LOG_KERN) comes from printk(). Anything else was written to /dev/kmsg from
+# user space (facility LOG_USER by default) and can imitate our event lines.
+LOG_KERN = 0
 
 _ESCAPE_RE = re.compile(br'\\x([0-9a-fA-F]{2})')
 _EVENT_RE_CACHE = {}
@@ -137,10 +120,20 @@ def parse_event(module, text):
 
 
 def errno_name(ret):
-    """``-28`` -> ``'ENOSPC'``; None for ``ret >= 0`` or an unknown value."""
+    """``-28`` -> ``'ENOSPC'``; None for ``ret >= 0`` or an unknown value.
+
+    Uses the probe spec's table (``probe_spec.ERRNO_NAMES``), so the name is the canonical
+    one the spec uses (``-95`` -> ``EOPNOTSUPP``, never ``ENOTSUP``) and kernel-internal
+    values (``-512`` -> ``ERESTARTSYS``) are named too, whatever the target's libc says.
+    """
     if ret is None or ret >= 0:
         return None
-    return errno.errorcode.get(-ret) or KERNEL_ERRNOS.get(-ret)
+    return ERRNO_NAMES.get(-ret)
+
+
+def is_kernel_record(rec):
+    """The record was logged by the kernel (facility LOG_KERN), not written by user space."""
+    return rec['prio'] >> 3 == LOG_KERN
 
 
 def _split_records(data):
@@ -225,7 +218,9 @@ def collect(records, module, cursor, boot_id):
     means ``next_seq = 0`` (seq restarts every boot).  Records with ``seq < next_seq`` were
     seen before and are skipped.  ``lost`` totals the sequence gaps: between ``next_seq`` and
     the first record read (only when there is a cursor) and between consecutive records
-    (overwritten while reading, ``EPIPE``).
+    (overwritten while reading, ``EPIPE``).  Every record counts for the cursor and ``lost``,
+    but only kernel-facility records (``prio < 8``) can be events: user space may write to
+    /dev/kmsg (facility LOG_USER by default) and must not be able to forge an event.
 
     Returns ``(events, lost, new_cursor)``; every event carries ``seq``, ``ts_usec``, ``ts``
     (seconds since boot) and ``errno``.
@@ -247,6 +242,8 @@ def collect(records, module, cursor, boot_id):
             lost += seq - expected
         if expected is None or seq >= expected:
             expected = seq + 1
+        if not is_kernel_record(rec):
+            continue
         ev = parse_event(module, rec['text'])
         if ev is None:
             continue

@@ -16,24 +16,34 @@ import hashlib
 import json
 import re
 
+from ansible_collections.kprobes.fleet.plugins.module_utils import names
+
 NAME_PATTERN = r'^[a-z][a-z0-9_]{0,31}$'
 FUNCTION_PATTERN = r'^[A-Za-z_][A-Za-z0-9_]{0,127}$'
-MODULE_NAME_PATTERN = r'^[a-z][a-z0-9_]{0,55}$'
 
 # re.fullmatch with the anchors stripped: '$' alone would accept a trailing newline.
 _NAME_RE = re.compile(NAME_PATTERN[1:-1])
 _FUNCTION_RE = re.compile(FUNCTION_PATTERN[1:-1])
-_MODULE_NAME_RE = re.compile(MODULE_NAME_PATTERN[1:-1])
 
 RETURNS = ('long', 'int', 'errptr')
 REPORTS = ('negative', 'nonzero', 'any', 'errno')
 MAX_FUNCTIONS = 8
 
-# field: (default, minimum, maximum)
+# Totals. maxactive is the number of kretprobe instances of a probe. 4096 is the kernel's
+# own ceiling for return probes made through tracefs (KRETPROBE_MAXACTIVE_MAX). Since 6.7 the
+# instance pool (objpool) gives every possible CPU a ring of roundup_pow_of_two(maxactive)
+# 8-byte slots: the sum below keeps that under 2 x 8192 x 8 B = 128 KiB per CPU for the whole
+# spec (16 MiB on 128 CPUs) instead of 64 MiB per probe at 65536. Each probe is one more kprobe
+# on a kernel function (and one more log budget): 32 covers every use we know of.
+MAX_MAXACTIVE = 4096
+MAX_TOTAL_MAXACTIVE = 8192
+MAX_PROBES = 32
+
+# field: (default, minimum, maximum, why)
 _INT_FIELDS = {
-    'maxactive': (64, 1, 65536),
-    'log_burst': (100, 1, 100000),
-    'log_interval': (5, 1, 3600),
+    'maxactive': (64, 1, MAX_MAXACTIVE, "the kernel's own limit for return-probe events"),
+    'log_burst': (100, 1, 100000, ''),
+    'log_interval': (5, 1, 3600, 'seconds'),
 }
 _INPUT_KEYS = frozenset(('name', 'function', 'functions', 'returns', 'report', 'errnos',
                          'maxactive', 'log', 'log_burst', 'log_interval'))
@@ -92,10 +102,10 @@ ERRNO = {
     # kernel-internal (include/linux/errno.h, never seen by user space but returned by
     # kernel functions, e.g. vfs_write() -> -ERESTARTSYS on a signal)
     'ERESTARTSYS': 512, 'ERESTARTNOINTR': 513, 'ERESTARTNOHAND': 514, 'ENOIOCTLCMD': 515,
-    'ERESTART_RESTARTBLOCK': 516, 'EPROBE_DEFER': 517, 'EOPENSTALE': 518,
+    'ERESTART_RESTARTBLOCK': 516, 'EPROBE_DEFER': 517, 'EOPENSTALE': 518, 'ENOPARAM': 519,
     'EBADHANDLE': 521, 'ENOTSYNC': 522, 'EBADCOOKIE': 523, 'ENOTSUPP': 524,
     'ETOOSMALL': 525, 'ESERVERFAULT': 526, 'EBADTYPE': 527, 'EJUKEBOX': 528,
-    'EIOCBQUEUED': 529,
+    'EIOCBQUEUED': 529, 'ERECALLCONFLICT': 530, 'ENOGRACE': 531,
 }
 # ENOTSUP is a C library name only: the kernel has no such macro.
 ERRNO_ALIASES = {'EWOULDBLOCK': 'EAGAIN', 'EDEADLOCK': 'EDEADLK', 'ENOTSUP': 'EOPNOTSUPP'}
@@ -103,16 +113,11 @@ ERRNO_ALIASES = {'EWOULDBLOCK': 'EAGAIN', 'EDEADLOCK': 'EDEADLK', 'ENOTSUP': 'EO
 ERRNO_NAMES = dict((num, name) for name, num in ERRNO.items() if name not in ERRNO_ALIASES)
 
 
-class ProbeSpecError(ValueError):
+class ProbeSpecError(names.InvalidValue):
     """A probe spec (or module name) is invalid; the message names probe and field."""
 
 
-def _type_name(value):
-    return 'null' if value is None else type(value).__name__
-
-
-def _is_int(value):
-    return isinstance(value, int) and not isinstance(value, bool)
+_type_name = names.type_name
 
 
 def _str_list(value):
@@ -211,7 +216,7 @@ def _check_report(ctx, raw):
     if isinstance(value, dict):
         if list(value) != ['errno']:
             ctx.fail('report', 'a mapping must have exactly one key, errno, got %s'
-                     % ', '.join(sorted(str(k) for k in value)))
+                     % (', '.join(sorted(str(k) for k in value)) or 'an empty mapping'))
         return 'errno', _check_errnos(ctx, 'report', value['errno'])
     if isinstance(value, (list, tuple)):
         return 'errno', _check_errnos(ctx, 'report', value)
@@ -220,13 +225,18 @@ def _check_report(ctx, raw):
 
 
 def _check_int(ctx, raw, field):
-    default, low, high = _INT_FIELDS[field]
-    value = raw.get(field, default)
-    if not _is_int(value):
-        ctx.fail(field, 'must be an integer, got %s' % _type_name(value))
-    if not low <= value <= high:
-        ctx.fail(field, 'must be between %d and %d, got %d' % (low, high, value))
-    return int(value)
+    default, low, high, why = _INT_FIELDS[field]
+    try:
+        return names.as_int('x', raw.get(field, default), low, high, why)
+    except names.InvalidValue as e:
+        ctx.fail(field, str(e)[len('x: '):])
+
+
+def _check_bool(ctx, raw, field, default):
+    try:
+        return names.as_bool('x', raw.get(field, default))
+    except names.InvalidValue as e:
+        ctx.fail(field, str(e)[len('x: '):])
 
 
 def _expand(index, raw):
@@ -262,9 +272,7 @@ def _normalize_one(index, raw):
         got = repr(returns) if isinstance(returns, str) else _type_name(returns)
         ctx.fail('returns', 'must be one of %s, got %s' % (', '.join(RETURNS), got))
     report, errnos = _check_report(ctx, raw)
-    log = raw.get('log', True)
-    if not isinstance(log, bool):
-        ctx.fail('log', 'must be a boolean, got %s' % _type_name(log))
+    log = _check_bool(ctx, raw, 'log', True)
     return {
         'name': name,
         'functions': functions,
@@ -295,6 +303,9 @@ def normalize(probes):
         probes = list(DEFAULT_PRESETS)
     if not isinstance(probes, (list, tuple)):
         raise ProbeSpecError('probes: must be a list of probes, got %s' % _type_name(probes))
+    if len(probes) > MAX_PROBES:
+        raise ProbeSpecError('probes: at most %d probes per host, got %d (each one is a kprobe on a '
+                             'kernel function and a log budget of its own)' % (MAX_PROBES, len(probes)))
     result = []
     seen = {}
     for index, raw in enumerate(probes, 1):
@@ -304,15 +315,22 @@ def normalize(probes):
                                       % seen[probe['name']])
         seen[probe['name']] = index
         result.append(probe)
+    total = sum(p['maxactive'] for p in result)
+    if total > MAX_TOTAL_MAXACTIVE:
+        raise ProbeSpecError('probes: maxactive adds up to %d, at most %d per host: since Linux 6.7 '
+                             'every CPU keeps a ring of roundup_pow_of_two(maxactive) slots per '
+                             'probe, so this bounds kernel memory (16 MiB on 128 CPUs); lower '
+                             'maxactive of the probes that do not sleep'
+                             % (total, MAX_TOTAL_MAXACTIVE))
     return result
 
 
 def validate_module_name(name):
     """Return ``name`` if it is a valid kernel module name, else raise ProbeSpecError."""
-    if not isinstance(name, str) or not _MODULE_NAME_RE.fullmatch(name):
-        raise ProbeSpecError('module_name: must match %s, got %r'
-                             % (MODULE_NAME_PATTERN, name))
-    return str(name)
+    try:
+        return names.module_name(name)
+    except names.InvalidValue as e:
+        raise ProbeSpecError(str(e))
 
 
 def resolve(normalized, functions):

@@ -15,9 +15,12 @@ description:
     whether kprobes and kretprobes are configured, module loading restrictions (lockdown,
     signature enforcement, C(modules_disabled)), whether kernel headers are installed,
     which candidate symbol each probe would attach to, and which kprobes.fleet module is loaded.
-  - A candidate symbol is usable when C(/proc/kallsyms) lists a text symbol (type C(t) or C(T))
-    of exactly that name and it is not in the kprobes blacklist
+  - A candidate symbol is usable when C(/proc/kallsyms) lists exactly one text symbol (type C(t)
+    or C(T)) of that name and it is not in the kprobes blacklist
     (C(/sys/kernel/debug/kprobes/blacklist), used when readable).
+  - A name listed as a text symbol more than once (static functions of the same name in
+    different files, or a module function named like a C(vmlinux) one) is V(ambiguous) and
+    never chosen, because the kernel would probe whichever copy it finds first.
   - Read-only. A probe without a usable candidate does not make this module fail; the
     resulting C(functions) entry is V(null) and the caller decides.
   - Fails when C(/proc/kallsyms) cannot be read while O(probes) is not empty.
@@ -180,7 +183,11 @@ ansible_facts:
           returned: always
           sample: {disk_full: vfs_write, open_failures: do_sys_openat2}
         candidates:
-          description: Probe name to a dict of candidate symbol to V(ok), V(absent) or V(blacklisted).
+          description:
+            - Probe name to a dict of candidate symbol to its status.
+            - V(ok) (usable), V(absent) (no text symbol of that name), V(ambiguous) (several
+              text symbols of that name, module symbols included) or V(blacklisted) (on the
+              kprobes blacklist).
           type: dict
           returned: always
           sample: {open_failures: {do_sys_openat2: ok, do_sys_open: absent}}
@@ -195,12 +202,25 @@ ansible_facts:
               returned: always
               sample: kprobes_fleet
             present:
-              description: C(/sys/module/<module>) exists.
+              description: C(/sys/module/<module>) exists (a module of that name is loaded, ours or not).
               type: bool
               returned: always
               sample: true
+            ours:
+              description: The loaded module carries the kprobes.fleet marker (C(/sys/kernel/<module>/marker)).
+              type: bool
+              returned: always
+              sample: true
+            conflict:
+              description:
+                - Why this name cannot be ours on this host, or V(null) - a loaded module of that
+                  name that is not ours, a C(/sys/kernel/<module>) entry that is not ours, or a
+                  module of the running kernel with that name. Nothing is loaded or unloaded then.
+              type: str
+              returned: always
+              sample: null
             spec_hash:
-              description: Content of C(/sys/kernel/<module>/spec_hash), or V(null).
+              description: Content of C(/sys/kernel/<module>/spec_hash) of our loaded module, or V(null).
               type: str
               returned: always
               sample: 3f2a9c0d11e4b7a5
@@ -212,7 +232,9 @@ import re
 import shlex
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.kprobes.fleet.plugins.module_utils import names
 from ansible_collections.kprobes.fleet.plugins.module_utils.hostfs import module_policy, read_text
+from ansible_collections.kprobes.fleet.plugins.module_utils.ownership import ModuleSysfs
 from ansible.module_utils.common.text.converters import to_native
 
 CONFIG_LINE_RE = re.compile(r'^(CONFIG_[A-Za-z0-9_]+)=(.*)$')
@@ -226,12 +248,16 @@ SUSE_IDS = frozenset(['suse', 'sles', 'sled', 'sles_sap', 'opensuse', 'opensuse-
 
 
 def parse_kallsyms(lines):
-    """Names of text symbols (type t/T) from /proc/kallsyms lines, as a set."""
-    names = set()
+    """Text symbols (type t/T) of /proc/kallsyms lines: a dict of name -> number of entries.
+
+    Lines are ``ADDR TYPE NAME`` or ``ADDR TYPE NAME\\t[module]``; module symbols count too,
+    so a name present in vmlinux and in a module (or static in several files) has a count > 1.
+    """
+    names = {}
     for line in lines:
         parts = line.split()
         if len(parts) >= 3 and parts[1] in ('t', 'T'):
-            names.add(parts[2])
+            names[parts[2]] = names.get(parts[2], 0) + 1
     return names
 
 
@@ -366,8 +392,11 @@ class KernelFacts(object):
             status = {}
             chosen = None
             for sym in probe['functions']:
-                if sym not in symbols:
+                count = symbols.get(sym, 0)
+                if count == 0:
                     status[sym] = 'absent'
+                elif count > 1:
+                    status[sym] = 'ambiguous'
                 elif sym in blacklisted:
                     status[sym] = 'blacklisted'
                 else:
@@ -379,11 +408,14 @@ class KernelFacts(object):
         return functions, candidates, blacklist_readable
 
     def loaded(self, name):
-        spec_hash = (read_text(self.path('sys/kernel', name, 'spec_hash')) or '').strip()
+        sysfs = ModuleSysfs(name, self.root)
+        ours = sysfs.ours()
         return {
             'module': name,
-            'spec_hash': spec_hash or None,
-            'present': os.path.isdir(self.path('sys/module', name)),
+            'spec_hash': sysfs.spec_hash() if ours else None,
+            'present': sysfs.loaded(),
+            'ours': ours,
+            'conflict': sysfs.conflict(self.release),
         }
 
     def gather(self, probes, name):
@@ -450,8 +482,12 @@ def build_module():
 
 def main():
     module = build_module()
+    try:
+        name = names.module_name(module.params['module'], 'module')
+    except names.InvalidValue as e:
+        module.fail_json(msg=str(e))
     probes = normalize_probes(module, module.params['probes'])
-    facts = KernelFacts(module).gather(probes, module.params['module'])
+    facts = KernelFacts(module).gather(probes, name)
     module.exit_json(changed=False, ansible_facts={'kprobes_fleet_kernel': facts})
 
 

@@ -28,13 +28,14 @@ author:
 options:
   module:
     description:
-      - Name of the kprobes.fleet kernel module.
+      - Name of the kprobes.fleet kernel module (C(^[a-z][a-z0-9_]{0,55}$)).
     type: str
     default: kprobes_fleet
   state_dir:
     description:
       - Directory holding the collector cursor (created 0700 when the cursor is first saved).
-    type: path
+        An absolute, normalised path of its own (not a shared system directory, not below C(/tmp)).
+    type: str
     default: /var/lib/kprobes-fleet/state
   max_events:
     description:
@@ -97,7 +98,8 @@ ansible_facts:
           returned: always
           sample: kprobes_fleet
         loaded:
-          description: C(/sys/module/<module>) exists.
+          description: Our module (it carries the kprobes.fleet marker) is loaded under O(module);
+            V(false) when nothing or someone else's module of that name is loaded.
           type: bool
           returned: always
           sample: true
@@ -195,11 +197,8 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
-from ansible_collections.kprobes.fleet.plugins.module_utils import kmsg
-from ansible_collections.kprobes.fleet.plugins.module_utils.hostfs import read_int, read_text
-
-COUNTERS = ('hits', 'matches', 'nmissed', 'kp_nmissed', 'maxactive', 'registered',
-            'reg_err', 'suppressed')
+from ansible_collections.kprobes.fleet.plugins.module_utils import kmsg, names
+from ansible_collections.kprobes.fleet.plugins.module_utils.ownership import ModuleSysfs
 
 
 class ProbeFacts(object):
@@ -209,30 +208,18 @@ class ProbeFacts(object):
         self.module = module
         self.root = root
         self.release = release or os.uname().release
-        self.name = module.params['module']
-        self.state_dir = module.params['state_dir']
+        try:
+            self.name = names.module_name(module.params['module'], 'module')
+            state_dir = names.host_path(module.params['state_dir'], 'state_dir')
+        except names.InvalidValue as e:
+            module.fail_json(msg=str(e))
         self.max_events = module.params['max_events']
         self.advance = module.params['advance_cursor']
-        self.cursor_path = os.path.join(self.state_dir, '%s.kmsg-cursor' % self.name)
+        self.cursor_path = names.cursor_path(self.path(state_dir.lstrip('/')), self.name)
+        self.sysfs = ModuleSysfs(self.name, root)
 
     def path(self, *parts):
         return os.path.join(self.root, *parts)
-
-    def probes(self):
-        base = self.path('sys', 'kernel', self.name, 'probes')
-        try:
-            names = sorted(os.listdir(base))
-        except OSError:
-            return {}
-        probes = {}
-        for probe in names:
-            d = os.path.join(base, probe)
-            function = read_text(os.path.join(d, 'function'))
-            entry = {'function': function.strip() if function is not None else None}
-            for counter in COUNTERS:
-                entry[counter] = read_int(os.path.join(d, counter))
-            probes[probe] = entry
-        return probes
 
     def events(self):
         try:
@@ -260,16 +247,15 @@ class ProbeFacts(object):
     def gather(self):
         if self.max_events < 0:
             self.module.fail_json(msg='max_events must be >= 0, got %d' % self.max_events)
-        loaded = os.path.isdir(self.path('sys', 'module', self.name))
-        spec_hash = (read_text(self.path('sys', 'kernel', self.name, 'spec_hash')) or '').strip() or None
+        loaded = self.sysfs.ours()
         boot_id, events, lost, dropped, cursor = self.events()
         return {
             'module': self.name,
             'loaded': loaded,
-            'spec_hash': spec_hash,
+            'spec_hash': self.sysfs.spec_hash() if loaded else None,
             'kernel': self.release,
             'boot_id': boot_id,
-            'probes': self.probes() if loaded else {},
+            'probes': self.sysfs.probes() if loaded else {},
             'events': events,
             'events_lost': lost,
             'events_dropped': dropped,
@@ -281,7 +267,7 @@ def build_module():
     return AnsibleModule(
         argument_spec=dict(
             module=dict(type='str', default='kprobes_fleet'),
-            state_dir=dict(type='path', default='/var/lib/kprobes-fleet/state'),
+            state_dir=dict(type='str', default='/var/lib/kprobes-fleet/state'),
             max_events=dict(type='int', default=1000),
             advance_cursor=dict(type='bool', default=True),
         ),

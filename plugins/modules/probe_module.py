@@ -15,7 +15,12 @@ description:
     M(community.general.modprobe) cannot do, and unloads it with C(rmmod).
   - With O(state=present) nothing happens when the loaded module already reports the wanted
     O(spec_hash) in C(/sys/kernel/<name>/spec_hash); the file is not even read then.
-  - Otherwise the file must match O(sha256), its vermagic must name the running kernel release
+  - Never touches a module that is not ours. A loaded module of that name must carry our mark
+    (C(/sys/kernel/<name>/marker) reads C(kprobes.fleet)); otherwise, and when C(/sys/kernel/<name>)
+    belongs to the kernel or the running kernel ships a module of that name, the task fails and
+    nothing is loaded or unloaded, with O(state=present) and with O(state=absent).
+  - Otherwise the file must match O(sha256), carry our mark (C(modinfo -F marker)), its vermagic
+    must name the running kernel release
     and its C(MODULE_VERSION) must equal O(spec_hash); an unsigned file is refused when the kernel
     only loads signed modules (C(sig_enforce), lockdown) or module loading is disabled, all before
     anything is unloaded. A loaded module of the same name is
@@ -29,7 +34,7 @@ author:
 options:
   name:
     description:
-      - Kernel module name (C(^[a-z][a-z0-9_]{0,55}$)).
+      - Kernel module name (C(^[a-z][a-z0-9_]{0,55}$), not a name the kernel uses in C(/sys/kernel)).
     type: str
     required: true
   path:
@@ -55,8 +60,9 @@ options:
   state_dir:
     description:
       - Directory for the collector cursor and the copy of the last loaded module.
-        Created with mode 0700.
-    type: path
+        Created with mode 0700. An absolute, normalised path of its own (not a shared system
+        directory, not below C(/tmp)).
+    type: str
     default: /var/lib/kprobes-fleet/state
 attributes:
   check_mode:
@@ -137,15 +143,13 @@ msg:
 
 import hashlib
 import os
-import re
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
-from ansible_collections.kprobes.fleet.plugins.module_utils import kmsg
-from ansible_collections.kprobes.fleet.plugins.module_utils.hostfs import module_policy, read_int, read_text
+from ansible_collections.kprobes.fleet.plugins.module_utils import kmsg, names
+from ansible_collections.kprobes.fleet.plugins.module_utils.hostfs import module_policy
+from ansible_collections.kprobes.fleet.plugins.module_utils.ownership import ModuleSysfs
 
-NAME_RE = re.compile(r'^[a-z][a-z0-9_]{0,55}$')
-SHA256_RE = re.compile(r'^[0-9a-fA-F]{64}$')
 KERNEL_LINES_MAX = 20
 
 
@@ -157,19 +161,22 @@ class ProbeLoader(object):
         self.root = root
         self.release = release or os.uname().release
         params = module.params
-        self.name = params['name']
-        self.path = params['path']
-        self.sha256 = (params['sha256'] or '').strip().lower()
-        self.spec_hash = (params['spec_hash'] or '').strip()
         self.state = params['state']
-        self.state_dir = params['state_dir']
-        self.cursor_path = os.path.join(self.state_dir, '%s.kmsg-cursor' % self.name)
-        self.loaded_ko = os.path.join(self.state_dir, '%s.loaded.ko' % self.name)
+        try:
+            self.name = names.module_name(params['name'], 'name')
+            state_dir = names.host_path(params['state_dir'], 'state_dir')
+            if self.state == 'present':
+                self.sha256 = names.sha256(params['sha256'], 'sha256')
+                self.spec_hash = names.hex16(params['spec_hash'], 'spec_hash')
+        except names.InvalidValue as e:
+            module.fail_json(msg=str(e))
+        self.path = params['path']
+        self.state_dir = os.path.join(root, state_dir.lstrip('/'))
+        self.cursor_path = names.cursor_path(self.state_dir, self.name)
+        self.loaded_ko = names.loaded_ko_path(self.state_dir, self.name)
+        self.sysfs = ModuleSysfs(self.name, root)
 
     # -- host state ---------------------------------------------------------------------
-    def sys(self, *parts):
-        return os.path.join(self.root, 'sys', *parts)
-
     @property
     def kmsg_path(self):
         return os.path.join(self.root, 'dev', 'kmsg')
@@ -179,25 +186,20 @@ class ProbeLoader(object):
         return os.path.join(self.root, 'proc', 'sys', 'kernel', 'random', 'boot_id')
 
     def is_loaded(self):
-        return os.path.isdir(self.sys('module', self.name))
+        return self.sysfs.loaded()
 
     def loaded_spec_hash(self):
-        return (read_text(self.sys('kernel', self.name, 'spec_hash')) or '').strip() or None
+        return self.sysfs.spec_hash()
 
     def probe_status(self):
-        base = self.sys('kernel', self.name, 'probes')
-        try:
-            names = sorted(os.listdir(base))
-        except OSError:
-            return {}
-        status = {}
-        for probe in names:
-            function = read_text(os.path.join(base, probe, 'function'))
-            status[probe] = {
-                'function': function.strip() if function is not None else None,
-                'registered': read_int(os.path.join(base, probe, 'registered')),
-            }
-        return status
+        return self.sysfs.probes(counters=('registered',))
+
+    def refuse_foreign(self):
+        """Fail, before anything is changed, when the name is not ours to load or unload."""
+        why = self.sysfs.conflict(self.release)
+        if why:
+            self.module.fail_json(msg='%s; refusing to load or unload anything under that name '
+                                      '(choose another kprobes_fleet_module_name)' % why)
 
     def last_seq(self):
         try:
@@ -250,6 +252,9 @@ class ProbeLoader(object):
         if built_for != self.release:
             self.module.fail_json(msg='%s was built for kernel %s (vermagic "%s") but the running kernel is %s; '
                                       'refusing to load' % (self.path, built_for or '(none)', vermagic, self.release))
+        if self.modinfo('marker') != names.MARK:
+            self.module.fail_json(msg='%s is not a kprobes.fleet module (modinfo has no marker=%s); '
+                                      'refusing to load' % (self.path, names.MARK))
         version = self.modinfo('version')
         if version != self.spec_hash:
             self.module.fail_json(msg='%s carries spec_hash (MODULE_VERSION) %s, expected %s; refusing to load'
@@ -307,6 +312,7 @@ class ProbeLoader(object):
         }}
 
     def present(self):
+        self.refuse_foreign()
         loaded = self.is_loaded()
         current = self.loaded_spec_hash() if loaded else None
         result = {'changed': False, 'name': self.name, 'state': 'present',
@@ -358,6 +364,8 @@ class ProbeLoader(object):
 
     def absent(self):
         loaded = self.is_loaded()
+        if loaded and not self.sysfs.ours():
+            self.refuse_foreign()
         current = self.loaded_spec_hash() if loaded else None
         result = {'changed': False, 'name': self.name, 'state': 'absent',
                   'previous_spec_hash': current, 'spec_hash': None, 'loaded': False}
@@ -374,14 +382,8 @@ class ProbeLoader(object):
         return result
 
     def apply(self):
-        if not NAME_RE.match(self.name or ''):
-            self.module.fail_json(msg='invalid module name %r: must match %s' % (self.name, NAME_RE.pattern))
         if self.state == 'absent':
             return self.absent()
-        if not SHA256_RE.match(self.sha256):
-            self.module.fail_json(msg='sha256 must be 64 hex digits, got %r' % self.sha256)
-        if not self.spec_hash:
-            self.module.fail_json(msg='spec_hash must not be empty')
         return self.present()
 
 
@@ -393,7 +395,7 @@ def build_module():
             sha256=dict(type='str'),
             spec_hash=dict(type='str'),
             state=dict(type='str', default='present', choices=['present', 'absent']),
-            state_dir=dict(type='path', default='/var/lib/kprobes-fleet/state'),
+            state_dir=dict(type='str', default='/var/lib/kprobes-fleet/state'),
         ),
         required_if=[('state', 'present', ('path', 'sha256', 'spec_hash'))],
         supports_check_mode=True,

@@ -72,3 +72,61 @@ def test_every_os_file_defines_the_package_list():
             data = yaml.safe_load(f)
         if name != "main.yml":
             assert "__kprobes_fleet_headers_packages" in data, name
+
+
+def include_vars_task():
+    with open(os.path.join(ROLE, "tasks", "main.yml")) as f:
+        tasks = yaml.safe_load(f)
+    for i, task in enumerate(tasks):
+        if "ansible.builtin.include_vars" in task:
+            return i, task, tasks
+    raise AssertionError("no include_vars task in tasks/main.yml")
+
+
+def os_vars_file(distribution, os_family):
+    """The file first_found picks in vars/ for these facts (the role's candidates, in order)."""
+    _, task, _ = include_vars_task()
+    candidates = task["vars"]["__kprobes_fleet_headers_candidates"]["files"]
+    templar = Templar(loader=DataLoader(), variables={
+        "ansible_facts": {"distribution": distribution, "os_family": os_family}})
+    for name in candidates:
+        name = templar.template(trusted(name))
+        if os.path.isfile(os.path.join(ROLE, "vars", name)):
+            return name
+    return None  # first_found would raise: no sentence, a lookup error
+
+
+def stops_before_installing(osfile):
+    """Whether the task right after include_vars fails the host, with these OS vars loaded."""
+    i, _, tasks = include_vars_task()
+    stop = tasks[i + 1]
+    assert "ansible.builtin.fail" in stop, stop.get("name")
+    variables = {"ansible_facts": {"kernel": "6.6.32-1-lts"}, "kprobes_fleet_headers_release": ""}
+    for name in ("defaults/main.yml", "vars/main.yml", "vars/%s" % osfile):
+        with open(os.path.join(ROLE, name)) as f:
+            variables.update(trusted(yaml.safe_load(f) or {}))
+    templar = Templar(loader=DataLoader(), variables=variables)
+    return templar.evaluate_conditional(trusted(stop["when"]))
+
+
+@pytest.mark.parametrize("distribution,os_family", [
+    ("Archlinux", "Archlinux"), ("Alpine", "Alpine"), ("Gentoo", "Gentoo"),
+])
+def test_unknown_os_falls_back_to_default_and_stops(distribution, os_family):
+    assert os_vars_file(distribution, os_family) == "default.yml"
+    assert stops_before_installing("default.yml")
+
+
+@pytest.mark.parametrize("distribution,os_family,osfile", [
+    ("Debian", "Debian", "Debian.yml"), ("Ubuntu", "Debian", "Ubuntu.yml"),
+    ("Linuxmint", "Debian", "Debian.yml"), ("Rocky", "RedHat", "RedHat.yml"),
+    ("SLES", "Suse", "Suse.yml"), ("openSUSE Leap", "Suse", "Suse.yml"),
+])
+def test_known_os_gets_its_file_and_goes_on(distribution, os_family, osfile):
+    assert os_vars_file(distribution, os_family) == osfile
+    assert not stops_before_installing(osfile)
+
+
+def test_default_is_the_last_candidate():
+    _, task, _ = include_vars_task()
+    assert task["vars"]["__kprobes_fleet_headers_candidates"]["files"][-1] == "default.yml"

@@ -88,8 +88,17 @@ PROBES = [
 
 def test_parse_kallsyms_text_symbols_only():
     names = kernel_facts.parse_kallsyms(KALLSYMS.splitlines())
-    assert {'vfs_write', 'do_sys_openat2', 'do_sys_openat2.cold', 'ext4_file_write_iter'} <= names
+    assert {'vfs_write', 'do_sys_openat2', 'do_sys_openat2.cold', 'ext4_file_write_iter'} <= set(names)
     assert 'some_data' not in names and 'do_sys_open' not in names
+    assert set(names.values()) == {1}
+
+
+def test_parse_kallsyms_counts_duplicates():
+    names = kernel_facts.parse_kallsyms(AMBIGUOUS_KALLSYMS.splitlines())
+    assert names['vfs_write'] == 2  # vmlinux + module
+    assert names['dup_static'] == 3  # static in several files
+    assert names['do_sys_openat2'] == 1
+    assert names['ksys_write'] == 1  # the data symbol of the same name does not count
 
 
 def test_parse_blacklist():
@@ -114,6 +123,38 @@ def test_candidates_with_blacklist(root):
     assert f['functions']['nmi'] == 'ext4_file_write_iter'
     assert f['functions']['none'] is None  # no candidate: reported, not a failure
     assert f['candidates']['open_failures'] == {'do_sys_openat2': 'ok', 'do_sys_open': 'absent'}
+
+
+AMBIGUOUS_KALLSYMS = KALLSYMS + """\
+ffffffffc0123450 t vfs_write\t[evil]
+ffffffff81300000 t dup_static
+ffffffff81300100 t dup_static
+ffffffffc0123460 T dup_static\t[somemod]
+ffffffff81300200 T ksys_write
+ffffffff81300300 d ksys_write
+"""
+
+
+def test_ambiguous_candidate_skipped(root):
+    write(root, 'proc/kallsyms', AMBIGUOUS_KALLSYMS)
+    f = gather(root, [
+        {'name': 'disk_full', 'functions': ['vfs_write', 'ksys_write']},
+        {'name': 'statics', 'functions': ['dup_static', 'nope', 'do_sys_openat2']},
+    ])
+    assert f['candidates']['disk_full'] == {'vfs_write': 'ambiguous', 'ksys_write': 'ok'}
+    assert f['functions']['disk_full'] == 'ksys_write'
+    assert f['candidates']['statics'] == {'dup_static': 'ambiguous', 'nope': 'absent',
+                                          'do_sys_openat2': 'ok'}
+    assert f['functions']['statics'] == 'do_sys_openat2'
+
+
+def test_only_ambiguous_candidates_give_null(root):
+    write(root, 'proc/kallsyms', AMBIGUOUS_KALLSYMS)
+    write(root, 'sys/kernel/debug/kprobes/blacklist', BLACKLIST)
+    f = gather(root, [{'name': 'dup', 'functions': ['dup_static', 'vfs_write', 'do_nmi']}])
+    assert f['candidates']['dup'] == {'dup_static': 'ambiguous', 'vfs_write': 'ambiguous',
+                                      'do_nmi': 'blacklisted'}
+    assert f['functions'] == {'dup': None}  # reported, not a failure
 
 
 def test_kallsyms_unreadable_fails(root):
@@ -214,11 +255,23 @@ def test_os_release_fallback_and_missing(root):
 
 def test_loaded(root):
     f = gather(root)
-    assert f['loaded'] == {'module': 'kprobes_fleet', 'spec_hash': None, 'present': False}
+    assert f['loaded'] == {'module': 'kprobes_fleet', 'spec_hash': None, 'present': False, 'ours': False,
+                           'conflict': None}
     os.makedirs(os.path.join(str(root), 'sys/module/kprobes_fleet'))
     write(root, 'sys/kernel/kprobes_fleet/spec_hash', '3f2a9c0d11e4b7a5\n')
     f = gather(root)
-    assert f['loaded'] == {'module': 'kprobes_fleet', 'spec_hash': '3f2a9c0d11e4b7a5', 'present': True}
+    assert f['loaded']['present'] is True and f['loaded']['ours'] is False  # no marker: not ours
+    assert f['loaded']['spec_hash'] is None
+    assert 'is not a kprobes.fleet module' in f['loaded']['conflict']
+    write(root, 'sys/kernel/kprobes_fleet/marker', 'kprobes.fleet\n')
+    f = gather(root)
+    assert f['loaded'] == {'module': 'kprobes_fleet', 'spec_hash': '3f2a9c0d11e4b7a5', 'present': True,
+                           'ours': True, 'conflict': None}
+
+
+def test_a_kernel_sysfs_entry_named_like_the_module_is_a_conflict(root):
+    os.makedirs(os.path.join(str(root), 'sys/kernel/kprobes_fleet'))
+    assert 'already exists and is not ours' in gather(root)['loaded']['conflict']
 
 
 def test_normalize_probes():

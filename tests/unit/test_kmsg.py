@@ -13,6 +13,7 @@ import stat
 import pytest
 
 from ansible_collections.kprobes.fleet.plugins.module_utils import kmsg
+from ansible_collections.kprobes.fleet.plugins.module_utils.probe_spec import ERRNO, ERRNO_ALIASES
 
 MOD = 'kprobes_fleet'
 
@@ -109,6 +110,22 @@ def test_parse_event_module_name_is_literal():
     (-999999, None), (None, None)])
 def test_errno_name(ret, name):
     assert kmsg.errno_name(ret) == name
+
+
+@pytest.mark.parametrize('name', sorted(ERRNO))
+def test_errno_name_matches_probe_spec(name):
+    assert kmsg.errno_name(-ERRNO[name]) == ERRNO_ALIASES.get(name, name)
+
+
+@pytest.mark.parametrize('ret,name', [
+    (-95, 'EOPNOTSUPP'), (-35, 'EDEADLK'), (-11, 'EAGAIN'),  # not ENOTSUP/EDEADLOCK/EWOULDBLOCK
+    (-512, 'ERESTARTSYS'), (-519, 'ENOPARAM'), (-524, 'ENOTSUPP')])
+def test_errno_name_canonical(ret, name):
+    assert kmsg.errno_name(ret) == name
+
+
+def test_kernel_errnos_table_gone():
+    assert not hasattr(kmsg, 'KERNEL_ERRNOS')
 
 
 # -- read_records --------------------------------------------------------------------------
@@ -242,6 +259,46 @@ def test_collect_ignores_other_modules_and_other_lines():
     assert [e['comm'] for e in events] == ['a b=c']
 
 
+@pytest.mark.parametrize('prio', [8, 12, 14, 15, 30, 190])  # user.*, daemon.info, local7.info
+def test_collect_user_space_record_is_not_an_event(prio):
+    records = [rec(1, ev_line(pid=1)), rec(2, ev_line(pid=2), prio=prio), rec(3, 'x')]
+    events, lost, cursor = kmsg.collect(records, MOD, {'boot_id': 'b', 'next_seq': 1}, 'b')
+    assert [e['pid'] for e in events] == [1]
+    assert lost == 0
+    assert cursor == {'boot_id': 'b', 'next_seq': 4}  # the user record is consumed all the same
+
+
+@pytest.mark.parametrize('prio', [0, 3, 4, 6, 7])  # kern.emerg .. kern.debug
+def test_collect_kernel_facility_records_are_events(prio):
+    events, lost, cursor = kmsg.collect([rec(5, ev_line(), prio=prio)], MOD, None, 'b')
+    assert [e['seq'] for e in events] == [5]
+    assert cursor['next_seq'] == 6
+
+
+def test_collect_user_record_from_device(tmp_path):
+    # what `echo '<6>kprobes_fleet: probe=...' > /dev/kmsg` produces: prio 14 (user.info)
+    reads = FakeReads([b'14,7,1,-;' + ev_line(pid=7).encode() + b'\n',
+                       b'6,8,2,-;' + ev_line(pid=8).encode() + b'\n',
+                       b'14,9,3,-;' + ev_line(pid=9).encode() + b'\n'])
+    fd = os.open(str(tmp_path), os.O_RDONLY)
+    try:
+        events, lost, cursor = kmsg.collect(kmsg.read_records(fd, read=reads), MOD,
+                                            {'boot_id': 'b', 'next_seq': 7}, 'b')
+    finally:
+        os.close(fd)
+    assert [(e['seq'], e['pid']) for e in events] == [(8, 8)]
+    assert lost == 0
+    assert cursor == {'boot_id': 'b', 'next_seq': 10}
+
+
+def test_read_records_keeps_every_facility(tmp_path):
+    # probe_module's kernel_lines_after() reads records directly: nothing is filtered there
+    dump = tmp_path / 'dump'
+    dump.write_bytes(b'14,1,1,-;from user\n6,2,2,-;from kernel\n')
+    assert [(r['prio'], r['text']) for r in kmsg.read_records(str(dump))] == \
+        [(14, 'from user'), (6, 'from kernel')]
+
+
 # -- cursor file ---------------------------------------------------------------------------
 
 def test_cursor_roundtrip_and_modes(tmp_path):
@@ -284,6 +341,9 @@ class FakeModule(object):
         raise Failed(kwargs['msg'])
 
 
+STATE = '/var/lib/kprobes-fleet/state'
+
+
 def fake_host(tmp_path, lines, loaded=False):
     root = tmp_path / 'root'
     (root / 'dev').mkdir(parents=True)
@@ -294,6 +354,7 @@ def fake_host(tmp_path, lines, loaded=False):
         (root / 'sys/module' / MOD).mkdir(parents=True)
         (root / 'sys/kernel' / MOD).mkdir(parents=True)
         (root / 'sys/kernel' / MOD / 'spec_hash').write_text('3f2a9c0d11e4b7a5\n')
+        (root / 'sys/kernel' / MOD / 'marker').write_text('kprobes.fleet\n')
         p = root / 'sys/kernel' / MOD / 'probes' / 'disk_full'
         p.mkdir(parents=True)
         for name, value in [('function', 'vfs_write'), ('hits', '9123'), ('matches', '3'), ('nmissed', '0'),
@@ -305,7 +366,7 @@ def fake_host(tmp_path, lines, loaded=False):
 
 def run_facts(tmp_path, root, check_mode=False, **params):
     from ansible_collections.kprobes.fleet.plugins.modules import probe_facts
-    full = {'module': MOD, 'state_dir': str(tmp_path / 'state'), 'max_events': 1000, 'advance_cursor': True}
+    full = {'module': MOD, 'state_dir': STATE, 'max_events': 1000, 'advance_cursor': True}
     full.update(params)
     return probe_facts.ProbeFacts(FakeModule(full, check_mode), root=root, release='6.1.0-56-amd64').gather()
 
@@ -321,7 +382,7 @@ def test_probe_facts_loaded_counters_and_cursor(tmp_path):
     assert [(e['seq'], e['comm'], e['errno']) for e in f['events']] == [(1, 'dd', 'ENOSPC'), (2, 'my prog', 'ENOSPC')]
     assert (f['events_lost'], f['events_dropped']) == (0, 0)
     assert f['cursor'] == {'boot_id': 'boot-1', 'next_seq': 3}
-    assert kmsg.load_cursor(str(tmp_path / 'state' / (MOD + '.kmsg-cursor'))) == f['cursor']
+    assert kmsg.load_cursor(os.path.join(str(tmp_path), 'root' + STATE, MOD + '.kmsg-cursor')) == f['cursor']
     again = run_facts(tmp_path, root)
     assert again['events'] == [] and again['cursor'] == f['cursor']
 
@@ -337,7 +398,7 @@ def test_probe_facts_check_mode_and_no_advance_do_not_write(tmp_path):
     root = fake_host(tmp_path, [ev_line()])
     assert len(run_facts(tmp_path, root, check_mode=True)['events']) == 1
     assert len(run_facts(tmp_path, root, advance_cursor=False)['events']) == 1
-    assert not os.path.exists(str(tmp_path / 'state'))
+    assert not os.path.exists(str(tmp_path) + '/root' + STATE)
 
 
 def test_probe_facts_max_events_drops_oldest(tmp_path):
@@ -353,7 +414,7 @@ def test_probe_facts_max_events_drops_oldest(tmp_path):
 
 def test_probe_facts_lost_since_cursor(tmp_path):
     root = fake_host(tmp_path, [ev_line(pid=p) for p in range(10)])
-    kmsg.save_cursor(str(tmp_path / 'state' / (MOD + '.kmsg-cursor')), {'boot_id': 'boot-1', 'next_seq': 2})
+    kmsg.save_cursor(os.path.join(str(tmp_path), 'root' + STATE, MOD + '.kmsg-cursor'), {'boot_id': 'boot-1', 'next_seq': 2})
     # the ring now starts at seq 5: records 2..4 were overwritten
     dump = os.path.join(root, 'dev', 'kmsg')
     lines = open(dump).read().splitlines(True)[5:]
@@ -361,3 +422,23 @@ def test_probe_facts_lost_since_cursor(tmp_path):
     f = run_facts(tmp_path, root)
     assert f['events_lost'] == 3
     assert [e['seq'] for e in f['events']] == [5, 6, 7, 8, 9]
+
+
+def test_probe_facts_does_not_report_a_module_that_is_not_ours(tmp_path):
+    root = fake_host(tmp_path, [ev_line()], loaded=True)
+    os.unlink(os.path.join(root, 'sys/kernel', MOD, 'marker'))  # loaded, but neither marked nor fingerprinted
+    f = run_facts(tmp_path, root)
+    assert f['loaded'] is False and f['probes'] == {} and f['spec_hash'] is None
+
+
+@pytest.mark.parametrize('params,field', [
+    ({'module': '../x'}, 'module'), ({'module': 'kprobes_fleet\n'}, 'module'),
+    ({'state_dir': '/tmp/state'}, 'state_dir'), ({'state_dir': '/'}, 'state_dir'),
+    ({'state_dir': '/var/lib/kprobes-fleet/../../etc'}, 'state_dir'),
+])
+def test_probe_facts_refuses_names_and_paths_that_are_not_ours(tmp_path, params, field):
+    root = fake_host(tmp_path, [ev_line()])
+    with pytest.raises(Failed) as exc:
+        run_facts(tmp_path, root, **params)
+    assert str(exc.value).startswith(field + ': ')
+    assert not os.path.exists(os.path.join(root, 'etc'))

@@ -20,6 +20,7 @@ NAME = 'kprobes_fleet'
 NEW_HASH = '3f2a9c0d11e4b7a5'
 OLD_HASH = '0d11e4b7a53f2a9c'
 BOOT = '84622e10-2383-4f54-ba8b-50898d63d5b3'
+STATE_DIR = '/var/lib/kprobes-fleet/state'
 
 
 class Failed(Exception):
@@ -56,7 +57,7 @@ class Host(object):
 
     def __init__(self, tmp_path):
         self.root = str(tmp_path / 'root')
-        self.state_dir = str(tmp_path / 'var' / 'lib' / 'kprobes-fleet' / 'state')
+        self.state_dir = os.path.join(self.root, STATE_DIR.lstrip('/'))
         self.seq = 0
         os.makedirs(os.path.join(self.root, 'dev'))
         os.makedirs(os.path.join(self.root, 'proc/sys/kernel/random'))
@@ -69,6 +70,7 @@ class Host(object):
         self.versions = {}       # ko path -> MODULE_VERSION
         self.insmod_fail = {}    # ko path -> (rc, stderr, kernel lines)
         self.rmmod_fail = None
+        self.unmarked = set()    # ko paths built without our marker
 
     @property
     def kmsg(self):
@@ -79,12 +81,17 @@ class Host(object):
             f.write('6,%d,%d,-;%s\n' % (self.seq, 1000 * self.seq, text))
         self.seq += 1
 
-    def load(self, spec_hash, probes=(('disk_full', 'vfs_write'),)):
+    def load(self, spec_hash, probes=(('disk_full', 'vfs_write'),), marker=True):
         os.makedirs(os.path.join(self.root, 'sys/module', NAME), exist_ok=True)
         base = os.path.join(self.root, 'sys/kernel', NAME)
         os.makedirs(base, exist_ok=True)
         with open(os.path.join(base, 'spec_hash'), 'w') as f:
             f.write(spec_hash + '\n')
+        with open(os.path.join(self.root, 'sys/module', NAME, 'version'), 'w') as f:
+            f.write(spec_hash + '\n')
+        if marker:
+            with open(os.path.join(base, 'marker'), 'w') as f:
+                f.write('kprobes.fleet\n')
         for probe, func in probes:
             d = os.path.join(base, 'probes', probe)
             os.makedirs(d, exist_ok=True)
@@ -110,6 +117,8 @@ class Host(object):
                 return 0, self.vermagic + '\n', ''
             if field == 'version':
                 return 0, self.versions.get(path, '') + '\n', ''
+            if field == 'marker' and path not in self.unmarked:
+                return 0, 'kprobes.fleet\n', ''
             return 0, '\n', ''  # modinfo prints an empty line for a field the file lacks (sig_id)
         if tool == 'rmmod':
             if self.rmmod_fail:
@@ -137,7 +146,7 @@ class Host(object):
 
     def loader(self, check_mode=False, diff=False, **params):
         full = {'name': NAME, 'path': None, 'sha256': None, 'spec_hash': None,
-                'state': 'present', 'state_dir': self.state_dir}
+                'state': 'present', 'state_dir': STATE_DIR}
         full.update(params)
         module = FakeModule(full, check_mode=check_mode, diff=diff)
         module.handler = self.handler
@@ -212,7 +221,8 @@ def test_fresh_load(host, tmp_path):
     assert result['spec_hash'] == NEW_HASH and result['previous_spec_hash'] is None
     assert result['cursor_saved'] is True
     assert result['probes'] == {'disk_full': {'function': 'vfs_write', 'registered': 1}}
-    assert tools(module) == ['modinfo -F vermagic ' + path, 'modinfo -F version ' + path,
+    assert tools(module) == ['modinfo -F vermagic ' + path, 'modinfo -F marker ' + path,
+                             'modinfo -F version ' + path,
                              'insmod ' + path]
     assert cursor(host) == {'boot_id': BOOT, 'next_seq': pre + 1}
     assert stat.S_IMODE(os.stat(host.state_dir).st_mode) == 0o700
@@ -325,7 +335,7 @@ def test_check_mode_verifies_but_changes_nothing(host, tmp_path):
     module, loader = host.loader(check_mode=True, path=path, sha256=digest, spec_hash=NEW_HASH)
     result = loader.apply()
     assert result['changed'] is True
-    assert [c.split()[0] for c in tools(module)] == ['modinfo', 'modinfo']
+    assert [c.split()[0] for c in tools(module)] == ['modinfo', 'modinfo', 'modinfo']
     assert host.loaded_hash() == OLD_HASH
     assert not os.path.exists(host.state_dir)
 
@@ -348,18 +358,90 @@ def test_missing_file_fails(host, tmp_path):
     assert 'cannot read' in exc.value.kwargs['msg']
 
 
-@pytest.mark.parametrize('name', ['Kprobes', '1abc', 'a-b', 'a' * 57, ''])
+@pytest.mark.parametrize('name', ['Kprobes', '1abc', 'a-b', 'a' * 57, '', 'kprobes_fleet\n', '../x', 'mm'])
 def test_invalid_name(host, name):
-    module, loader = host.loader(name=name, state='absent')
+    host.load(OLD_HASH)
     with pytest.raises(Failed) as exc:
-        loader.apply()
-    assert 'invalid module name' in exc.value.kwargs['msg']
+        host.loader(name=name, state='absent')
+    assert exc.value.kwargs['msg'].startswith('name: ')
+    assert host.loaded_hash() == OLD_HASH
+
+
+@pytest.mark.parametrize('state_dir', ['/', '/tmp/x', '/var/lib', 'var/lib/x', '/var/lib/../x', '/var/lib/x/'])
+def test_invalid_state_dir(host, tmp_path, state_dir):
+    path, sha = host.ko(tmp_path, NEW_HASH)
+    with pytest.raises(Failed) as exc:
+        host.loader(path=path, sha256=sha, spec_hash=NEW_HASH, state_dir=state_dir)
+    assert exc.value.kwargs['msg'].startswith('state_dir: ')
 
 
 def test_invalid_sha256(host, tmp_path):
-    module, loader = host.loader(path='/x.ko', sha256='xyz', spec_hash=NEW_HASH)
-    with pytest.raises(Failed):
+    path, sha = host.ko(tmp_path, NEW_HASH)
+    with pytest.raises(Failed) as exc:
+        host.loader(path=path, sha256='xyz', spec_hash=NEW_HASH)
+    assert exc.value.kwargs['msg'].startswith('sha256: must be 64 hex digits')
+
+
+# -- never touch what is not ours ----------------------------------------------------------
+
+def foreign(host):
+    """A loaded module of our name that is not ours (say ext4): no marker, no spec hash."""
+    os.makedirs(os.path.join(host.root, 'sys/module', NAME, 'parameters'))
+
+
+@pytest.mark.parametrize('state', ['present', 'absent'])
+def test_a_loaded_module_that_is_not_ours_is_never_unloaded(host, tmp_path, state):
+    foreign(host)
+    path, sha = host.ko(tmp_path, NEW_HASH)
+    module, loader = host.loader(path=path, sha256=sha, spec_hash=NEW_HASH, state=state)
+    with pytest.raises(Failed) as exc:
         loader.apply()
+    assert 'is not a kprobes.fleet module' in exc.value.kwargs['msg']
+    assert module.calls == []
+    assert os.path.isdir(os.path.join(host.root, 'sys/module', NAME))
+
+
+def test_a_kernel_sysfs_entry_of_that_name_is_refused(host, tmp_path):
+    os.makedirs(os.path.join(host.root, 'sys/kernel', NAME))
+    path, sha = host.ko(tmp_path, NEW_HASH)
+    module, loader = host.loader(path=path, sha256=sha, spec_hash=NEW_HASH)
+    with pytest.raises(Failed) as exc:
+        loader.apply()
+    assert 'already exists and is not ours' in exc.value.kwargs['msg']
+    assert module.calls == []
+
+
+def test_a_module_the_kernel_ships_is_refused(host, tmp_path):
+    d = os.path.join(host.root, 'lib/modules', RELEASE)
+    os.makedirs(d)
+    with open(os.path.join(d, 'modules.dep'), 'w') as f:
+        f.write('kernel/fs/ext4/ext4.ko.xz: kernel/fs/jbd2/jbd2.ko.xz\n'
+                'kernel/misc/kprobes-fleet.ko: \n')
+    path, sha = host.ko(tmp_path, NEW_HASH)
+    module, loader = host.loader(path=path, sha256=sha, spec_hash=NEW_HASH)
+    with pytest.raises(Failed) as exc:
+        loader.apply()
+    assert 'the running kernel ships a module named %s' % NAME in exc.value.kwargs['msg']
+    assert module.calls == []
+
+
+def test_a_file_without_our_marker_is_not_loaded(host, tmp_path):
+    host.load(OLD_HASH)
+    path, sha = host.ko(tmp_path, NEW_HASH)
+    host.unmarked.add(path)
+    module, loader = host.loader(path=path, sha256=sha, spec_hash=NEW_HASH)
+    with pytest.raises(Failed) as exc:
+        loader.apply()
+    assert 'is not a kprobes.fleet module' in exc.value.kwargs['msg']
+    assert 'rmmod' not in ' '.join(tools(module))
+    assert host.loaded_hash() == OLD_HASH
+
+
+def test_a_module_of_ours_from_before_the_marker_is_recognised(host):
+    host.load(OLD_HASH, marker=False)
+    module, loader = host.loader(state='absent')
+    assert loader.apply()['changed'] is True
+    assert tools(module) == ['rmmod ' + NAME]
 
 
 # -- absent --------------------------------------------------------------------------------

@@ -77,10 +77,10 @@ def test_errno_aliases_are_canonical():
 
 def test_all_fields():
     raw = probe(name='fsync_err', function=['vfs_fsync_range', 'do_fsync'], returns='int',
-                report=['EIO'], maxactive=65536, log=False, log_burst=1, log_interval=3600)
+                report=['EIO'], maxactive=4096, log=False, log_burst=1, log_interval=3600)
     assert ps.normalize([raw]) == [{
         'name': 'fsync_err', 'functions': ['vfs_fsync_range', 'do_fsync'], 'returns': 'int',
-        'report': 'errno', 'errnos': ['EIO'], 'maxactive': 65536, 'log': False,
+        'report': 'errno', 'errnos': ['EIO'], 'maxactive': 4096, 'log': False,
         'log_burst': 1, 'log_interval': 3600}]
 
 
@@ -138,11 +138,12 @@ BAD = [
     ([probe(errnos=[])], ["field 'errnos'", 'must not be empty']),
     ([probe(returns='ssize_t')], ["field 'returns'", "'ssize_t'"]),
     ([probe(returns=None)], ["field 'returns'"]),
-    ([probe(maxactive=-1)], ["field 'maxactive'", 'between 1 and 65536']),
-    ([probe(maxactive=0)], ["field 'maxactive'", 'between 1 and 65536']),
-    ([probe(maxactive=70000)], ["field 'maxactive'", 'between 1 and 65536']),
-    ([probe(maxactive='10')], ["field 'maxactive'", 'must be an integer, got str']),
-    ([probe(maxactive=True)], ["field 'maxactive'", 'must be an integer, got bool']),
+    ([probe(maxactive=-1)], ["field 'maxactive'", 'between 1 and 4096']),
+    ([probe(maxactive=0)], ["field 'maxactive'", 'between 1 and 4096']),
+    ([probe(maxactive=4097)], ["field 'maxactive'", 'between 1 and 4096', "kernel's own limit"]),
+    ([probe(maxactive=65536)], ["field 'maxactive'", 'between 1 and 4096']),
+    ([probe(maxactive='ten')], ["field 'maxactive'", "must be an integer, got string 'ten'"]),
+    ([probe(maxactive=True)], ["field 'maxactive'", 'must be an integer, got boolean']),
     ([probe(maxactive=10.0)], ["field 'maxactive'", 'must be an integer']),
     ([probe(function='vfs_write;')], ["field 'function'", 'kernel symbol']),
     ([probe(function='vfs_write\n')], ["field 'function'"]),
@@ -162,14 +163,19 @@ BAD = [
     ([probe(functions=['x'])], ["field 'function'", 'not both']),
     ([probe(colour='red')], ["probe 'p' (#1)", "field 'colour'", 'unknown key']),
     ([probe(Function='x')], ["field 'Function'", 'unknown key']),
-    ([probe(log='yes')], ["field 'log'", 'boolean']),
-    ([probe(log=1)], ["field 'log'", 'boolean']),
+    ([probe(log='maybe')], ["field 'log'", "must be a boolean (true/false), got string 'maybe'"]),
+    ([probe(log=2)], ["field 'log'", 'boolean', 'got integer']),
+    ([probe(log=None)], ["field 'log'", 'boolean', 'got null']),
+    ([probe(report={})], ["field 'report'", 'got an empty mapping']),
+    ([probe(name=5)], ["field 'name'", 'must be a string, got integer']),
+    ([probe(maxactive=[1])], ["field 'maxactive'", 'got list']),
+    ([probe(maxactive={'a': 1})], ["field 'maxactive'", 'got mapping']),
     ([probe(log_burst=0)], ["field 'log_burst'", 'between 1 and 100000']),
     ([probe(log_burst=100001)], ["field 'log_burst'"]),
-    ([probe(log_burst=True)], ["field 'log_burst'", 'got bool']),
+    ([probe(log_burst=True)], ["field 'log_burst'", 'got boolean']),
     ([probe(log_interval=0)], ["field 'log_interval'", 'between 1 and 3600']),
     ([probe(log_interval=3601)], ["field 'log_interval'"]),
-    ([probe(log_interval='5')], ["field 'log_interval'"]),
+    ([probe(log_interval='5s')], ["field 'log_interval'"]),
     ([probe(), 42], ['probe #2', 'must be a mapping']),
     ([None], ['probe #1', 'must be a mapping']),
     ([['vfs_write']], ['probe #1', 'must be a mapping']),
@@ -307,3 +313,34 @@ def test_build_key_sensitive_to_each_input():
         changed = list(args)
         changed[i] = changed[i] + 'x'
         assert ps.build_key(*changed) != key
+
+
+def test_one_rule_for_booleans_and_integers():
+    """What ``-e var=value`` gives (strings) reads like YAML would, in every field."""
+    got = ps.normalize([probe(log='yes', maxactive='10', log_burst=' 7 ', log_interval='5'),
+                        probe(name='q', log='false'), probe(name='r', log=0)])
+    assert [(p['log'], p['maxactive'], p['log_burst'], p['log_interval']) for p in got] == [
+        (True, 10, 7, 5), (False, 64, 100, 5), (False, 64, 100, 5)]
+
+
+def test_at_most_32_probes():
+    ok = [probe(name='p%d' % i, maxactive=1) for i in range(ps.MAX_PROBES)]
+    assert len(ps.normalize(ok)) == 32
+    with pytest.raises(ps.ProbeSpecError, match='at most 32 probes'):
+        ps.normalize(ok + [probe(name='one_more', maxactive=1)])
+
+
+def test_maxactive_total_is_capped():
+    two = [probe(name='a', maxactive=4096), probe(name='b', maxactive=4096)]
+    assert sum(p['maxactive'] for p in ps.normalize(two)) == ps.MAX_TOTAL_MAXACTIVE
+    with pytest.raises(ps.ProbeSpecError, match=r'adds up to 8193, at most 8192.*6\.7'):
+        ps.normalize(two + [probe(name='c', maxactive=1)])
+
+
+def test_type_names_are_what_a_user_writes_also_for_tagged_values():
+    from ansible.template import trust_as_template  # 2.19 wraps template results in tagged types
+    value = trust_as_template('x')
+    assert type(value).__name__ != 'str'
+    with pytest.raises(ps.ProbeSpecError) as exc:
+        ps.normalize([probe(maxactive=value)])
+    assert "got string 'x'" in str(exc.value) and 'Tagged' not in str(exc.value)

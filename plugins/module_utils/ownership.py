@@ -1,0 +1,115 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, kprobes.fleet developers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Host side: what on this host is ours, read before anything is loaded, unloaded or deleted.
+
+Standard library only (runs on the managed hosts). Paths are resolved below ``root`` so the
+unit tests can fake a host. Our module says it is ours in /sys/kernel/<name>/marker; our
+working directory in <dir>/.kprobes-fleet.
+"""
+
+from __future__ import (absolute_import, division, print_function)
+__metaclass__ = type
+
+import os
+import re
+
+from ansible_collections.kprobes.fleet.plugins.module_utils import names
+from ansible_collections.kprobes.fleet.plugins.module_utils.hostfs import read_int, read_text
+
+COUNTERS = ('hits', 'matches', 'nmissed', 'kp_nmissed', 'maxactive', 'registered',
+            'reg_err', 'suppressed')
+
+
+class ModuleSysfs(object):
+    """/sys/module/<name> and /sys/kernel/<name> of a kprobes.fleet module."""
+
+    def __init__(self, name, root='/'):
+        self.name = name
+        self.root = root
+
+    def sys(self, *parts):
+        return os.path.join(self.root, 'sys', *parts)
+
+    def loaded(self):
+        """A module of this name is loaded (ours or not)."""
+        return os.path.isdir(self.sys('module', self.name))
+
+    def _text(self, *parts):
+        return (read_text(self.sys(*parts)) or '').strip() or None
+
+    def spec_hash(self):
+        return self._text('kernel', self.name, 'spec_hash')
+
+    def ours(self):
+        """The loaded module carries our marker.
+
+        Modules built before the marker existed are recognised by their fingerprint: a
+        16-hex spec_hash in /sys/kernel/<name>/ equal to the module's version, and probes/."""
+        if not self.loaded():
+            return False
+        if self._text('kernel', self.name, 'marker') == names.MARK:
+            return True
+        spec = self.spec_hash()
+        return (spec is not None and re.fullmatch(names.HEX16_PATTERN, spec) is not None
+                and self._text('module', self.name, 'version') == spec
+                and os.path.isdir(self.sys('kernel', self.name, 'probes')))
+
+    def conflict(self, release=None):
+        """Why this name cannot be ours on this host, or None.
+
+        A loaded module of that name that is not ours, a /sys/kernel entry of that name that
+        is not ours, or a module of the running kernel by that name (built in or on disk)."""
+        if self.loaded():
+            if not self.ours():
+                return ('a module named %s is loaded and it is not a kprobes.fleet module (no '
+                        '/sys/kernel/%s/marker)' % (self.name, self.name))
+            return None
+        if os.path.lexists(self.sys('kernel', self.name)):
+            return ('/sys/kernel/%s already exists and is not ours (a kernel or another '
+                    "module's entry)" % self.name)
+        shipped = kernel_module_names(self.root, release or os.uname().release)
+        if self.name in shipped:
+            return 'the running kernel ships a module named %s (%s)' % (self.name, shipped[self.name])
+        return None
+
+    def probes(self, counters=COUNTERS):
+        """Per probe: ``function`` and the given counters (integers, None when unreadable)."""
+        base = self.sys('kernel', self.name, 'probes')
+        try:
+            entries = sorted(os.listdir(base))
+        except OSError:
+            return {}
+        result = {}
+        for probe in entries:
+            d = os.path.join(base, probe)
+            function = read_text(os.path.join(d, 'function'))
+            entry = {'function': function.strip() if function is not None else None}
+            for counter in counters:
+                entry[counter] = read_int(os.path.join(d, counter))
+            result[probe] = entry
+        return result
+
+
+def kernel_module_names(root, release):
+    """Module names of the running kernel: {name: 'built in' | 'on disk'} from modules.builtin/dep."""
+    found = {}
+    for index, where in (('modules.builtin', 'built in'), ('modules.dep', 'on disk')):
+        text = read_text(os.path.join(root, 'lib', 'modules', release, index)) or ''
+        for line in text.splitlines():
+            path = line.split(':', 1)[0].strip()
+            if not path:
+                continue
+            base = os.path.basename(path)
+            for ext in ('.ko.zst', '.ko.xz', '.ko.gz', '.ko'):
+                if base.endswith(ext):
+                    base = base[:-len(ext)]
+                    break
+            found.setdefault(base.replace('-', '_'), where)
+    return found
+
+
+def host_dir_owned(path):
+    """``path`` carries our mark (<path>/.kprobes-fleet)."""
+    return os.path.isfile(os.path.join(path, names.HOST_DIR_MARK)) and \
+        not os.path.islink(os.path.join(path, names.HOST_DIR_MARK))

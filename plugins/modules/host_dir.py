@@ -1,0 +1,217 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, kprobes.fleet developers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import (absolute_import, division, print_function)
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+---
+module: host_dir
+short_description: Create or delete the kprobes.fleet working directory, only if it is ours
+description:
+  - Creates the root-only (0700) working directory of kprobes.fleet on a host and its
+    sub-directories, and puts our mark in it (C(<path>/.kprobes-fleet)).
+  - An existing directory is taken only when it carries the mark or is empty; a directory with
+    content and without the mark is someone else's and is refused, as is a symbolic link, a
+    path that is not a directory, or one below a directory that is not root-owned or is
+    writable by group or others.
+  - With O(state=absent) the directory is deleted only when it carries the mark.
+  - The path must be absolute, normalised, and not a shared system directory (C(/), C(/var/lib),
+    C(/tmp), ...); the same rule as the controller's validation.
+author:
+  - kprobes.fleet developers (@kprobes-fleet)
+options:
+  path:
+    description: The working directory (C(kprobes_fleet_host_dir)).
+    type: str
+    required: true
+  subdirs:
+    description: Sub-directories to create (0700) with O(state=present).
+    type: list
+    elements: str
+    default: []
+  state:
+    description: V(present) creates or checks it, V(absent) deletes it (with everything in it).
+    type: str
+    choices: [present, absent]
+    default: present
+attributes:
+  check_mode:
+    support: full
+    description: Checks are made; nothing is created, changed or deleted.
+  diff_mode:
+    support: none
+    description: No diff.
+notes:
+  - Needs root.
+seealso:
+  - module: kprobes.fleet.probe_module
+'''
+
+EXAMPLES = r'''
+- name: Create the working directory
+  kprobes.fleet.host_dir:
+    path: /var/lib/kprobes-fleet
+    subdirs: [modules, state]
+
+- name: Delete it (only if it carries our mark)
+  kprobes.fleet.host_dir:
+    path: /var/lib/kprobes-fleet
+    state: absent
+'''
+
+RETURN = r'''
+path:
+  description: The directory.
+  returned: always
+  type: str
+  sample: /var/lib/kprobes-fleet
+msg:
+  description: What was done.
+  returned: always
+  type: str
+  sample: created /var/lib/kprobes-fleet
+'''
+
+import os
+import shutil
+import stat
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.common.text.converters import to_native
+from ansible_collections.kprobes.fleet.plugins.module_utils import names
+from ansible_collections.kprobes.fleet.plugins.module_utils.ownership import host_dir_owned
+
+MARK_TEXT = ('This directory belongs to kprobes.fleet (%s). It is deleted, with everything in it, '
+             'by the kprobes.fleet.remove playbook with kprobes_fleet_load_purge=true.\n' % names.MARK)
+
+
+class HostDir(object):
+
+    def __init__(self, module):
+        self.module = module
+        self.state = module.params['state']
+        self.subdirs = module.params['subdirs']
+        try:
+            self.path = names.host_path(module.params['path'], 'path')
+            for sub in self.subdirs:
+                names.host_path(os.path.join(self.path, sub), 'subdirs')
+        except names.InvalidValue as e:
+            module.fail_json(msg=str(e))
+
+    def fail(self, why):
+        self.module.fail_json(msg='%s: %s; refusing to touch it' % (self.path, why), path=self.path)
+
+    def check_parents(self):
+        """Every existing ancestor is a root-owned directory no one else can write to."""
+        parent = os.path.dirname(self.path)
+        while True:
+            try:
+                st = os.stat(parent)
+            except OSError:
+                st = None
+            if st is not None:
+                if not stat.S_ISDIR(st.st_mode):
+                    self.fail('%s is not a directory' % parent)
+                if st.st_uid != 0 or st.st_mode & 0o022:
+                    self.fail('its parent %s is not root-owned or is writable by group or others '
+                              '(someone else could swap the directory under us)' % parent)
+            if parent == '/':
+                return
+            parent = os.path.dirname(parent)
+
+    def inspect(self):
+        """'missing', 'ours' or 'empty'; fails for anything that may be someone else's."""
+        try:
+            st = os.lstat(self.path)
+        except OSError:
+            return 'missing'
+        if stat.S_ISLNK(st.st_mode):
+            self.fail('it is a symbolic link')
+        if not stat.S_ISDIR(st.st_mode):
+            self.fail('it exists and is not a directory')
+        if host_dir_owned(self.path):
+            return 'ours'
+        if os.listdir(self.path):
+            self.fail('it exists, is not empty and has no %s mark, so it is not ours (choose '
+                      'another kprobes_fleet_host_dir or empty it)' % names.HOST_DIR_MARK)
+        return 'empty'
+
+    def _dir(self, path):
+        """Make ``path`` a root-owned 0700 directory; True when something changed."""
+        changed = False
+        if not os.path.isdir(path):
+            if os.path.lexists(path):
+                self.fail('%s exists and is not a directory' % path)
+            os.makedirs(path, 0o700)
+            changed = True
+        st = os.lstat(path)
+        if stat.S_ISLNK(st.st_mode):
+            self.fail('%s is a symbolic link' % path)
+        if stat.S_IMODE(st.st_mode) != 0o700:
+            os.chmod(path, 0o700)
+            changed = True
+        if (st.st_uid, st.st_gid) != (0, 0) and os.geteuid() == 0:
+            os.chown(path, 0, 0)
+            changed = True
+        return changed
+
+    def present(self):
+        self.check_parents()
+        found = self.inspect()
+        todo = found != 'ours' or any(not os.path.isdir(os.path.join(self.path, s)) for s in self.subdirs)
+        if self.module.check_mode:
+            return {'changed': todo, 'msg': 'would create %s' % self.path if todo else '%s is ours' % self.path}
+        changed = self._dir(self.path)
+        if found != 'ours':
+            with open(os.path.join(self.path, names.HOST_DIR_MARK), 'w') as f:
+                f.write(MARK_TEXT)
+            os.chmod(os.path.join(self.path, names.HOST_DIR_MARK), 0o600)
+            changed = True
+        for sub in self.subdirs:
+            changed = self._dir(os.path.join(self.path, sub)) or changed
+        return {'changed': changed, 'msg': ('%s %s' % ('adopted empty' if found == 'empty' else 'created', self.path))
+                if found != 'ours' else '%s is ours' % self.path}
+
+    def absent(self):
+        try:
+            st = os.lstat(self.path)
+        except OSError:
+            return {'changed': False, 'msg': '%s does not exist' % self.path}
+        if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+            self.fail('it is not a directory')
+        if not host_dir_owned(self.path):
+            self.fail('it has no %s mark, so it is not ours' % names.HOST_DIR_MARK)
+        if not self.module.check_mode:
+            try:
+                shutil.rmtree(self.path)
+            except OSError as e:
+                self.module.fail_json(msg='cannot delete %s: %s' % (self.path, to_native(e)))
+        return {'changed': True, 'msg': 'deleted %s' % self.path}
+
+    def apply(self):
+        result = self.present() if self.state == 'present' else self.absent()
+        result['path'] = self.path
+        return result
+
+
+def build_module():
+    return AnsibleModule(
+        argument_spec=dict(
+            path=dict(type='str', required=True),
+            subdirs=dict(type='list', elements='str', default=[]),
+            state=dict(type='str', default='present', choices=['present', 'absent']),
+        ),
+        supports_check_mode=True,
+    )
+
+
+def main():
+    module = build_module()
+    module.exit_json(**HostDir(module).apply())
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,109 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, kprobes.fleet developers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import (absolute_import, division, print_function)
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+---
+module: validate
+short_description: Check the kprobes.fleet variables of a host before any host task
+description:
+  - Checks every public C(kprobes_fleet_*) variable it is given (missing ones take their
+    default) with the same rules the host modules apply, and returns the normalised values.
+    The probe list is checked with M(kprobes.fleet.probe_spec)'s rules when
+    C(kprobes_fleet_state=present) and O(check_probes=true).
+  - It does not fail by itself; it returns RV(errors). A second call with O(report) and
+    C(run_once) fails once for the whole play, each distinct error once with the hosts that have
+    it. The role C(kprobes.fleet.validate) does both and is what every playbook and role runs first.
+  - This is an action plugin; it runs on the controller only and never connects to the host.
+  - "Rules: C(kprobes_fleet_module_name) a lower-case C identifier that is not a C(/sys/kernel)
+    entry; C(kprobes_fleet_host_dir) an absolute normalised path of its own (not C(/), not a
+    shared system directory such as C(/var/lib), not below C(/tmp)); C(kprobes_fleet_cache_dir)
+    owned by the controller user and not group/world-writable; C(kprobes_fleet_build_timeout)
+    60-86400; booleans true/false (or yes/no/on/off/1/0); C(kprobes_fleet_build_host) empty or an
+    inventory host."
+author:
+  - kprobes.fleet developers (@kprobes-fleet)
+options:
+  kprobes_fleet_probes: {description: The probe list., type: raw}
+  kprobes_fleet_module_name: {description: Kernel module name., type: raw}
+  kprobes_fleet_state: {description: V(present) or V(absent)., type: raw}
+  kprobes_fleet_build_host: {description: Empty or an inventory host., type: raw}
+  kprobes_fleet_cache_dir: {description: Controller module cache., type: raw}
+  kprobes_fleet_host_dir: {description: Working directory on the hosts., type: raw}
+  kprobes_fleet_build_timeout: {description: Seconds to wait for another host's build., type: raw}
+  kprobes_fleet_fail_on_lockdown: {description: Boolean., type: raw}
+  kprobes_fleet_build_keep_dir: {description: Boolean., type: raw}
+  kprobes_fleet_load_state: {description: V(present) or V(absent)., type: raw}
+  kprobes_fleet_load_purge: {description: Boolean., type: raw}
+  kprobes_fleet_headers_release: {description: Empty or a kernel release., type: raw}
+  kprobes_fleet_headers_update_cache: {description: Boolean., type: raw}
+  kprobes_fleet_headers_extra_packages: {description: List of package names., type: raw}
+  check_probes:
+    description: Check C(kprobes_fleet_probes) (with C(kprobes_fleet_state=present)).
+    type: bool
+    default: true
+  build_plan:
+    description: A build plan given to the C(probe_build) role, checked against the spec rules and the cache.
+    type: raw
+  load_plan:
+    description: A build plan given to the C(probe_load) role.
+    type: raw
+  report:
+    description: Host name to its list of errors (the RV(errors) of the first call); fails once if any.
+    type: dict
+attributes:
+  action:
+    support: full
+  async:
+    support: none
+  become:
+    support: none
+  bypass_host_loop:
+    support: none
+  check_mode:
+    support: full
+  connection:
+    support: none
+  delegation:
+    support: none
+    details: Nothing runs on the host.
+  diff_mode:
+    support: none
+  platform:
+    platforms: all
+extends_documentation_fragment:
+  - action_common_attributes
+  - action_common_attributes.conn
+  - action_common_attributes.flow
+'''
+
+EXAMPLES = r'''
+- name: Check the variables of every host
+  kprobes.fleet.validate:
+    kprobes_fleet_host_dir: "{{ kprobes_fleet_host_dir | default(omit) }}"
+  register: checked
+
+- name: Fail once for the play
+  kprobes.fleet.validate:
+    report: "{{ dict(ansible_play_batch | zip(ansible_play_batch | map('extract', hostvars, ['checked', 'errors']))) }}"
+  run_once: true
+'''
+
+RETURN = r'''
+errors:
+  description: What is wrong with this host's variables, one sentence each.
+  returned: without O(report)
+  type: list
+  elements: str
+values:
+  description: The normalised variables (C(kprobes_fleet_probes) normalised when checked).
+  returned: without O(report)
+  type: dict
+sha256:
+  description: The sha256 of the cached module of O(load_plan) (V(null) without one).
+  returned: without O(report)
+  type: str
+'''
