@@ -31,7 +31,8 @@ options:
         (an error pointer counts as its errno, any other pointer as 0).
       - "C(report) selects the matches, C(negative) (default), C(nonzero), C(any), a list of
         errno names, or C({errno: [ENOSPC, EDQUOT]})."
-      - C(maxactive) (1-65536, default 64) is how many calls can be in flight at once.
+      - C(maxactive) (1-4096, default 64) is how many calls can be in flight at once; at most
+        32 probes and 8192 in total.
       - C(log) (default true), C(log_burst) (1-100000, default 100) and C(log_interval)
         (seconds, 1-3600, default 5) control the rate-limited log line per match.
     type: raw

@@ -59,6 +59,25 @@ def handler(c_text, probe_name):
     return match.group(1)
 
 
+def function(c_text, name):
+    """The body of the C function `name` (a definition starting in column 0)."""
+    match = re.search(r'^(?:static |asmlinkage )[^;{}]*?\b%s\([^;{}]*\)\n\{\n(.*?)^\}\n'
+                      % re.escape(name), c_text, re.M | re.S)
+    assert match, 'no function %s' % name
+    return match.group(1)
+
+
+def code_only(c_text):
+    """The C text without comments (they may name functions that must not be called)."""
+    return re.sub(r'//[^\n]*|/\*.*?\*/', '', c_text, flags=re.S)
+
+
+# printk and friends (not pr_fmt) that print to the consoles at once, or are not exported
+DIRECT_PRINTK_RE = re.compile(r'\b(?:pr_(?!fmt\b)\w+|printk|_?printk_deferred|vprintk|_printk)\s*\(')
+LOG_LINE = 'pr_fmt("probe=%s func=%s ret=%ld pid=%d comm=%s\\n")'
+MARKER = 'kprobes.fleet'
+
+
 @pytest.fixture(params=['presets', 'custom'])
 def rendered(request):
     variables = spec(None if request.param == 'presets' else CUSTOM)
@@ -139,14 +158,96 @@ def test_custom_types_and_reports():
 def test_logging_contract():
     c_text = render('kprobes_fleet.c.j2', spec(None))
     assert '#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt' in c_text
-    assert 'pr_info("probe=%s func=%s ret=%ld pid=%d comm=%s\\n",' in c_text
+    # pr_fmt adds "<mod>: ": the collector parses "<mod>: probe=... comm=<comm>"
+    assert ('\t\tkpf_printk_deferred(KERN_INFO %s,\n'
+            '\t\t\t\t    p->name, p->func, ret, task_pid_nr(current), current->comm);\n'
+            % LOG_LINE) in function(c_text, 'kpf_match')
     assert 'if (!kpf_is_log_reader() && __ratelimit(&p->rs))' in c_text
     # no feedback loop with the daemons that store the kernel log
     assert '"systemd-journal", "rsyslogd", "syslog-ng", "klogd",' in c_text
-    assert 'atomic64_inc(&p->suppressed);' in c_text
+    assert 'this_cpu_inc(kpf_suppressed[i]);' in c_text
     assert 'ratelimit_state_init(&p->rs, p->log_interval * HZ, p->log_burst);' in c_text
     assert 'pr_err("register_kretprobe(%s) for probe %s failed: %d\\n",' in c_text
     assert 'pr_info("loaded spec_hash=%s probes=%d\\n", KPF_SPEC_HASH, KPF_NPROBES);' in c_text
+
+
+def test_probe_context_logs_deferred(rendered):
+    """Handlers never print to the consoles: printk there can deadlock (rq/console locks)."""
+    variables, c_text = rendered
+    code = code_only(c_text)
+    match_body = function(code, 'kpf_match')
+    assert 'kpf_printk_deferred(KERN_INFO %s,' % LOG_LINE in match_body
+    assert DIRECT_PRINTK_RE.findall(match_body) == []
+    assert DIRECT_PRINTK_RE.findall(function(code, 'kpf_is_log_reader')) == []
+    for p in variables['probes']:
+        body = function(code, 'kpf_ret_%s' % p['name'])
+        assert DIRECT_PRINTK_RE.findall(body) == [], p['name']
+        assert 'printk' not in body and 'pr_' not in body
+    # printk_deferred() is _printk_deferred (printk_deferred before 5.15), not exported to
+    # modules: the wrapper does what it does, with the exported vprintk_emit()
+    assert 'static __printf(1, 2) void kpf_printk_deferred(const char *fmt, ...)\n' in code
+    assert function(code, 'kpf_printk_deferred') == (
+        '\tva_list args;\n\n\tva_start(args, fmt);\n'
+        '\tvprintk_emit(0, LOGLEVEL_SCHED, NULL, fmt, args);\n\tva_end(args);\n')
+    assert not re.search(r'\b_?printk_deferred\s*\(', code)
+    # everything that runs in probe context is itself excluded from probing
+    for name in ['kpf_is_log_reader', 'kpf_printk_deferred', 'kpf_match'] + [
+            'kpf_ret_%s' % p['name'] for p in variables['probes']]:
+        assert 'NOKPROBE_SYMBOL(%s);' % name in code
+    # pr_info/pr_err only in init (process context); none in exit or sysfs show functions
+    direct = DIRECT_PRINTK_RE.findall(code)
+    in_init = (DIRECT_PRINTK_RE.findall(function(code, 'kpf_init'))
+               + DIRECT_PRINTK_RE.findall(function(code, 'kpf_sysfs_create')))
+    assert sorted(direct) == sorted(in_init) == ['pr_err(', 'pr_err(', 'pr_info(']
+    assert 'static int __init kpf_init(void)' in code
+
+
+def test_counters_are_per_cpu(rendered):
+    """hits, matches and suppressed: per-CPU, incremented locally, summed when read."""
+    variables, c_text = rendered
+    code = code_only(c_text)
+    assert 'atomic' not in code.lower()
+    for counter in ('hits', 'matches', 'suppressed'):
+        assert 'static DEFINE_PER_CPU(u64, kpf_%s[KPF_NPROBES]);\n' % counter in code
+        assert '\nKPF_PCPU_SUM(%s)\n' % counter in code
+        assert ('KPF_ATTR(%s, "%%llu", (unsigned long long)kpf_%s_sum(p));'
+                % (counter, counter)) in code
+    sum_macro = code.split('#define KPF_PCPU_SUM(_ctr)', 1)[1].split('\n\n', 1)[0]
+    assert 'static u64 kpf_##_ctr##_sum(const struct kpf_probe *p)' in sum_macro
+    assert 'int i = p - kpf_probes;' in sum_macro
+    assert 'for_each_possible_cpu(cpu)' in sum_macro
+    assert 'sum += per_cpu(kpf_##_ctr[i], cpu);' in sum_macro
+    match_body = function(code, 'kpf_match')
+    assert match_body.startswith('\tint i = p - kpf_probes;\n\n\tthis_cpu_inc(kpf_matches[i]);\n')
+    assert '\telse\n\t\tthis_cpu_inc(kpf_suppressed[i]);\n' in match_body
+    for index, p in enumerate(variables['probes']):
+        body = handler(c_text, p['name'])
+        assert body.count('this_cpu_inc(') == 1 and 'kpf_hits[%d]' % index in body
+    struct = code.split('struct kpf_probe {\n', 1)[1].split('};', 1)[0]
+    assert 'matches' not in struct and 'suppressed' not in struct
+
+
+def test_ownership_marker(rendered):
+    """/sys/kernel/<mod>/marker and modinfo "marker" say "kprobes.fleet": ours to unload."""
+    dummy, c_text = rendered
+    code = code_only(c_text)
+    assert '#define KPF_MARKER "%s"\n' % MARKER in code
+    assert function(code, 'kpf_marker_show') == (
+        '\treturn scnprintf(buf, PAGE_SIZE, "%s\\n", KPF_MARKER);\n')
+    assert '__ATTR(marker, 0444, kpf_marker_show, NULL)' in code
+    # created next to spec_hash and removed with it: one group on /sys/kernel/<mod>
+    root_attrs = code.split('static struct attribute *kpf_root_attrs[] = {\n', 1)[1]
+    assert root_attrs.startswith('\t&kpf_attr_spec_hash.attr,\n\t&kpf_attr_marker.attr,\n'
+                                 '\tNULL,\n};\n')
+    create = function(code, 'kpf_sysfs_create')
+    assert ('kpf_root_kobj = kobject_create_and_add(KBUILD_MODNAME, kernel_kobj);\n'
+            '\tif (!kpf_root_kobj)\n\t\treturn -ENOMEM;\n'
+            '\terr = sysfs_create_group(kpf_root_kobj, &kpf_root_group);\n') in create
+    remove = function(code, 'kpf_sysfs_remove')
+    assert ('\t\tsysfs_remove_group(kpf_root_kobj, &kpf_root_group);\n'
+            '\t\tkobject_put(kpf_root_kobj);\n') in remove
+    assert 'sysfs_create_file' not in code and 'sysfs_remove_file' not in code
+    assert code.endswith('MODULE_INFO(marker, "%s");\n' % MARKER)
 
 
 def test_sysfs_contract():
@@ -156,6 +257,7 @@ def test_sysfs_contract():
         assert 'KPF_ATTR(%s, ' % attr in c_text
         assert '\t&kpf_attr_%s.attr,\n' % attr in c_text
     assert '__ATTR(spec_hash, 0444, kpf_spec_hash_show, NULL)' in c_text
+    assert '__ATTR(marker, 0444, kpf_marker_show, NULL)' in c_text
     assert 'kobject_create_and_add(KBUILD_MODNAME, kernel_kobj)' in c_text
     assert 'kobject_create_and_add("probes", kpf_root_kobj)' in c_text
     assert 'scnprintf(buf, PAGE_SIZE' in c_text
@@ -170,6 +272,7 @@ def test_module_metadata():
     c_text = render('kprobes_fleet.c.j2', variables)
     assert 'MODULE_LICENSE("GPL");' in c_text
     assert 'MODULE_VERSION("%s");' % variables['spec_hash'] in c_text
+    assert 'MODULE_INFO(marker, "kprobes.fleet");' in c_text
     assert '#define KPF_SPEC_HASH "%s"' % variables['spec_hash'] in c_text
     assert ('MODULE_DESCRIPTION("kprobes.fleet kretprobe observer '
             '(open_int, reads, fsync_err, any_error)");') in c_text
@@ -238,3 +341,5 @@ def test_compile(tmp_path, headers, which):
     data = ko.read_bytes()
     assert b'version=' + variables['spec_hash'].encode() + b'\0' in data
     assert b'license=GPL\0' in data
+    # modinfo -F marker <file>.ko
+    assert b'\0marker=kprobes.fleet\0' in data
