@@ -13,6 +13,7 @@ from ansible.plugins.action import ActionBase
 
 from ansible_collections.kprobes.fleet.plugins.module_utils import names, probe_spec
 from ansible_collections.kprobes.fleet.plugins.plugin_utils.module_cache import ModuleCache, template_sha
+from ansible_collections.kprobes.fleet.plugins.plugin_utils.settings import BUILD_TIMEOUT
 
 ARGUMENT_SPEC = {
     "op": {"type": "str", "default": "plan", "choices": ["plan", "wait", "publish", "abort"]},
@@ -25,6 +26,7 @@ ARGUMENT_SPEC = {
     "meta": {"type": "dict"},
     "timeout": {"type": "raw", "default": 1800},
     "poll": {"type": "float", "default": 2},
+    "backend": {"type": "str", "default": "module", "choices": ["module", "tracefs"]},
 }
 REQUIRED = {"plan": ("probes", "kernel"), "wait": ("build_key",), "publish": ("build_key", "staged"),
             "abort": ("build_key",)}
@@ -78,9 +80,14 @@ class ActionModule(ActionBase):
             return dict(failed=True, msg="kernel %s has no probe-able function for probe(s) %s — candidates: %s"
                         % (kernel["release"], ", ".join(missing), detail))
         resolved = probe_spec.resolve(probes, kernel["functions"])
+        if args["backend"] == "tracefs":
+            # No build, no cache: the resolved spec and its hash are the whole plan.
+            spec_hash = probe_spec.spec_hash(cache.module, resolved, "tracefs")
+            return dict(changed=False, plan=dict(backend="tracefs", spec_hash=spec_hash, probes=resolved,
+                                                 build=False, cached=False, loaded=False))
         spec_hash = probe_spec.spec_hash(cache.module, resolved, template_sha())
         key = probe_spec.build_key(kernel["arch"], kernel["release"], kernel["version"], spec_hash)
-        plan = dict(build_key=key, spec_hash=spec_hash, probes=resolved, ko=cache.ko(key),
+        plan = dict(backend="module", build_key=key, spec_hash=spec_hash, probes=resolved, ko=cache.ko(key),
                     staged=cache.staged(key, host),
                     loaded=(kernel.get("loaded") or {}).get("spec_hash") == spec_hash)
         meta = cache.lookup(key)

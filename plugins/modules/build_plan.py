@@ -58,6 +58,13 @@ options:
     description: Seconds between checks while waiting.
     type: float
     default: 2
+  backend:
+    description:
+      - For C(op=plan). V(module) plans a build (build key, cache, one builder per key);
+        V(tracefs) only resolves the spec and its hash (nothing to build, nothing cached).
+    type: str
+    choices: [module, tracefs]
+    default: module
 attributes:
   check_mode:
     support: full

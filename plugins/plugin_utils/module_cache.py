@@ -83,8 +83,8 @@ class ModuleCache:
 
     def staged(self, key, host):
         """Where the builder's .ko is fetched before it is published."""
-        return os.path.join(self.root, "%s.staged-%s.ko" % (names.hex16(key, "build_key"),
-                                                           hashlib.sha256(host.encode()).hexdigest()[:12]))
+        tag = hashlib.sha256(host.encode()).hexdigest()[:12]
+        return os.path.join(self.root, "%s.staged-%s.ko" % (names.hex16(key, "build_key"), tag))
 
     def ensure_root(self):
         """Create the cache 0700 if it is missing; refuse it if it is not ours alone."""

@@ -90,6 +90,7 @@ PUBLIC = {
     'kprobes_fleet_probes': ([], None),  # probe_spec.normalize(), only with state present
     'kprobes_fleet_module_name': ('kprobes_fleet', lambda name, value: names.module_name(value, name)),
     'kprobes_fleet_state': ('present', _choice('present', 'absent')),
+    'kprobes_fleet_backend': ('auto', _choice('auto', 'module', 'tracefs')),
     'kprobes_fleet_build_host': ('', None),  # needs the inventory: _build_host
     'kprobes_fleet_cache_dir': ('~/.cache/kprobes-fleet/modules', _cache_dir),
     'kprobes_fleet_host_dir': ('/var/lib/kprobes-fleet', lambda name, value: names.host_path(value, name)),

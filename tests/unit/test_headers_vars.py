@@ -85,7 +85,7 @@ def include_vars_task():
 
 def os_vars_file(distribution, os_family):
     """The file first_found picks in vars/ for these facts (the role's candidates, in order)."""
-    _, task, _ = include_vars_task()
+    dummy, task, dummy2 = include_vars_task()
     candidates = task["vars"]["__kprobes_fleet_headers_candidates"]["files"]
     templar = Templar(loader=DataLoader(), variables={
         "ansible_facts": {"distribution": distribution, "os_family": os_family}})
@@ -98,7 +98,7 @@ def os_vars_file(distribution, os_family):
 
 def stops_before_installing(osfile):
     """Whether the task right after include_vars fails the host, with these OS vars loaded."""
-    i, _, tasks = include_vars_task()
+    i, dummy, tasks = include_vars_task()
     stop = tasks[i + 1]
     assert "ansible.builtin.fail" in stop, stop.get("name")
     variables = {"ansible_facts": {"kernel": "6.6.32-1-lts"}, "kprobes_fleet_headers_release": ""}
@@ -128,5 +128,5 @@ def test_known_os_gets_its_file_and_goes_on(distribution, os_family, osfile):
 
 
 def test_default_is_the_last_candidate():
-    _, task, _ = include_vars_task()
+    dummy, task, dummy2 = include_vars_task()
     assert task["vars"]["__kprobes_fleet_headers_candidates"]["files"][-1] == "default.yml"
