@@ -139,6 +139,16 @@ class HostDir(object):
                       'another kprobes_fleet_host_dir or empty it)' % names.HOST_DIR_MARK)
         return 'empty'
 
+    @staticmethod
+    def _right(path):
+        """``path`` is already a root-owned 0700 directory."""
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return False
+        return (stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o700
+                and (os.geteuid() != 0 or (st.st_uid, st.st_gid) == (0, 0)))
+
     def _dir(self, path):
         """Make ``path`` a root-owned 0700 directory; True when something changed."""
         changed = False
@@ -161,7 +171,8 @@ class HostDir(object):
     def present(self):
         self.check_parents()
         found = self.inspect()
-        todo = found != 'ours' or any(not os.path.isdir(os.path.join(self.path, s)) for s in self.subdirs)
+        todo = found != 'ours' or any(not self._right(p) for p in
+                                      [self.path] + [os.path.join(self.path, s) for s in self.subdirs])
         if self.module.check_mode:
             return {'changed': todo, 'msg': 'would create %s' % self.path if todo else '%s is ours' % self.path}
         changed = self._dir(self.path)

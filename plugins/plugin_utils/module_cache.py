@@ -98,10 +98,10 @@ class ModuleCache:
 
     def lookup(self, key):
         """The entry's metadata, or None when the key is not (completely) cached."""
+        self.check_root()
         entry = self.entry(key)
         if not os.path.isdir(entry):
             return None
-        self.check_root()
         try:
             for path in (entry, os.path.join(entry, "meta.json"), self.ko(key), self.ko(key) + ".sha256"):
                 check_trusted(path)
