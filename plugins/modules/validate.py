@@ -30,7 +30,7 @@ options:
   kprobes_fleet_probes: {description: The probe list., type: raw}
   kprobes_fleet_module_name: {description: Kernel module name., type: raw}
   kprobes_fleet_state: {description: V(present) or V(absent)., type: raw}
-  kprobes_fleet_backend: {description: V(auto), V(module) or V(tracefs)., type: raw}
+  kprobes_fleet_backend: {description: 'V(auto), V(module) or V(tracefs).', type: raw}
   kprobes_fleet_build_host: {description: Empty or an inventory host., type: raw}
   kprobes_fleet_cache_dir: {description: Controller module cache., type: raw}
   kprobes_fleet_host_dir: {description: Working directory on the hosts., type: raw}
