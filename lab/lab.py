@@ -2,9 +2,19 @@
 """kprobes.fleet lab: a small fleet of real Debian kernels in QEMU (TCG) VMs.
 
     lab.py image RELEASE...        build (or reuse) cached images
-    lab.py up [--releases a,b,c]   boot the fleet, wait for SSH, write the inventory
+    lab.py up [--releases FLEET]   boot the fleet, wait for SSH, write the inventory
     lab.py down                    stop every VM this lab directory started
     lab.py status                  list them
+
+FLEET (``--releases`` or ``$LAB``) is a comma-separated list of VMs, one entry
+per VM: ``release[:arg[:arg...]]``, e.g. ``bookworm,bookworm:lockdown=integrity``.
+Each arg is one kernel command-line word, ``name`` or ``name=value``, made of
+letters, digits and ``_ . -`` (a value may also hold ``/``); an arg containing
+``,`` or ``:`` cannot be written per VM: put it in ``$LAB_KERNEL_ARGS``, which
+is appended to the command line of every VM of the call (before the VM's own
+args, so the VM's own args win). VMs are named ``<release>-<n>``; the inventory
+has a group per release and one per distinct per-VM args list (see
+``args_group``), and a ``lab_kernel_args`` hostvar on every host.
 
 Images live in the cache (``$KPROBES_FLEET_LAB_CACHE`` or ~/.cache/kprobes-fleet/lab)
 and are rebuilt only when ``recipe.py`` changes; every VM boots from its own
@@ -16,6 +26,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -32,6 +43,14 @@ CACHE = os.path.expanduser(os.environ.get("KPROBES_FLEET_LAB_CACHE", "~/.cache/k
 QEMU = os.environ.get("LAB_QEMU", "qemu-system-x86_64")
 # Console lines after which a boot will never reach SSH: fail at once instead of timing out.
 BOOT_FAILURES = ("Kernel panic", "Dropping to a shell", "Gave up waiting for root", "emergency mode")
+# One per-VM kernel argument: "name" or "name=value". Conservative on purpose: no quotes, no
+# spaces, and neither "," (separates VMs) nor ":" (separates a VM's args) can appear; a name
+# starts with a letter or "_" (so no "--", and no bare "1" that the kernel would hand to init).
+KERNEL_ARG = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*(=[A-Za-z0-9_./-]+)?")
+# x86 COMMAND_LINE_SIZE is 2048 bytes, terminating NUL included.
+MAX_CMDLINE = 2047
+# Group names that a per-VM args group may not take.
+RESERVED_GROUPS = {"all", "ungrouped", "lab"}
 
 
 class LabError(Exception):
@@ -215,30 +234,51 @@ class Lab:
                 "root@127.0.0.1"] + list(cmd)
 
     # -- lifecycle
-    def wanted(self, releases):
+    @staticmethod
+    def wanted(fleet):
+        """[(name, release, args)] for a parsed fleet: names are <release>-<n>, whatever the args."""
         count, out = {}, []
-        for r in releases:
-            count[r] = count.get(r, 0) + 1
-            out.append(("%s-%d" % (r, count[r]), r))
+        for release, args in fleet:
+            count[release] = count.get(release, 0) + 1
+            out.append(("%s-%d" % (release, count[release]), release, tuple(args)))
         return out
 
-    def up(self, releases, memory, smp, timeout):
-        wanted = self.wanted(releases)
-        images = {r: build_image(r) for r in dict.fromkeys(releases)}
+    def running_as(self, name):
+        """(release, own args, common args) of a VM that is up and answered SSH, else None."""
+        m = self.meta(name)
+        if not (m and m.get("ready") and self.pid(name)):
+            return None
+        return (m.get("release"), tuple(m.get("kernel_args", ())), tuple(m.get("common_kernel_args", ())))
+
+    def up(self, fleet, memory, smp, timeout, common=None):
+        """Boot a fleet parsed by parse_fleet(); common: LAB_KERNEL_ARGS words (default: from the
+        environment). A VM already up with the same release and args stays up; one whose args
+        differ is restarted with the wanted ones (its overlay, like every VM's, starts clean)."""
+        common = common_kernel_args() if common is None else tuple(common)
+        for release, args in fleet:  # before booting anything (parse_fleet checked the syntax)
+            kernel_cmdline(common, args)
+        wanted = self.wanted(fleet)
+        images = {r: build_image(r) for r in dict.fromkeys(r for r, _ in fleet)}
         os.makedirs(self.vms, exist_ok=True)
+        wanted_names = {name for name, _, _ in wanted}
         for name in self.names():
-            if name not in dict(wanted):
+            if name not in wanted_names:
                 log("%s: not in this fleet, stopping it" % name)
                 self.stop(name)
         if smp is None:
             smp = 2 if len(wanted) == 1 else 1
         booting = []
-        for name, release in wanted:
-            if self.pid(name) and self.meta(name) and self.meta(name).get("ready"):
-                log("%s: already up (port %d)" % (name, self.meta(name)["port"]))
+        for name, release, args in wanted:
+            have = self.running_as(name)
+            shown = ", kernel args: " + " ".join(common + args) if common + args else ""
+            if have == (release, args, common):
+                log("%s: already up (port %d)%s" % (name, self.meta(name)["port"], shown))
                 continue
+            if have:
+                log("%s: up with kernel args %r, wanted %r: restarting it"
+                    % (name, " ".join(have[2] + have[1]), " ".join(common + args)))
             self.stop(name)
-            self.boot(name, release, images[release], memory, smp)
+            self.boot(name, release, images[release], memory, smp, args, common)
             booting.append(name)
         self.write_known_hosts()
         errors = {}
@@ -252,9 +292,9 @@ class Lab:
                 self.stop(name)
             raise LabError("\n\n".join(errors.values()))
         self.write_inventory()
-        return [self.meta(n) for n, _ in wanted]
+        return [self.meta(n) for n, _, _ in wanted]
 
-    def boot(self, name, release, image, memory, smp):
+    def boot(self, name, release, image, memory, smp, args=(), common=()):
         d = self.vmdir(name)
         os.makedirs(d)
         with open(os.path.join(image, "meta.json")) as f:
@@ -263,20 +303,25 @@ class Lab:
         run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw",
              "-b", os.path.join(image, "root.img"), overlay])
         port = free_port()
+        cmdline = kernel_cmdline(common, args)
+        # kernel_args: this VM's own (from its LAB entry); common_kernel_args: LAB_KERNEL_ARGS.
         meta = {"name": name, "release": release, "port": port, "host": "127.0.0.1",
-                "hostkey": img["hostkey"], "image": image, "kernel": img["kernel"], "ready": False}
+                "hostkey": img["hostkey"], "image": image, "kernel": img["kernel"],
+                "kernel_args": list(args), "common_kernel_args": list(common), "cmdline": cmdline,
+                "ready": False}
         self.save(name, meta)
         argv = [QEMU, "-name", "kfleet-" + name, "-accel", "tcg,thread=multi",
                 "-smp", str(smp), "-m", str(memory),
                 "-kernel", os.path.join(image, "vmlinuz"), "-initrd", os.path.join(image, "initrd.img"),
-                "-append", recipe.KERNEL_CMDLINE + " " + os.environ.get("LAB_KERNEL_ARGS", ""),
+                "-append", cmdline,
                 "-drive", "file=%s,if=virtio,format=qcow2" % overlay,
                 "-netdev", "user,id=n0,hostfwd=tcp:127.0.0.1:%d-:22" % port,
                 "-device", "virtio-net-pci,netdev=n0", "-device", "virtio-rng-pci",
                 "-display", "none", "-monitor", "none", "-no-reboot",
                 "-serial", "file:" + os.path.join(d, "console.log"),
                 "-daemonize", "-pidfile", os.path.join(d, "qemu.pid")]
-        log("%s: booting %s (port %d)" % (name, img["kernel"], port))
+        log("%s: booting %s (port %d)%s" % (name, img["kernel"], port,
+                                            ", kernel args: " + " ".join(common + args) if common + args else ""))
         res = subprocess.run(argv, capture_output=True, text=True)
         if res.returncode != 0:
             raise LabError("%s: qemu failed to start: %s" % (name, res.stderr.strip()))
@@ -338,11 +383,13 @@ class Lab:
             f.writelines(lines)
 
     def write_inventory(self):
-        groups = {}
+        groups, arg_groups = {}, {}
         for name in self.names():
             m = self.meta(name)
             if m and m.get("ready"):
                 groups.setdefault(m["release"], []).append(m)
+                if m.get("kernel_args"):
+                    arg_groups.setdefault(args_group(m["kernel_args"]), []).append(m)
         common = "-o UserKnownHostsFile=%s -o StrictHostKeyChecking=yes" % os.path.join(self.dir, "known_hosts")
         out = ["# Written by 'make lab' (lab/lab.py); rewritten on every run.",
                "all:", "  vars:", "    ansible_user: root",
@@ -353,7 +400,12 @@ class Lab:
         for release in sorted(groups):
             out += ["        %s:" % release, "          hosts:"]
             for m in groups[release]:
-                out.append("            %s: {ansible_host: 127.0.0.1, ansible_port: %d}" % (m["name"], m["port"]))
+                out.append("            %s: {ansible_host: 127.0.0.1, ansible_port: %d, lab_kernel_args: %s}"
+                           % (m["name"], m["port"], json.dumps(vm_kernel_args(m))))
+        # One group per distinct per-VM args list (LAB_KERNEL_ARGS, common to all, makes none).
+        for group in sorted(arg_groups):
+            out += ["        %s:" % json.dumps(group), "          hosts:"]
+            out += ["            %s:" % m["name"] for m in arg_groups[group]]
         with open(os.path.join(self.dir, "inventory.yml"), "w") as f:
             f.write("\n".join(out) + "\n")
         ssh = []
@@ -372,7 +424,7 @@ class Lab:
             m = self.meta(name) or {}
             rows.append({"name": name, "release": m.get("release"), "port": m.get("port"),
                          "pid": self.pid(name), "kernel": m.get("uname_r") or m.get("kernel"),
-                         "ready": bool(m.get("ready"))})
+                         "ready": bool(m.get("ready")), "kernel_args": vm_kernel_args(m)})
         return rows
 
 
@@ -406,9 +458,87 @@ def tail(path, n=40):
         return "(no console log)"
 
 
-def releases_arg(value):
-    rels = [r.strip() for r in (value or "").split(",") if r.strip()]
-    return rels or list(recipe.DEFAULT_FLEET)
+def common_kernel_args():
+    """LAB_KERNEL_ARGS as words: appended to every VM's command line, free-form (not checked)."""
+    return tuple(os.environ.get("LAB_KERNEL_ARGS", "").split())
+
+
+def vm_kernel_args(meta):
+    """Everything a VM's command line has beyond the lab's own: LAB_KERNEL_ARGS, then its own args."""
+    return list(meta.get("common_kernel_args", ())) + list(meta.get("kernel_args", ()))
+
+
+def kernel_cmdline(common, args):
+    """The -append string; LabError if the kernel would truncate it or its args would reach init."""
+    if args and "--" in common:
+        raise LabError("LAB_KERNEL_ARGS contains '--': the per-VM kernel args %s would go to init, "
+                       "not to the kernel" % " ".join(args))
+    cmdline = " ".join((recipe.KERNEL_CMDLINE,) + tuple(common) + tuple(args))
+    if len(cmdline.encode()) > MAX_CMDLINE:
+        raise LabError("kernel command line is %d bytes, more than the %d the kernel takes: %s"
+                       % (len(cmdline.encode()), MAX_CMDLINE, cmdline))
+    return cmdline
+
+
+def args_group(args):
+    """Inventory group of the VMs booted with these per-VM args: each arg with every character
+    outside [A-Za-z0-9_] made '_', joined by '_' (lockdown=integrity -> lockdown_integrity;
+    module.sig_enforce=1:lockdown=integrity -> module_sig_enforce_1_lockdown_integrity). As an
+    arg starts with a letter or '_' (KERNEL_ARG), so does the group: a valid Ansible group name."""
+    return "_".join(re.sub(r"[^A-Za-z0-9_]", "_", a) for a in args)
+
+
+def parse_fleet(value):
+    """Parse LAB / --releases: comma-separated entries release[:arg[:arg...]], one VM each.
+
+    Returns [(release, (arg, ...)), ...]; the default fleet (no args) when value has no entry.
+    Raises LabError, before anything boots, on an unknown release, an empty or malformed arg
+    (see KERNEL_ARG), a parameter given twice in one entry, or two different args lists that
+    would share an inventory group (or take a release's or a reserved group's name).
+    """
+    fleet = []
+    for entry in (value or "").split(","):
+        entry = entry.strip()
+        if not entry:
+            continue
+        release, *args = [part.strip() for part in entry.split(":")]
+        where = "LAB entry %r" % entry
+        if release not in recipe.KERNELS:
+            hint = ""
+            if fleet and fleet[-1][1]:  # "bookworm:console=ttyS0,115200" splits at the comma
+                hint = ("; if it belongs to the kernel argument before it (%s:%s): a ',' cannot be in a "
+                        "per-VM argument, give that one to every VM in LAB_KERNEL_ARGS"
+                        % (fleet[-1][0], ":".join(fleet[-1][1])))
+            raise LabError("%s: unknown release %r (known: %s; an entry is release[:arg[:arg...]])%s"
+                           % (where, release, ", ".join(recipe.KERNELS), hint))
+        params = {}
+        for arg in args:
+            if not arg:
+                raise LabError("%s: empty kernel argument (an entry is release[:arg[:arg...]])" % where)
+            if not KERNEL_ARG.fullmatch(arg):
+                raise LabError(
+                    "%s: kernel argument %r is not allowed per VM: write name or name=value, the name a "
+                    "letter or '_' then letters, digits, '_', '.', '-', the value letters, digits, '_', "
+                    "'.', '-', '/'. Any other argument (with ',', ':', '=', spaces, quotes ...) can only "
+                    "be given to every VM, in LAB_KERNEL_ARGS"
+                    % (where, arg))
+            param = arg.split("=", 1)[0].replace("-", "_")  # the kernel reads - and _ alike in names
+            if param in params:
+                raise LabError("%s: kernel parameter %r given twice (%r, %r)" % (where, param, params[param], arg))
+            params[param] = arg
+        fleet.append((release, tuple(args)))
+    groups = {}
+    for release, args in fleet:
+        if not args:
+            continue
+        group = args_group(args)
+        if group in RESERVED_GROUPS or group in recipe.KERNELS:
+            raise LabError("kernel args %r would make inventory group %r, which is taken"
+                           % (":".join(args), group))
+        if groups.setdefault(group, args) != args:
+            raise LabError("kernel args %r and %r would share inventory group %r: write them alike"
+                           % (":".join(groups[group]), ":".join(args), group))
+    return fleet or [(r, ()) for r in recipe.DEFAULT_FLEET]
 
 
 def main(argv=None):
@@ -418,7 +548,9 @@ def main(argv=None):
     pi = sub.add_parser("image")
     pi.add_argument("releases", nargs="*")
     pu = sub.add_parser("up")
-    pu.add_argument("--releases", default=os.environ.get("LAB", ""))
+    pu.add_argument("--releases", default=os.environ.get("LAB", ""), metavar="FLEET",
+                    help="release[:arg[:arg...]],... one entry per VM (default: $LAB, else %s)"
+                    % ",".join(recipe.DEFAULT_FLEET))
     pu.add_argument("--memory", type=int, default=int(os.environ.get("LAB_MEMORY", "2048")))
     pu.add_argument("--smp", type=int, default=int(os.environ["LAB_SMP"]) if os.environ.get("LAB_SMP") else None)
     pu.add_argument("--timeout", type=int, default=int(os.environ.get("LAB_BOOT_TIMEOUT", "600")))
@@ -430,11 +562,11 @@ def main(argv=None):
     lab = Lab(args.dir)
     try:
         if args.cmd == "image":
-            for r in releases_arg(",".join(args.releases)):
+            for r in dict.fromkeys(r for r, _ in parse_fleet(",".join(args.releases))):
                 print(build_image(r))
         elif args.cmd == "up":
             t0 = time.time()
-            vms = lab.up(releases_arg(args.releases), args.memory, args.smp, args.timeout)
+            vms = lab.up(parse_fleet(args.releases), args.memory, args.smp, args.timeout)
             if args.json:
                 instances = [{"instance": m["name"], "address": "127.0.0.1", "user": "root",
                               "port": m["port"], "identity_file": ssh_key()} for m in vms]
@@ -442,7 +574,8 @@ def main(argv=None):
                                   "known_hosts": os.path.join(lab.dir, "known_hosts")}))
             else:
                 for m in vms:
-                    print("%-12s 127.0.0.1:%-5d %s" % (m["name"], m["port"], m["uname_r"]))
+                    args_shown = " ".join(vm_kernel_args(m))
+                    print(("%-12s 127.0.0.1:%-5d %s  %s" % (m["name"], m["port"], m["uname_r"], args_shown)).rstrip())
                 print("inventory: %s  (%.0f s)" % (os.path.join(lab.dir, "inventory.yml"), time.time() - t0))
         elif args.cmd == "down":
             lab.down()
@@ -452,7 +585,8 @@ def main(argv=None):
                 print("no lab VMs in %s" % lab.dir)
             for r in rows:
                 state = "up" if r["pid"] and r["ready"] else ("booting" if r["pid"] else "down")
-                print("%-12s %-8s port %-5s pid %-7s %s" % (r["name"], state, r["port"], r["pid"] or "-", r["kernel"]))
+                print(("%-12s %-8s port %-5s pid %-7s %-20s %s" % (r["name"], state, r["port"], r["pid"] or "-",
+                                                                   r["kernel"], " ".join(r["kernel_args"]))).rstrip())
     except LabError as e:
         log("ERROR: %s" % e)
         return 1

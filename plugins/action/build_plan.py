@@ -9,11 +9,12 @@ __metaclass__ = type
 import os
 import time
 
+from ansible.errors import AnsibleError
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.kprobes.fleet.plugins.module_utils import names, probe_spec
 from ansible_collections.kprobes.fleet.plugins.plugin_utils.module_cache import ModuleCache, template_sha
-from ansible_collections.kprobes.fleet.plugins.plugin_utils.settings import BUILD_TIMEOUT
+from ansible_collections.kprobes.fleet.plugins.plugin_utils.settings import BUILD_TIMEOUT, signer_identity
 
 ARGUMENT_SPEC = {
     "op": {"type": "str", "default": "plan", "choices": ["plan", "wait", "publish", "abort"]},
@@ -27,6 +28,7 @@ ARGUMENT_SPEC = {
     "timeout": {"type": "raw", "default": 1800},
     "poll": {"type": "float", "default": 2},
     "backend": {"type": "str", "default": "module", "choices": ["module", "tracefs"]},
+    "signing_cert": {"type": "str"},
 }
 REQUIRED = {"plan": ("probes", "kernel"), "wait": ("build_key",), "publish": ("build_key", "staged"),
             "abort": ("build_key",)}
@@ -51,7 +53,7 @@ class ActionModule(ActionBase):
             timeout = names.as_int("timeout", args["timeout"], *BUILD_TIMEOUT)
             key = names.hex16(args["build_key"], "build_key") if args.get("build_key") is not None else None
             if op == "plan":
-                result.update(self._plan(cache, host, args, timeout))
+                result.update(self._plan(cache, host, args, timeout, task_vars))
             elif op == "wait":
                 result.update(self._wait(cache, key, timeout, args["poll"]))
             elif self._play_context.check_mode:
@@ -69,7 +71,32 @@ class ActionModule(ActionBase):
             result.update(failed=True, msg=str(e))
         return result
 
-    def _plan(self, cache, host, args, timeout):
+    def _signer(self, args, task_vars):
+        """The signing cert's identity (settings.signer_identity), or None when modules are not signed.
+
+        Without the signing_cert argument, the host's validated kprobes_fleet_signing_cert is used:
+        a signed and an unsigned module must never share a build key."""
+        cert = args.get("signing_cert")
+        if cert is None:
+            valid = task_vars.get("__kprobes_fleet_valid") or {}
+            cert = (valid.get("values") or {}).get("kprobes_fleet_signing_cert") or ""
+        if not cert:
+            return None
+        path = os.path.expanduser(str(cert))
+        if not os.path.isabs(path):
+            raise names.InvalidValue("signing_cert: must be an absolute path on the controller, got %r" % cert)
+        try:
+            real = self._loader.get_real_file(path, decrypt=True)  # a vault file is decrypted to a temp file
+        except AnsibleError as e:
+            raise names.InvalidValue("signing_cert: cannot read %s: %s" % (path, e))
+        try:
+            with open(real, "rb") as f:
+                data = f.read()
+        finally:
+            self._loader.cleanup_tmp_file(real)
+        return signer_identity(data, "signing_cert: %s" % path)
+
+    def _plan(self, cache, host, args, timeout, task_vars):
         kernel = args["kernel"]
         probes = args["probes"]
         missing = [p["name"] for p in probes if not kernel["functions"].get(p["name"])]
@@ -86,8 +113,11 @@ class ActionModule(ActionBase):
             return dict(changed=False, plan=dict(backend="tracefs", spec_hash=spec_hash, probes=resolved,
                                                  build=False, cached=False, loaded=False))
         spec_hash = probe_spec.spec_hash(cache.module, resolved, template_sha())
-        key = probe_spec.build_key(kernel["arch"], kernel["release"], kernel["version"], spec_hash)
+        signer = self._signer(args, task_vars)
+        key = probe_spec.build_key(kernel["arch"], kernel["release"], kernel["version"], spec_hash,
+                                   signer=signer["sha256"] if signer else None)
         plan = dict(backend="module", build_key=key, spec_hash=spec_hash, probes=resolved, ko=cache.ko(key),
+                    signer=signer,
                     staged=cache.staged(key, host),
                     loaded=(kernel.get("loaded") or {}).get("spec_hash") == spec_hash)
         meta = cache.lookup(key)

@@ -176,3 +176,13 @@ def cursor_path(state, module):
 def loaded_ko_path(state, module):
     """The copy of the module file loaded last (used to restore after a failed reload)."""
     return os.path.join(state, '%s.loaded.ko' % module)
+
+
+def tracefs_state_path(state, name):
+    """Our record of what we created in tracefs for ``name`` (JSON, 0600)."""
+    return os.path.join(state, '%s.tracefs.json' % name)
+
+
+def tracefs_cursor_path(state, name):
+    """The tracefs collector's cursor for ``name`` (JSON, 0600)."""
+    return os.path.join(state, '%s.tracefs-cursor' % name)

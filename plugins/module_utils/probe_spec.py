@@ -367,7 +367,12 @@ def spec_hash(module, resolved_probes, template_sha):
     return _digest({'module': module, 'probes': resolved_probes, 'template': template_sha})
 
 
-def build_key(arch, release, version, spec_hash):
-    """First 16 hex of sha256 over canonical JSON {arch, release, version, spec_hash}."""
-    return _digest({'arch': arch, 'release': release, 'version': version,
-                    'spec_hash': spec_hash})
+def build_key(arch, release, version, spec_hash, signer=None):
+    """First 16 hex of sha256 over canonical JSON {arch, release, version, spec_hash[, signer]}.
+
+    ``signer`` (the sha256 of the signing cert, when modules are signed) enters the JSON only
+    when given, so the key of an unsigned module is the same as before signing existed."""
+    data = {'arch': arch, 'release': release, 'version': version, 'spec_hash': spec_hash}
+    if signer:
+        data['signer'] = signer
+    return _digest(data)

@@ -12,7 +12,8 @@ short_description: Plan kprobes.fleet module builds, one per build key, with a c
 description:
   - Used by the C(kprobes.fleet.probe_deploy) role. Runs on the controller only.
   - C(op=plan) resolves the probe spec against a host's kernel facts, computes the spec hash and
-    the build key (hash of arch, kernel release, kernel build version and spec hash), and looks
+    the build key (hash of arch, kernel release, kernel build version and spec hash, plus the
+    sha256 of the signing cert when modules are signed), and looks
     the key up in the controller cache. If the module is not cached, exactly one host per key
     gets the build (an atomic lock file in the cache); the others wait for it.
   - C(op=wait) waits until the module of a key is published, or fails when its build failed.
@@ -65,6 +66,15 @@ options:
     type: str
     choices: [module, tracefs]
     default: module
+  signing_cert:
+    description:
+      - For C(op=plan) with O(backend=module). Controller path of the cert the module is signed with
+        (PEM or DER; an ansible-vault file is decrypted). Its sha256 becomes part of the build key, so a
+        signed and an unsigned module, or modules signed by two certs, never share a cache entry.
+      - An empty string means modules are not signed (the build key is the same as without signing).
+        When omitted, the host's validated C(kprobes_fleet_signing_cert) (C(__kprobes_fleet_valid),
+        set by the C(kprobes.fleet.validate) role) is used.
+    type: str
 attributes:
   check_mode:
     support: full
@@ -104,6 +114,13 @@ plan:
     cached: {description: Whether the module was already in the cache., type: bool}
     loaded: {description: Whether the host already runs a module with this spec hash., type: bool}
     sha256: {description: 'sha256 of the cached module, when cached.', type: str}
+    signer:
+      description:
+        - The signing cert, V(null) when modules are not signed. C(sha256) of the cert file (part of
+          the build key); C(keyid), the id the kernel shows after the cert's name in C(/proc/keys) (its
+          subject key identifier, else its serial number); C(signer), the issuer's CN (what
+          C(modinfo -F signer) shows); C(subject), the subject's CN.
+      type: dict
 sha256:
   description: For C(op=wait) and C(op=publish), the module's sha256.
   returned: success

@@ -167,6 +167,40 @@ ansible_facts:
           type: bool
           returned: always
           sample: false
+        tracefs:
+          description:
+            - Whether the tracefs backend (M(kprobes.fleet.probe_events)) can run on this host.
+            - Unusable when tracefs is not mounted or has no C(kprobe_events)
+              (C(CONFIG_KPROBE_EVENTS) off), or when lockdown is V(confidentiality) (it blocks
+              tracefs and kprobes; lockdown V(integrity) does not).
+          type: dict
+          returned: always
+          contains:
+            usable:
+              description: The tracefs backend can run.
+              type: bool
+              returned: always
+              sample: true
+            reason:
+              description: One sentence saying why it cannot, V(null) when usable.
+              type: str
+              returned: always
+              sample: null
+            path:
+              description: The tracefs mount with C(kprobe_events) (C(/sys/kernel/tracing), else
+                C(/sys/kernel/debug/tracing)), V(null) if none.
+              type: str
+              returned: always
+              sample: /sys/kernel/tracing
+            hist:
+              description:
+                - Hist triggers are available (C(CONFIG_HIST_TRIGGERS)), detected by the C(hist)
+                  file the kernel creates next to every event's C(trigger) file only with that
+                  option. They count the matches; without them (Debian 11's 5.10 kernel) every
+                  probe gets a counting instance instead, just as exact.
+              type: bool
+              returned: always
+              sample: true
         headers:
           description: C(/lib/modules/<release>/build/Makefile) exists.
           type: bool
@@ -235,6 +269,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.kprobes.fleet.plugins.module_utils import names
 from ansible_collections.kprobes.fleet.plugins.module_utils.hostfs import module_policy, read_text
 from ansible_collections.kprobes.fleet.plugins.module_utils.ownership import ModuleSysfs
+from ansible_collections.kprobes.fleet.plugins.module_utils.tracefs import availability
 from ansible.module_utils.common.text.converters import to_native
 
 CONFIG_LINE_RE = re.compile(r'^(CONFIG_[A-Za-z0-9_]+)=(.*)$')
@@ -407,6 +442,13 @@ class KernelFacts(object):
             candidates[name] = status
         return functions, candidates, blacklist_readable
 
+    def tracefs(self, lockdown):
+        """tracefs backend availability; the path as the host sees it (not below a test root)."""
+        result = availability(self.root, lockdown)
+        if result['path'] is not None:
+            result['path'] = '/' + os.path.relpath(result['path'], self.root)
+        return result
+
     def loaded(self, name):
         sysfs = ModuleSysfs(name, self.root)
         ours = sysfs.ours()
@@ -443,6 +485,7 @@ class KernelFacts(object):
             'modules_disabled': policy['modules_disabled'],
             'lockdown': policy['lockdown'],
             'sig_enforce': policy['sig_enforce'],
+            'tracefs': self.tracefs(policy['lockdown']),
             'headers': os.path.isfile(self.path('lib/modules', self.release, 'build', 'Makefile')),
             'blacklist_readable': blacklist_readable,
             'functions': functions,

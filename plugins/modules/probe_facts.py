@@ -9,11 +9,22 @@ __metaclass__ = type
 DOCUMENTATION = r'''
 ---
 module: probe_facts
-short_description: Collect what a kprobes.fleet module saw, as facts
+short_description: Collect what kprobes.fleet probes saw, as facts
 description:
-  - Reads the per-probe counters of a kprobes.fleet kernel module from
-    C(/sys/kernel/<module>/probes/<probe>/) and the module's event lines from C(/dev/kmsg).
-  - Events are read after a saved cursor C({boot_id, next_seq}) kept in
+  - Asks the backend that runs the probes, with one fact schema for both (C(backend) says which).
+  - C(tracefs) backend (M(kprobes.fleet.probe_events)), when its record
+    C(<state_dir>/<module>.tracefs.json) is of this boot and its tracing instance exists -
+    C(hits) and C(nmissed) from C(kprobe_profile), C(matches) from the hist triggers (exact;
+    on kernels without hist triggers from a counting instance per probe),
+    events from the instance's C(trace) file after a cursor C(<state_dir>/<module>.tracefs-cursor)
+    (timestamp and how many events at it were reported), so no event is reported twice;
+    C(events_lost) counts events the ring buffer overwrote before they were read, from
+    C(per_cpu/cpu*/stats). No rate limit there, so C(suppressed) is 0; C(kp_nmissed) is V(null)
+    (C(kprobe_profile) only has the sum in C(nmissed)); C(seq) is a running number per boot.
+  - C(module) backend otherwise (today's path), which reads the per-probe counters of a kprobes.fleet
+    kernel module from C(/sys/kernel/<module>/probes/<probe>/) and the module's event lines from
+    C(/dev/kmsg).
+  - Module events are read after a saved cursor C({boot_id, next_seq}) kept in
     C(<state_dir>/<module>.kmsg-cursor), so every event is reported once. Records the kernel
     overwrote before they could be read are counted in C(events_lost) (a gap in the sequence
     numbers); events beyond O(max_events) are counted in C(events_dropped), the oldest first.
@@ -21,14 +32,15 @@ description:
     (pid, comm) and are rate limited by the module (see C(suppressed)).
   - Works when the module is not loaded (V(loaded=false), no probes); events still in the
     kernel ring buffer are reported.
-  - Never reports a change. The only write is the cursor file, and only when
-    O(advance_cursor=true) and not in check mode.
+  - Never reports a change. The only write is the cursor file of the backend that is read,
+    and only when O(advance_cursor=true) and not in check mode.
 author:
   - kprobes.fleet developers (@kprobes-fleet)
 options:
   module:
     description:
-      - Name of the kprobes.fleet kernel module (C(^[a-z][a-z0-9_]{0,55}$)).
+      - Name of the kprobes.fleet kernel module (C(^[a-z][a-z0-9_]{0,55}$)); for the tracefs
+        backend, the trace event group and instance name (the same name).
     type: str
     default: kprobes_fleet
   state_dir:
@@ -60,10 +72,12 @@ attributes:
     support: full
     description: Returns C(ansible_facts.kprobes_fleet).
 notes:
-  - Reading C(/dev/kmsg) needs root (or C(CAP_SYSLOG)) when C(kernel.dmesg_restrict=1).
+  - Reading C(/dev/kmsg) needs root (or C(CAP_SYSLOG)) when C(kernel.dmesg_restrict=1); tracefs
+    needs root.
   - The cursor is per boot; after a reboot collection starts at the oldest record in the ring.
 seealso:
   - module: kprobes.fleet.probe_module
+  - module: kprobes.fleet.probe_events
   - module: kprobes.fleet.kernel_facts
 '''
 
@@ -88,23 +102,36 @@ ansible_facts:
   type: dict
   contains:
     kprobes_fleet:
-      description: Counters and events of the kprobes.fleet module.
+      description: Counters and events of the kprobes.fleet probes, the same keys for both backends.
       returned: always
       type: dict
       contains:
         module:
-          description: Module name.
+          description: Module name (for the tracefs backend, its event group and instance).
           type: str
           returned: always
           sample: kprobes_fleet
+        backend:
+          description: Which backend runs our probes on this host, V(module) or V(tracefs);
+            V(null) when nothing of ours is active.
+          type: str
+          returned: always
+          sample: tracefs
+        backend_reason:
+          description: Why this host runs the tracefs backend (recorded by
+            M(kprobes.fleet.probe_events)); V(null) for the module backend or none.
+          type: str
+          returned: always
+          sample: lockdown=integrity refuses unsigned modules
         loaded:
-          description: Our module (it carries the kprobes.fleet marker) is loaded under O(module);
+          description: Our probes are active - our module (it carries the kprobes.fleet marker)
+            is loaded under O(module), or our tracefs probes are in place for this boot;
             V(false) when nothing or someone else's module of that name is loaded.
           type: bool
           returned: always
           sample: true
         spec_hash:
-          description: The loaded module's spec hash, V(null) if not loaded.
+          description: The active probes' spec hash, V(null) if none.
           type: str
           returned: always
           sample: 3f2a9c0d11e4b7a5
@@ -123,14 +150,18 @@ ansible_facts:
             - Probe name to its counters C(hits), C(matches), C(nmissed), C(kp_nmissed),
               C(maxactive), C(registered), C(reg_err), C(suppressed) (integers, V(null) if
               unreadable) and C(function) (the attached symbol).
-            - Empty when the module is not loaded.
+            - tracefs backend - C(kp_nmissed) is V(null) (C(nmissed) is the kernel's sum of the
+              entry kprobe's and the return probe's misses), C(suppressed) is 0 (no rate limit),
+              C(reg_err) is 0, or V(null) when the event is gone.
+            - Empty when no probes are active.
           type: dict
           returned: always
           sample:
             disk_full: {function: vfs_write, hits: 9123, matches: 3, nmissed: 0, kp_nmissed: 0,
                         maxactive: 64, registered: 1, reg_err: 0, suppressed: 0}
         events:
-          description: This module's event lines read after the cursor, oldest first.
+          description: This module's event lines (or our tracefs instance's events) read after
+            the cursor, oldest first.
           type: list
           elements: dict
           returned: always
@@ -144,7 +175,8 @@ ansible_facts:
               type: str
               returned: always
             ret:
-              description: Return value (signed).
+              description: Return value (signed); for C(errptr) probes the error, or 0 for a
+                valid pointer (kernel addresses are never reported).
               type: int
               returned: always
             errno:
@@ -160,7 +192,8 @@ ansible_facts:
               type: str
               returned: always
             seq:
-              description: Kernel log sequence number of the record.
+              description: Kernel log sequence number of the record (module backend); a running
+                number, never repeated within a boot (tracefs backend).
               type: int
               returned: always
             ts_usec:
@@ -176,7 +209,8 @@ ansible_facts:
                comm: dd, seq: 4411, ts_usec: 91234567, ts: 91.234567}
         events_lost:
           description: Kernel log records overwritten before they could be read (seq gaps
-            since the cursor). They may or may not have been events.
+            since the cursor; they may or may not have been events); for the tracefs backend,
+            events the instance's ring buffer overwrote or dropped before they were read.
           type: int
           returned: always
           sample: 0
@@ -187,7 +221,8 @@ ansible_facts:
           sample: 0
         cursor:
           description: Where the next run starts (saved when O(advance_cursor=true) and not
-            in check mode).
+            in check mode); C(boot_id) and C(next_seq) with both backends, plus C(ts_usec) and
+            C(at_ts) (last reported timestamp, events at it already reported) with tracefs.
           type: dict
           returned: always
           sample: {boot_id: 84622e10-2383-4f54-ba8b-50898d63d5b3, next_seq: 4412}
@@ -199,10 +234,14 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 from ansible_collections.kprobes.fleet.plugins.module_utils import kmsg, names
 from ansible_collections.kprobes.fleet.plugins.module_utils.ownership import ModuleSysfs
+from ansible_collections.kprobes.fleet.plugins.module_utils.tracefs import TraceBackend, TracefsError
 
 
 class ProbeFacts(object):
-    """Counters from sysfs plus events from /dev/kmsg; paths below ``root`` for tests."""
+    """Counters and events from the active backend; paths below ``root`` for tests.
+
+    tracefs when our record of this boot and our instance exist, else the module: counters
+    from sysfs plus events from /dev/kmsg."""
 
     def __init__(self, module, root='/', release=None):
         self.module = module
@@ -217,6 +256,7 @@ class ProbeFacts(object):
         self.advance = module.params['advance_cursor']
         self.cursor_path = names.cursor_path(self.path(state_dir.lstrip('/')), self.name)
         self.sysfs = ModuleSysfs(self.name, root)
+        self.tracefs = TraceBackend(self.name, root=root, state_dir=state_dir)
 
     def path(self, *parts):
         return os.path.join(self.root, *parts)
@@ -244,13 +284,41 @@ class ProbeFacts(object):
                 self.module.fail_json(msg='cannot save cursor %s: %s' % (self.cursor_path, to_native(e)))
         return boot_id, events, lost, dropped, new_cursor
 
+    def gather_tracefs(self):
+        """The tracefs backend's facts, or None when it is not active on this boot."""
+        try:
+            if not self.tracefs.status()['present']:
+                return None
+            got = self.tracefs.collect(self.max_events, self.advance, self.module.check_mode)
+        except (TracefsError, names.InvalidValue) as e:
+            self.module.fail_json(msg=str(e))
+        return {
+            'module': self.name,
+            'backend': 'tracefs',
+            'backend_reason': got['reason'],
+            'loaded': True,
+            'spec_hash': got['spec_hash'],
+            'kernel': self.release,
+            'boot_id': got['boot_id'],
+            'probes': got['probes'],
+            'events': got['events'],
+            'events_lost': got['events_lost'],
+            'events_dropped': got['events_dropped'],
+            'cursor': got['cursor'],
+        }
+
     def gather(self):
         if self.max_events < 0:
             self.module.fail_json(msg='max_events must be >= 0, got %d' % self.max_events)
+        facts = self.gather_tracefs()
+        if facts is not None:
+            return facts
         loaded = self.sysfs.ours()
         boot_id, events, lost, dropped, cursor = self.events()
         return {
             'module': self.name,
+            'backend': 'module' if loaded else None,
+            'backend_reason': None,
             'loaded': loaded,
             'spec_hash': self.sysfs.spec_hash() if loaded else None,
             'kernel': self.release,

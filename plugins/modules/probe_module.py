@@ -22,8 +22,9 @@ description:
   - Otherwise the file must match O(sha256), carry our mark (C(modinfo -F marker)), its vermagic
     must name the running kernel release
     and its C(MODULE_VERSION) must equal O(spec_hash); an unsigned file is refused when the kernel
-    only loads signed modules (C(sig_enforce), lockdown) or module loading is disabled, all before
-    anything is unloaded. A loaded module of the same name is
+    only loads signed modules (C(sig_enforce), lockdown) or module loading is disabled, and so is a
+    signed file whose key the kernel does not hold (none of the C(asymmetric) keys in C(/proc/keys)
+    has its id), all before anything is unloaded. A loaded module of the same name is
     removed first. When the new module fails to load, the kernel's messages are reported and
     the previously loaded module is restored from C(<state_dir>/<name>.loaded.ko).
   - Before the first load of a boot it saves the collector's cursor
@@ -76,6 +77,11 @@ notes:
   - Needs root. Uses C(insmod), C(rmmod) and C(modinfo) from kmod.
   - Never forces a load; a module built for another kernel release is refused before
     C(insmod) is tried.
+  - "Signed files: the kernel lists a cert it trusts in C(/proc/keys) as C(<name>: <subject key
+    identifier>) (its serial when it has none), while a module signature names its cert by issuer and
+    serial (C(modinfo -F sig_key)). A signed kprobes.fleet build therefore also carries
+    C(modinfo -F signer_keyid), the id C(/proc/keys) shows for its cert; a file matches when either id
+    is there. When the ids or C(/proc/keys) cannot be read, a warning is given and the kernel decides."
 seealso:
   - module: kprobes.fleet.kernel_facts
   - module: kprobes.fleet.probe_facts
@@ -143,14 +149,40 @@ msg:
 
 import hashlib
 import os
+import re
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 from ansible_collections.kprobes.fleet.plugins.module_utils import kmsg, names
-from ansible_collections.kprobes.fleet.plugins.module_utils.hostfs import module_policy
+from ansible_collections.kprobes.fleet.plugins.module_utils.hostfs import module_policy, read_text
 from ansible_collections.kprobes.fleet.plugins.module_utils.ownership import ModuleSysfs
 
 KERNEL_LINES_MAX = 20
+# /proc/keys: "<serial> <flags> <usage> <timeout> <perm> <uid> <gid> <type> <description>", the
+# type cut to 9 characters ("asymmetri"); an X.509 key's description is
+# "<name>: <id hex>: X509.rsa <last 4 bytes of the SKID> []", <name> may itself contain ": ".
+_KEY_ID_RE = re.compile(r': ([0-9a-fA-F]{2,})(?=: |\s*$)')
+
+
+def key_id(text):
+    """A key id as the kernel and kmod print it (hex, with or without colons), normalised for comparing:
+    lower case, no separators, no leading zeros (a DER serial may carry one, kmod drops it)."""
+    text = re.sub(r'[\s:]', '', (text or '').lower())
+    if not re.fullmatch(r'[0-9a-f]+', text):
+        return ''
+    return text.lstrip('0') or '0'
+
+
+def trusted_key_ids(text):
+    """The ids of the asymmetric keys in /proc/keys (normalised with key_id), None if unreadable."""
+    if text is None:
+        return None
+    ids = set()
+    for line in text.splitlines():
+        fields = line.split(None, 8)
+        if len(fields) == 9 and fields[7] in ('asymmetri', 'asymmetric'):
+            ids.update(key_id(m.group(1)) for m in _KEY_ID_RE.finditer(fields[8]))
+    return ids
 
 
 class ProbeLoader(object):
@@ -273,10 +305,38 @@ class ProbeLoader(object):
             needs.append('module.sig_enforce=Y')
         if policy['lockdown'] not in (None, 'none'):
             needs.append('lockdown=%s' % policy['lockdown'])
-        if needs and not self.modinfo('sig_id'):
+        if not needs:
+            return
+        if not self.modinfo('sig_id'):
             self.module.fail_json(msg='%s is not signed and this kernel only loads signed modules (%s); '
                                       'refusing to load (the loaded module, if any, is left alone)'
                                       % (self.path, ', '.join(needs)))
+        self.check_trust(needs)
+
+    def check_trust(self, needs):
+        """A signed file on a kernel that enforces signatures: refuse it, before the loaded module is
+        touched, when no key the kernel holds (/proc/keys) is the one it was signed with.
+
+        The kernel shows a cert in /proc/keys as ``<name>: <subject key identifier>`` (its serial when
+        it has no SKID), while the signature names the cert by issuer and serial only (``modinfo -F
+        sig_key``). So a signed kprobes.fleet build also records the id /proc/keys shows for its cert
+        (``modinfo -F signer_keyid``); both ids are looked for. When neither can be read, or /proc/keys
+        cannot, the kernel decides (a failed load restores the previous module)."""
+        keys = trusted_key_ids(read_text(os.path.join(self.root, 'proc', 'keys')))
+        ids = [i for i in (key_id(self.modinfo('signer_keyid')), key_id(self.modinfo('sig_key'))) if i]
+        if keys is None or not ids:
+            self.module.warn('cannot tell whether this kernel trusts the signer of %s (%s); the kernel decides'
+                             % (self.path, 'no /proc/keys' if keys is None else 'modinfo shows no signing key'))
+            return
+        if any(i in keys for i in ids):
+            return
+        self.module.fail_json(
+            msg='%s is signed by %s (key %s), which this kernel does not trust (no such key among its %d '
+                'asymmetric keys in /proc/keys, and it only loads modules signed by a trusted key: %s): enrol '
+                'the cert (mokutil --import cert.der, then reboot through shim\'s MokManager) or sign with a '
+                'key it already trusts; refusing to load, the running module (if any) is left alone'
+                % (self.path, self.modinfo('signer') or '(no signer name)', ids[0], len(keys), ', '.join(needs)),
+            signer_keyid=ids[0])
 
     def ensure_cursor(self, seq, kmsg_readable):
         """Save a cursor at the current end of the ring unless one exists for this boot."""

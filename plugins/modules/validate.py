@@ -42,6 +42,17 @@ options:
   kprobes_fleet_headers_release: {description: Empty or a kernel release., type: raw}
   kprobes_fleet_headers_update_cache: {description: Boolean., type: raw}
   kprobes_fleet_headers_extra_packages: {description: List of package names., type: raw}
+  kprobes_fleet_signing_key:
+    description:
+      - Empty (modules are not signed) or the absolute controller path of the PEM private key modules are
+        signed with. Must be readable by its owner only, unless it is an ansible-vault file. Set together
+        with O(kprobes_fleet_signing_cert).
+    type: raw
+  kprobes_fleet_signing_cert:
+    description:
+      - Empty or the absolute controller path of the X.509 cert (PEM or DER, may be vault-encrypted) that
+        goes with O(kprobes_fleet_signing_key).
+    type: raw
   check_probes:
     description: Check C(kprobes_fleet_probes) (with C(kprobes_fleet_state=present)).
     type: bool

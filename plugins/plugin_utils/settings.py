@@ -11,8 +11,12 @@ modules apply the same ones), the probe list rules in module_utils/probe_spec.py
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
+import base64
+import binascii
+import hashlib
 import os
 import re
+import stat
 
 from ansible_collections.kprobes.fleet.plugins.module_utils import names, probe_spec
 from ansible_collections.kprobes.fleet.plugins.plugin_utils.module_cache import (
@@ -85,6 +89,155 @@ def _packages(name, value):
     return [str(p) for p in value]
 
 
+VAULT_HEADER = b'$ANSIBLE_VAULT'
+SIGNING = ('kprobes_fleet_signing_key', 'kprobes_fleet_signing_cert')
+_KEYID_RE = re.compile(r'[0-9a-f]{2,128}')
+_SHA256_RE = re.compile(r'[0-9a-f]{64}')
+
+
+def _controller_file(name, value, private=False):
+    """Empty (no signing) or a readable regular file on the controller; returns its absolute path.
+
+    A private key must be readable by its owner only, unless it is an ansible-vault file (the copy
+    to the builder decrypts it). A file in plain text is checked for what it must be: a PEM
+    private key, or an X.509 certificate (PEM or DER)."""
+    if value in (None, ''):
+        return ''
+    if not isinstance(value, str):
+        raise names.InvalidValue('%s: must be empty (modules are not signed) or the path of a file on the '
+                                 'controller, got %s' % (name, names.type_name(value)))
+    path = os.path.expanduser(value)
+    if not os.path.isabs(path):
+        raise names.InvalidValue('%s: must be an absolute path on the controller (or start with ~), got %r'
+                                 % (name, str(value)))
+    path = os.path.normpath(path)
+    try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):  # a fifo would block the open
+            raise names.InvalidValue('%s: %s is not a regular file' % (name, path))
+        with open(path, 'rb') as f:
+            data = f.read(1 << 20)
+    except (IOError, OSError) as e:
+        raise names.InvalidValue('%s: cannot read %s on the controller: %s'
+                                 % (name, path, e.strerror or e))
+    if data.startswith(VAULT_HEADER):
+        return path
+    if private and st.st_mode & 0o044:
+        raise names.InvalidValue(
+            '%s: %s is readable by %s (mode %04o): a signing key must be readable by its owner only '
+            '(chmod 600 it) or encrypted with ansible-vault'
+            % (name, path, ' and '.join(w for w, bit in (('its group', 0o040), ('others', 0o004))
+                                        if st.st_mode & bit), stat.S_IMODE(st.st_mode)))
+    if private:
+        if not re.search(br'-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----', data):
+            raise names.InvalidValue('%s: %s is not a PEM private key (-----BEGIN PRIVATE KEY-----), '
+                                     'which the kernel\'s sign-file needs' % (name, path))
+    else:
+        signer_identity(data, '%s: %s' % (name, path))
+    return path
+
+
+def _signing_key(name, value):
+    return _controller_file(name, value, private=True)
+
+
+def _signing_cert(name, value):
+    return _controller_file(name, value)
+
+
+def _der(data, pos, end):
+    """(tag, start, end) of the DER element at ``pos``; ValueError when it does not fit."""
+    if pos + 2 > end:
+        raise ValueError('truncated')
+    tag, length = data[pos], data[pos + 1]
+    pos += 2
+    if length & 0x80:
+        count = length & 0x7f
+        if not 0 < count <= 4 or pos + count > end:
+            raise ValueError('bad length')
+        length = int(binascii.hexlify(data[pos:pos + count]), 16)
+        pos += count
+    if pos + length > end:
+        raise ValueError('truncated')
+    return tag, pos, pos + length
+
+
+def _children(data, start, end):
+    out = []
+    while start < end:
+        tag, s, e = _der(data, start, end)
+        out.append((tag, s, e))
+        start = e
+    return out
+
+
+_OID_CN = b'\x55\x04\x03'      # 2.5.4.3 commonName
+_OID_SKID = b'\x55\x1d\x0e'    # 2.5.29.14 subjectKeyIdentifier
+
+
+def _is_oid(data, element, oid):
+    tag, start, end = element
+    return tag == 0x06 and data[start:end] == oid
+
+
+def _common_name(data, start, end):
+    """The first commonName of an X.501 Name (what modinfo and the kernel show), or ''."""
+    for dummy, s, e in _children(data, start, end):          # SET (RDN)
+        for dummy2, s2, e2 in _children(data, s, e):          # SEQUENCE {OID, value}
+            parts = _children(data, s2, e2)
+            if len(parts) == 2 and _is_oid(data, parts[0], _OID_CN):
+                tag, vs, ve = parts[1]
+                return data[vs:ve].decode('utf-16-be' if tag == 0x1e else 'utf-8', 'replace')
+    return ''
+
+
+def signer_identity(data, what='kprobes_fleet_signing_cert'):
+    """What a signing cert (PEM or DER bytes) means to the kernel and to modinfo.
+
+    ``sha256``: of the file's content (part of the build key); ``keyid``: the id the kernel shows
+    after the cert's name in /proc/keys (its subject key identifier, else its serial number), lower
+    case hex; ``signer``: the issuer's CN (``modinfo -F signer``); ``subject``: the subject's CN."""
+    der = data
+    match = re.search(br'-----BEGIN CERTIFICATE-----(.*?)-----END CERTIFICATE-----', data, re.S)
+    if match:
+        try:
+            der = base64.b64decode(b''.join(match.group(1).split()), validate=True)
+        except (binascii.Error, ValueError):
+            der = b''
+    try:
+        tag, s, e = _der(der, 0, len(der))
+        if tag != 0x30:
+            raise ValueError('not a SEQUENCE')
+        cert = _children(der, s, e)
+        if len(cert) != 3 or cert[0][0] != 0x30:
+            raise ValueError('not a certificate')
+        tbs = _children(der, cert[0][1], cert[0][2])
+        if tbs and tbs[0][0] == 0xa0:
+            tbs = tbs[1:]
+        if len(tbs) < 6 or tbs[0][0] != 0x02 or any(t != 0x30 for t, dummy, dummy2 in tbs[1:6]):
+            raise ValueError('not a certificate')
+        serial = der[tbs[0][1]:tbs[0][2]]
+        skid = None
+        for tag, s, e in tbs[6:]:
+            if tag != 0xa3:
+                continue
+            seq = _children(der, s, e)
+            for dummy, xs, xe in (_children(der, seq[0][1], seq[0][2]) if seq else []):
+                ext = _children(der, xs, xe)
+                if len(ext) >= 2 and _is_oid(der, ext[0], _OID_SKID) and ext[-1][0] == 0x04:
+                    inner, ks, ke = _der(der, ext[-1][1], ext[-1][2])  # extnValue holds an OCTET STRING
+                    if inner == 0x04 and ke > ks:
+                        skid = der[ks:ke]
+        return {
+            'sha256': hashlib.sha256(data).hexdigest(),
+            'keyid': binascii.hexlify(skid or serial).decode(),
+            'signer': _common_name(der, tbs[2][1], tbs[2][2]),
+            'subject': _common_name(der, tbs[4][1], tbs[4][2]),
+        }
+    except (ValueError, IndexError):
+        raise names.InvalidValue('%s is not an X.509 certificate (PEM or DER)' % what)
+
+
 # name: (default, check). A check takes (name, value) and returns the normalised value.
 PUBLIC = {
     'kprobes_fleet_probes': ([], None),  # probe_spec.normalize(), only with state present
@@ -102,6 +255,8 @@ PUBLIC = {
     'kprobes_fleet_headers_release': ('', _release),
     'kprobes_fleet_headers_update_cache': (True, _bool),
     'kprobes_fleet_headers_extra_packages': ([], _packages),
+    'kprobes_fleet_signing_key': ('', _signing_key),
+    'kprobes_fleet_signing_cert': ('', _signing_cert),
 }
 
 
@@ -130,11 +285,37 @@ def check_plan(plan, values, host, for_load):
                                  'name and these templates; use the plan kprobes.fleet.build_plan returns' % spec)
     if plan.get('ko') != cache.ko(key):
         raise names.InvalidValue('build plan: ko must be %s' % cache.ko(key))
+    _check_signer(plan.get('signer'), values)
     if for_load:
         return cache.sha256_of(key)
     if plan.get('staged') != cache.staged(key, host):
         raise names.InvalidValue('build plan: staged must be %s' % cache.staged(key, host))
     return None
+
+
+def _check_signer(signer, values):
+    """A plan carries the signer (build_plan's signer_identity) exactly when signing is configured."""
+    cert = values.get('kprobes_fleet_signing_cert')
+    if not cert:
+        if signer:
+            raise names.InvalidValue('build plan: signer is set but kprobes_fleet_signing_cert is not; '
+                                     'use the plan kprobes.fleet.build_plan returns')
+        return
+    if not isinstance(signer, dict) or not isinstance(signer.get('keyid'), str) \
+            or not _KEYID_RE.fullmatch(signer['keyid']) or len(signer['keyid']) % 2 \
+            or not isinstance(signer.get('sha256'), str) or not _SHA256_RE.fullmatch(signer['sha256']) \
+            or not isinstance(signer.get('signer'), str) or not isinstance(signer.get('subject'), str):
+        raise names.InvalidValue('build plan: kprobes_fleet_signing_cert is set, so the plan needs the signer '
+                                 'kprobes.fleet.build_plan computes from it (signing_cert)')
+    try:
+        with open(cert, 'rb') as f:
+            data = f.read()
+    except (IOError, OSError) as e:
+        raise names.InvalidValue('kprobes_fleet_signing_cert: cannot read %s on the controller: %s'
+                                 % (cert, e.strerror or e))
+    if not data.startswith(VAULT_HEADER) and hashlib.sha256(data).hexdigest() != signer['sha256']:
+        raise names.InvalidValue('build plan: signer %s is not kprobes_fleet_signing_cert %s; use the plan '
+                                 'kprobes.fleet.build_plan returns' % (signer['sha256'], cert))
 
 
 def check(values, host, inventory, check_probes=True, plans=None):
@@ -156,6 +337,10 @@ def check(values, host, inventory, check_probes=True, plans=None):
                 result[name] = value
         except names.InvalidValue as e:
             errors.append(str(e))
+    given = [n for n in SIGNING if result.get(n, values.get(n))]
+    if len(given) == 1:
+        errors.append('%s: set both kprobes_fleet_signing_key and kprobes_fleet_signing_cert (modules are '
+                      'signed) or neither (they are not), got only %s' % (' and '.join(SIGNING), given[0]))
     if check_probes and result.get('kprobes_fleet_state') == 'present':
         try:
             result['kprobes_fleet_probes'] = probe_spec.normalize(values.get('kprobes_fleet_probes'))

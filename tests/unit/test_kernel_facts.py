@@ -282,3 +282,17 @@ def test_normalize_probes():
         kernel_facts.normalize_probes(m, [{'functions': ['x']}])
     with pytest.raises(Failed):
         kernel_facts.normalize_probes(m, [{'name': 'a', 'functions': []}])
+
+
+def test_tracefs_fact(root):
+    f = gather(root)
+    assert f['tracefs']['usable'] is False and f['tracefs']['path'] is None
+    assert 'not mounted' in f['tracefs']['reason']
+    write(root, 'sys/kernel/tracing/kprobe_events', '')
+    write(root, 'sys/kernel/tracing/instances/.keep', '')
+    write(root, 'sys/kernel/tracing/events/sched/sched_switch/trigger', '')
+    write(root, 'sys/kernel/tracing/events/sched/sched_switch/hist', '')
+    assert gather(root)['tracefs'] == {'usable': True, 'reason': None, 'path': '/sys/kernel/tracing', 'hist': True}
+    write(root, 'sys/kernel/security/lockdown', 'none integrity [confidentiality]\n')
+    t = gather(root)['tracefs']
+    assert t['usable'] is False and 'confidentiality' in t['reason'] and t['path'] == '/sys/kernel/tracing'

@@ -71,6 +71,7 @@ class Host(object):
         self.insmod_fail = {}    # ko path -> (rc, stderr, kernel lines)
         self.rmmod_fail = None
         self.unmarked = set()    # ko paths built without our marker
+        self.signatures = {}     # ko path -> modinfo fields of its signature (sig_id, signer, ...)
 
     @property
     def kmsg(self):
@@ -119,6 +120,8 @@ class Host(object):
                 return 0, self.versions.get(path, '') + '\n', ''
             if field == 'marker' and path not in self.unmarked:
                 return 0, 'kprobes.fleet\n', ''
+            if field in self.signatures.get(path, {}):
+                return 0, self.signatures[path][field] + '\n', ''
             return 0, '\n', ''  # modinfo prints an empty line for a field the file lacks (sig_id)
         if tool == 'rmmod':
             if self.rmmod_fail:
@@ -508,6 +511,123 @@ def test_signed_module_passes_policy(host, tmp_path):
     module.handler = lambda argv: ((0, 'PKCS#7\n', '') if argv[2:3] == ['sig_id'] else base(argv))
     assert loader.apply()['changed'] is True
     assert host.loaded_hash() == NEW_HASH
+
+
+# -- signed files: trusted by this kernel? (before anything is unloaded) ----------------------
+
+LAB_SKID = 'e282541d4ed69f472f211525473e82c835b2f6c0'
+LAB_SERIAL = '05:64:43:CA:59:CE:2A:FA:90:C8:CC:A4:07:E5:92:8B:A7:9C:09:02'
+# /proc/keys as root on Debian (type cut to 9 characters by the kernel's %-9.9s)
+PROC_KEYS = (
+    '0692b294 I--Q---     1 perm 1f3f0000     0 65534 keyring   _uid_ses.0: 1\n'
+    '1b8a4ad4 I------     1 perm 1f0b0000     0     0 keyring   .builtin_trusted_keys: 1\n'
+    '22efd21a I------     1 perm 0f0b0000     0     0 keyring   .blacklist: 1\n'
+    '2a5bd3f6 I------     1 perm 1f010000     0     0 blacklist bin:0b8f5d2d7f18a4b7e5c10a6e8d1c9a7c1f4b2e3d\n'
+    '3b1e4f0d I------     1 perm 1f030000     0     0 asymmetri Debian Secure Boot CA: '
+    '6ccece7e4c6c0d1f6149f3dd27dfcc5cbb419ea1: X509.rsa bb419ea1 []\n'
+    '0f6e2a1c I------     1 perm 1f030000     0     0 asymmetri Acme Corp: Signer: 0cf9c7c99f4aec1113ae1f8a'
+    '2a8d1092d83ae518: X509.rsa []\n')
+
+
+def signed(host, tmp_path, keyid=LAB_SKID, sig_key=LAB_SERIAL, signer='kprobes.fleet lab test',
+           lockdown='none [integrity] confidentiality\n', keys=PROC_KEYS):
+    """A loaded OLD_HASH module, a signed NEW_HASH file and a kernel that enforces signatures."""
+    write(host, 'sys/kernel/security/lockdown', lockdown)
+    if keys is not None:
+        write(host, 'proc/keys', keys)
+    host.load(OLD_HASH)
+    path, digest = host.ko(tmp_path, NEW_HASH)
+    host.signatures[path] = {'sig_id': 'PKCS#7', 'signer': signer, 'sig_key': sig_key, 'signer_keyid': keyid}
+    return host.loader(path=path, sha256=digest, spec_hash=NEW_HASH)
+
+
+def test_signed_by_untrusted_key_refused_before_rmmod(host, tmp_path):
+    module, loader = signed(host, tmp_path)
+    with pytest.raises(Failed) as exc:
+        loader.apply()
+    msg = exc.value.kwargs['msg']
+    assert msg == (
+        "%s is signed by kprobes.fleet lab test (key %s), which this kernel does not trust (no such key "
+        "among its 2 asymmetric keys in /proc/keys, and it only loads modules signed by a trusted key: "
+        "lockdown=integrity): enrol the cert (mokutil --import cert.der, then reboot through shim's "
+        "MokManager) or sign with a key it already trusts; refusing to load, the running module (if any) "
+        "is left alone" % (loader.path, LAB_SKID))
+    assert exc.value.kwargs['signer_keyid'] == LAB_SKID
+    assert not [c for c in tools(module) if c.startswith(('rmmod', 'insmod'))]
+    assert host.loaded_hash() == OLD_HASH
+
+
+def test_signed_by_trusted_skid_loads(host, tmp_path):
+    module, loader = signed(host, tmp_path, keys=PROC_KEYS + (
+        '11223344 I------     1 perm 1f030000     0     0 asymmetri kprobes.fleet lab test: %s: '
+        'X509.rsa 35b2f6c0 []\n' % LAB_SKID))
+    assert loader.apply()['changed'] is True
+    assert host.loaded_hash() == NEW_HASH
+    assert module.warnings == []
+
+
+def test_signed_by_cert_without_skid_matches_its_serial(host, tmp_path):
+    # Without a subject key identifier the kernel names the key by its serial, as modinfo's sig_key
+    # does (the kernel's hex keeps the DER sign byte, kmod drops it).
+    serial = '0C:F9:C7:C9:9F:4A:EC:11:13:AE:1F:8A:2A:8D:10:92:D8:3A:E5:18'
+    module, loader = signed(host, tmp_path, keyid='', sig_key=serial, signer='Signer')
+    assert loader.apply()['changed'] is True
+    module, loader = signed(host, tmp_path, keyid='008a11', sig_key='8A:11', keys=PROC_KEYS + (
+        '11223345 I------     1 perm 1f030000     0     0 asymmetri Old: 008a11: X509.rsa []\n'))
+    assert loader.apply()['changed'] is True
+
+
+def test_serial_of_a_cert_with_skid_is_not_its_key_id(host, tmp_path):
+    # The trap: modinfo's sig_key is the cert's serial, /proc/keys shows its SKID. A file whose
+    # signer_keyid is missing cannot be matched by its serial alone when the kernel shows the SKID.
+    module, loader = signed(host, tmp_path, keyid='', keys=PROC_KEYS + (
+        '11223344 I------     1 perm 1f030000     0     0 asymmetri kprobes.fleet lab test: %s: '
+        'X509.rsa 35b2f6c0 []\n' % LAB_SKID))
+    with pytest.raises(Failed) as exc:
+        loader.apply()
+    assert '(key 564' in exc.value.kwargs['msg']
+
+
+@pytest.mark.parametrize('rel,text,needs', [
+    ('sys/module/module/parameters/sig_enforce', 'Y\n', 'module.sig_enforce=Y'),
+    ('sys/kernel/security/lockdown', 'none integrity [confidentiality]\n', 'lockdown=confidentiality'),
+])
+def test_untrusted_refused_whatever_enforces(host, tmp_path, rel, text, needs):
+    module, loader = signed(host, tmp_path, lockdown='[none] integrity confidentiality\n')
+    write(host, rel, text)
+    with pytest.raises(Failed) as exc:
+        loader.apply()
+    assert 'does not trust' in exc.value.kwargs['msg'] and needs in exc.value.kwargs['msg']
+    assert host.loaded_hash() == OLD_HASH
+
+
+def test_no_proc_keys_leaves_it_to_the_kernel(host, tmp_path):
+    module, loader = signed(host, tmp_path, keys=None)
+    assert loader.apply()['changed'] is True
+    assert module.warnings == ['cannot tell whether this kernel trusts the signer of %s (no /proc/keys); '
+                               'the kernel decides' % loader.path]
+
+
+def test_no_key_ids_in_modinfo_leaves_it_to_the_kernel(host, tmp_path):
+    # kmod without libcrypto shows sig_id only
+    module, loader = signed(host, tmp_path, keyid='', sig_key='', signer='')
+    assert loader.apply()['changed'] is True
+    assert 'modinfo shows no signing key' in module.warnings[0]
+
+
+def test_signed_file_on_open_kernel_is_not_checked(host, tmp_path):
+    module, loader = signed(host, tmp_path, lockdown='[none] integrity confidentiality\n')
+    assert loader.apply()['changed'] is True
+    assert not [c for c in tools(module) if 'sig_key' in c or 'signer' in c]
+
+
+def test_trusted_key_ids_parses_proc_keys():
+    ids = probe_module.trusted_key_ids(PROC_KEYS)
+    assert ids == {'6ccece7e4c6c0d1f6149f3dd27dfcc5cbb419ea1', 'cf9c7c99f4aec1113ae1f8a2a8d1092d83ae518'}
+    assert probe_module.trusted_key_ids(None) is None
+    assert probe_module.trusted_key_ids('') == set()
+    assert probe_module.key_id('05:64:43:CA') == '56443ca'
+    assert probe_module.key_id('not hex') == ''
 
 
 def test_lockdown_none_and_sig_enforce_n_do_not_ask_for_signature(host, tmp_path):

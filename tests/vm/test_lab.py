@@ -1,4 +1,6 @@
-"""The lab itself, on real VMs (marker: vm). Boots one bullseye VM (the fastest to boot)."""
+"""The lab itself, on real VMs (marker: vm). Boots one bullseye VM (the fastest to boot), and one
+bookworm VM with per-VM kernel args (LAB=bookworm:lockdown=integrity)."""
+import json
 import os
 import subprocess
 import sys
@@ -54,3 +56,58 @@ def test_a_vm_that_cannot_boot_fails_with_its_console(tmp_path):
     finally:
         lab(d, "down")
     assert qemu_pids(d) == []
+
+
+def ssh(labdir, host, cmd):
+    res = subprocess.run(["ssh", "-F", str(labdir / "ssh_config"), "-o", "BatchMode=yes", host, cmd],
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert res.returncode == 0, res.stderr
+    return res.stdout
+
+
+def inventory(labdir):
+    res = subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible-inventory"),
+                          "-i", str(labdir / "inventory.yml"), "--list"],
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout)
+
+
+def test_per_vm_kernel_args_boot_group_hostvar_restart_and_down(tmp_path):
+    d = tmp_path / "lab"
+    lockdown = dict(LAB="bookworm:lockdown=integrity", LAB_KERNEL_ARGS="")
+    try:
+        first = lab(d, "up", **lockdown)
+        assert first.returncode == 0, first.stderr
+        assert "6.1." in first.stdout and "lockdown=integrity" in first.stdout
+        pids = qemu_pids(d)
+        assert len(pids) == 1
+        assert "[integrity]" in ssh(d, "bookworm-1", "cat /sys/kernel/security/lockdown")
+        assert "lockdown=integrity" in ssh(d, "bookworm-1", "cat /proc/cmdline").split()
+        inv = inventory(d)
+        assert inv["bookworm"]["hosts"] == ["bookworm-1"]
+        assert inv["lockdown_integrity"]["hosts"] == ["bookworm-1"]
+        assert inv["_meta"]["hostvars"]["bookworm-1"]["lab_kernel_args"] == ["lockdown=integrity"]
+        meta = json.loads((d / "vms" / "bookworm-1" / "vm.json").read_text())
+        assert meta["kernel_args"] == ["lockdown=integrity"] and meta["cmdline"].endswith(" lockdown=integrity")
+        status = lab(d, "status")
+        assert status.returncode == 0 and "lockdown=integrity" in status.stdout, status.stdout
+        # Same release and args: stays up.
+        again = lab(d, "up", **lockdown)
+        assert again.returncode == 0, again.stderr
+        assert "bookworm-1: already up" in again.stderr
+        assert qemu_pids(d) == pids
+        # Same name, other args: restarted with the wanted ones.
+        plain = lab(d, "up", LAB="bookworm", LAB_KERNEL_ARGS="")
+        assert plain.returncode == 0, plain.stderr
+        assert "bookworm-1: up with kernel args 'lockdown=integrity', wanted '': restarting it" in plain.stderr
+        assert len(qemu_pids(d)) == 1 and qemu_pids(d) != pids
+        assert "[none]" in ssh(d, "bookworm-1", "cat /sys/kernel/security/lockdown")
+        inv = inventory(d)
+        assert "lockdown_integrity" not in inv.get("lab", {}).get("children", [])
+        assert inv["_meta"]["hostvars"]["bookworm-1"]["lab_kernel_args"] == []
+    finally:
+        down = lab(d, "down")
+    assert down.returncode == 0, down.stderr
+    assert qemu_pids(d) == []
+    assert not (d / "inventory.yml").exists()

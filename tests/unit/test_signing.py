@@ -1,0 +1,509 @@
+"""Signed modules: the variables, the cert's identity, the build key, the plan, the role variables.
+
+The loader's trust check (probe_module) is tested with the fake host in test_probe_module.py.
+"""
+import glob
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+from ansible.parsing.dataloader import DataLoader
+from ansible.parsing.vault import VaultLib, VaultSecret
+from ansible.template import Templar, trust_as_template
+
+from ansible_collections.kprobes.fleet.plugins.module_utils import names, probe_spec
+from ansible_collections.kprobes.fleet.plugins.module_utils.probe_spec import build_key
+from ansible_collections.kprobes.fleet.plugins.plugin_utils import settings
+from ansible_collections.kprobes.fleet.plugins.plugin_utils.module_cache import template_sha
+
+from test_entry_points import assert_refused, play
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# openssl req -new -nodes -utf8 -sha256 -days 36500 -batch -x509 -subj '/CN=kprobes.fleet lab test/'
+LAB_CERT = b"""-----BEGIN CERTIFICATE-----
+MIIDJTCCAg2gAwIBAgIUBWRDylnOKvqQyMykB+WSi6ecCQIwDQYJKoZIhvcNAQEL
+BQAwITEfMB0GA1UEAwwWa3Byb2Jlcy5mbGVldCBsYWIgdGVzdDAgFw0yNjExMjkw
+MzQ1NDFaGA8yMTI2MTEwNTAzNDU0MVowITEfMB0GA1UEAwwWa3Byb2Jlcy5mbGVl
+dCBsYWIgdGVzdDCCASIwDQYJKoZIhvcNAQEBBQADggEPADCCAQoCggEBAJOZsCPK
+KYGt1KrdXnYDiroBXBWiht5JUvy3DcmMO5/5GyHfikPJWNu6Uw8wBuMBS87PaXpg
+FTpSqwIULAMlzI1FZQBGBdCPJhTASlm96l2frXwcEfWA5LgIXlMKuXhsPqg/44PG
+d5yI9lrmOY4mYfNW6JVDn9UmrKMpnQJYP/48/WeroFD2LAAKeMRYduTXqCDvXMI6
+SEXYZzvlH2uDhbakaWzVenDYYwkhILuC0QaDeuIwYrXgx2E9lJgiJJ62XbQOnkgx
+aFqiamGsDvZ2liYrsQqsN3jSoLxKnyR2Vc4lBCOQVXBUhpJgYuJkJpSLsSSDD4Gs
+5BS6mphLAw2Kv6UCAwEAAaNTMFEwHQYDVR0OBBYEFOKCVB1O1p9HLyEVJUc+gsg1
+svbAMB8GA1UdIwQYMBaAFOKCVB1O1p9HLyEVJUc+gsg1svbAMA8GA1UdEwEB/wQF
+MAMBAf8wDQYJKoZIhvcNAQELBQADggEBAGF2ysxWv6THm2qhOCF/blWbtuyuBn54
+v56gjfOUGMR/OATDrHQQ738kjnu4BX7mH3MDpEicVlUJNRh5AMV4q8YvwE7Zd1bg
+mNmLlWJu6pzNBte6bju2MqqkSiQdSSV2wqWKdt0U1D9TJorWAwGG9E0zEPCW/bVR
+1XUw83vI4xk7W1Rj1mNdhWuUPfyYt9RUUhuV5//9MW9GmGTN8WXvhuMbN29Ppj9G
+GbeatJep2P43iDa2oUm7k2QMLBvejzOsVSncfipqKjB7eBwHS7ja/tPfdf53v6P9
+vNVL5Qapwcmqe26nd8mkL07ALe2j+dGTcZ3Mag4iqqSO7IP73XSf9ow=
+-----END CERTIFICATE-----
+"""
+LAB_SKID = "e282541d4ed69f472f211525473e82c835b2f6c0"  # what /proc/keys shows after its name
+LAB_SERIAL = "056443ca59ce2afa90c8cca407e5928ba79c0902"  # what modinfo -F sig_key shows (with colons)
+
+# -subj '/O=Acme Corp/CN=Signer Ü' -addext 'subjectKeyIdentifier=none': the kernel shows the serial
+NO_SKID_CERT = b"""-----BEGIN CERTIFICATE-----
+MIIDEjCCAfqgAwIBAgIUDPnHyZ9K7BETrh+KKo0Qktg65RgwDQYJKoZIhvcNAQEL
+BQAwKDESMBAGA1UECgwJQWNtZSBDb3JwMRIwEAYDVQQDDAlTaWduZXIgw5wwHhcN
+MjYxMTI5MDM1MDAzWhcNMzYxMTI2MDM1MDAzWjAoMRIwEAYDVQQKDAlBY21lIENv
+cnAxEjAQBgNVBAMMCVNpZ25lciDDnDCCASIwDQYJKoZIhvcNAQEBBQADggEPADCC
+AQoCggEBAK/mo+PaF5AQxNTax4YRzBNzcr1Gu4YZxM7oUIHrfBrQ171daY9dtjOt
+o0r2HIg+aCifc3FsGPOc8md/iXd8m2VNDeCSuGmlay7ABfBiW7m2vSxQ16L8n0cb
+7MNNNz7cWSWLjS6uKCR7i3d07PLY1Lq0rToDbdaChmjjgW0dR0/r6Z5co+8g68md
+0m3a9Zv/PTFSCLGndo9BqpKro1IbpJRTLW+2uFQFuwXhd46wLewlySDUIEpFNCSr
+EN4OVWjtAF4AWbaaWHjJ6VmHdSYytbRloczXszXTHfddLIWSF1myReo2IX6bJTZ3
+q+VSgBOrz5SMQTkjJT4W2nMpokqp+/UCAwEAAaM0MDIwHwYDVR0jBBgwFoAUm6Ai
+SV+k4Bnhz/Q/irNjci8lfWYwDwYDVR0TAQH/BAUwAwEB/zANBgkqhkiG9w0BAQsF
+AAOCAQEAXe5fAFbRUYrSJquh+VGldGAQT7pLYnb0zJMZjwD1PCAnCmkwLi8xhqt/
+8P66rcE+a/lUTsS5/NG42F4h9JdJcfSf0aB9uLKLw71BfqjEiZkIc0hrUllKOFhL
+45aIbLHoes1+6q4hIMufiG9XK3KZ8yPYcAVL4V5azkxaa7VzeiCRDSi/wWVaLLgV
+u5R/FZBUjnr2Ie4ALk7MZ3xBoav6E4ukVIEJ8lj+taiTFAVl+vj55Xa1DRc+1fzk
+alDg/UC/S689X6+3ZTYDb3Q4uiNcJ5Ct90aQfUOKnw1uhpOQkVkgavR1qRe89YPr
+fNNl7sY6mARgdZIYTVSkCz5c4PGdEQ==
+-----END CERTIFICATE-----
+"""
+
+# issued by 'Example Module CA' (serial 0x8a11, DER 00 8a 11): modinfo's signer is the issuer
+CA_ISSUED_CERT = b"""-----BEGIN CERTIFICATE-----
+MIIDAjCCAeqgAwIBAgIDAIoRMA0GCSqGSIb3DQEBCwUAMBwxGjAYBgNVBAMMEUV4
+YW1wbGUgTW9kdWxlIENBMCAXDTI2MTEyOTAzNTI1OFoYDzIxMjYxMTA1MDM1MjU4
+WjAlMSMwIQYDVQQDDBpFeGFtcGxlIE1vZHVsZSBTaWduZXIgMjAyNjCCASIwDQYJ
+KoZIhvcNAQEBBQADggEPADCCAQoCggEBAMq7k3fiaSPJS6+ohwB/bJbwWzmEHS79
+F/5IZZoPqnalKSpSciXA0UWSKmrA/mAAL9TjeO+hNNrgx5ZstxaG25TWDYnjNFWU
+em35+yP3Fae1HXhbLZaPleDfYEFjDOaVMMTgCKtj8lUlA5XPs54nwKx+FfAPQctk
+U0NDICDlReEo3JkSZqsOe4QjTSrR71rjd7C+B9XN2wjS1+neQoMrsjH0FFplglkH
+psrChXvAus16pU4i9KcDCQEz6sJGDn0jaNU/YEKl5Z0on06r8/mu699ZeJsozp1x
+H+EXnPsjTrkxetO6s28msDWVG8nybACCAB8ypVDYUJ2p79D4B7NTqWMCAwEAAaNC
+MEAwHQYDVR0OBBYEFBl2rqnzFbSTm6/VdtJsPsY3p1btMB8GA1UdIwQYMBaAFPKQ
+AO6FWFYIX4Aybjw+1WWMETYIMA0GCSqGSIb3DQEBCwUAA4IBAQBo22cEpen35HUs
+6eUoCwF1hMvUpOkYdq9pmDEt2glyC7Zds9Sos/YqpqBYDxAempmnOehfVMctItwD
+34DziEsLPjJFxED7wJAzXD80JJtv2cGt66m6dXx1Do9kcYJbPg/tZYGwX/dXslrU
+ghf7Lnaq+SU7mw5qVnvSkgz1XcPvLUAyU0e8NjqEz2bTEkHepA1zAw0dvZVQIqPF
+qdUEZZCB4gxXLsKpMHhxEPh4Qa+f7bL7rNtFerHb7WvbIJhTuPuovTjJBlMLMT29
+umkQgrUoOMGR4ENSgEdZAa2+htp3PUpKSRt21rZZJF0Ec55zFa7/rDWP7V3kAt87
+jpBtCsKp
+-----END CERTIFICATE-----
+"""
+
+FAKE_KEY = b"-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----\n"
+VAULT_PASSWORD = b"kprobes-fleet-test"
+
+KERNEL = {"arch": "x86_64", "release": "6.1.0-50-amd64", "version": "#1 SMP PREEMPT_DYNAMIC Debian 6.1.135-1",
+          "functions": {"open_failures": "do_filp_open", "disk_full": "vfs_write"},
+          "candidates": {}, "loaded": {"spec_hash": None}}
+
+
+def pem_to_der(pem):
+    import base64
+    body = b"".join(line for line in pem.splitlines() if not line.startswith(b"-----"))
+    return base64.b64decode(body)
+
+
+def vault(data):
+    return VaultLib([("default", VaultSecret(VAULT_PASSWORD))]).encrypt(data)
+
+
+def write(path, data, mode):
+    path.write_bytes(data)
+    os.chmod(str(path), mode)
+    return str(path)
+
+
+# -- the build key -------------------------------------------------------------------------
+
+def test_unsigned_build_key_is_what_it_was_before_signing():
+    # Pinned: the key of an unsigned module must not change (every host would rebuild and reload).
+    args = ("x86_64", "6.1.0-50-amd64", "#1 SMP PREEMPT_DYNAMIC Debian 6.1.135-1", "0123456789abcdef")
+    assert build_key(*args) == "84a17115e56ae7d0"
+    assert build_key(*args, signer=None) == "84a17115e56ae7d0"
+    assert build_key(*args, signer="") == "84a17115e56ae7d0"
+
+
+def test_signer_is_part_of_the_build_key():
+    args = ("x86_64", "6.1.0-50-amd64", "#1", "0123456789abcdef")
+    one, two = build_key(*args, signer="a" * 64), build_key(*args, signer="b" * 64)
+    assert len({build_key(*args), one, two}) == 3
+    assert one == build_key(*args, signer="a" * 64)
+
+
+# -- the cert's identity -------------------------------------------------------------------
+
+def test_identity_of_a_self_signed_cert():
+    ident = settings.signer_identity(LAB_CERT)
+    assert ident == {"sha256": hashlib.sha256(LAB_CERT).hexdigest(), "keyid": LAB_SKID,
+                     "signer": "kprobes.fleet lab test", "subject": "kprobes.fleet lab test"}
+    der = settings.signer_identity(pem_to_der(LAB_CERT))
+    assert der["keyid"] == LAB_SKID and der["signer"] == ident["signer"]
+    assert der["sha256"] == hashlib.sha256(pem_to_der(LAB_CERT)).hexdigest() != ident["sha256"]
+
+
+def test_identity_without_skid_is_the_serial():
+    ident = settings.signer_identity(NO_SKID_CERT)
+    assert ident["keyid"] == "0cf9c7c99f4aec1113ae1f8a2a8d1092d83ae518"
+    assert ident["signer"] == ident["subject"] == u"Signer \u00dc"
+
+
+def test_identity_of_a_ca_issued_cert():
+    ident = settings.signer_identity(CA_ISSUED_CERT)
+    assert ident["signer"] == "Example Module CA"
+    assert ident["subject"] == "Example Module Signer 2026"
+    assert ident["keyid"] == "1976aea9f315b4939bafd576d26c3ec637a756ed"
+
+
+@pytest.mark.parametrize("data", [b"", b"hello", FAKE_KEY, b"0\x82\xff\xff", LAB_CERT[:300] + b"\n-----END CERTIFICATE-----\n",
+                                  b"-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n"])
+def test_not_a_cert(data):
+    with pytest.raises(names.InvalidValue) as exc:
+        settings.signer_identity(data, "kprobes_fleet_signing_cert: /x")
+    assert str(exc.value) == "kprobes_fleet_signing_cert: /x is not an X.509 certificate (PEM or DER)"
+
+
+# -- the variables -------------------------------------------------------------------------
+
+def check(**values):
+    result, errors, dummy = settings.check(values, "h1", ["h1"], check_probes=False)
+    return result, errors
+
+
+@pytest.fixture
+def files(tmp_path):
+    return {"key": write(tmp_path / "key.pem", FAKE_KEY, 0o600),
+            "cert": write(tmp_path / "cert.pem", LAB_CERT, 0o644),
+            "key_vault": write(tmp_path / "key.vault", vault(FAKE_KEY), 0o644),
+            "cert_vault": write(tmp_path / "cert.vault", vault(LAB_CERT), 0o644)}
+
+
+def test_default_is_unsigned():
+    result, errors = check()
+    assert errors == []
+    assert result["kprobes_fleet_signing_key"] == "" and result["kprobes_fleet_signing_cert"] == ""
+
+
+@pytest.mark.parametrize("key,cert", [("key", "cert"), ("key_vault", "cert"), ("key", "cert_vault"),
+                                      ("key_vault", "cert_vault")])
+def test_key_and_cert_accepted(files, key, cert):
+    result, errors = check(kprobes_fleet_signing_key=files[key], kprobes_fleet_signing_cert=files[cert])
+    assert errors == []
+    assert result["kprobes_fleet_signing_key"] == files[key]
+
+
+def test_paths_are_expanded_and_normalised(files, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    result, errors = check(kprobes_fleet_signing_key="~/./key.pem", kprobes_fleet_signing_cert="~/cert.pem")
+    assert errors == []
+    assert result["kprobes_fleet_signing_key"] == str(tmp_path / "key.pem")
+
+
+@pytest.mark.parametrize("given", ["kprobes_fleet_signing_key", "kprobes_fleet_signing_cert"])
+def test_both_or_neither(files, given):
+    dummy, errors = check(**{given: files["key" if given.endswith("key") else "cert"]})
+    assert errors == ["kprobes_fleet_signing_key and kprobes_fleet_signing_cert: set both kprobes_fleet_signing_key "
+                      "and kprobes_fleet_signing_cert (modules are signed) or neither (they are not), got only %s"
+                      % given]
+
+
+def test_key_readable_by_others_refused(files):
+    os.chmod(files["key"], 0o644)
+    dummy, errors = check(kprobes_fleet_signing_key=files["key"], kprobes_fleet_signing_cert=files["cert"])
+    assert errors == ["kprobes_fleet_signing_key: %s is readable by its group and others (mode 0644): a signing key "
+                      "must be readable by its owner only (chmod 600 it) or encrypted with ansible-vault"
+                      % files["key"]]
+    os.chmod(files["key"], 0o640)
+    dummy, errors = check(kprobes_fleet_signing_key=files["key"], kprobes_fleet_signing_cert=files["cert"])
+    assert "readable by its group (mode 0640)" in errors[0]
+
+
+@pytest.mark.parametrize("variable,value,words", [
+    ("kprobes_fleet_signing_key", "relative/key.pem", "must be an absolute path on the controller (or start with ~)"),
+    ("kprobes_fleet_signing_key", ["a"], "must be empty (modules are not signed) or the path of a file"),
+    ("kprobes_fleet_signing_cert", "/nonexistent/cert.pem", "cannot read /nonexistent/cert.pem on the controller: "
+                                                            "No such file or directory"),
+    ("kprobes_fleet_signing_cert", "/", "/ is not a regular file"),
+    ("kprobes_fleet_signing_key", "/dev/null", "/dev/null is not a regular file"),
+])
+def test_bad_paths(files, variable, value, words):
+    values = {"kprobes_fleet_signing_key": files["key"], "kprobes_fleet_signing_cert": files["cert"]}
+    values[variable] = value
+    dummy, errors = check(**values)
+    assert len(errors) == 1 and errors[0].startswith(variable + ": ") and words in errors[0], errors
+
+
+def test_swapped_files_refused(files):
+    dummy, errors = check(kprobes_fleet_signing_key=files["cert"], kprobes_fleet_signing_cert=files["key"])
+    assert sorted(errors) == [
+        "kprobes_fleet_signing_cert: %s is not an X.509 certificate (PEM or DER)" % files["key"],
+        "kprobes_fleet_signing_key: %s is readable by its group and others (mode 0644): a signing key must be "
+        "readable by its owner only (chmod 600 it) or encrypted with ansible-vault" % files["cert"]]
+    os.chmod(files["cert"], 0o600)
+    dummy, errors = check(kprobes_fleet_signing_key=files["cert"], kprobes_fleet_signing_cert=files["key"])
+    assert "is not a PEM private key" in sorted(errors)[1]
+
+
+def test_unreadable_key_refused(files):
+    if os.geteuid() == 0:
+        pytest.skip("root reads any file")
+    os.chmod(files["key"], 0o000)
+    dummy, errors = check(kprobes_fleet_signing_key=files["key"], kprobes_fleet_signing_cert=files["cert"])
+    assert "Permission denied" in errors[0]
+
+
+# -- the signer a plan carries (settings.check_plan) ----------------------------------------
+
+def test_plan_signer_must_match_the_configuration(files):
+    ident = settings.signer_identity(LAB_CERT)
+    signed = {"kprobes_fleet_signing_cert": files["cert"]}
+    settings._check_signer(ident, signed)
+    settings._check_signer(None, {"kprobes_fleet_signing_cert": ""})
+    with pytest.raises(names.InvalidValue, match="the plan needs the signer"):
+        settings._check_signer(None, signed)
+    with pytest.raises(names.InvalidValue, match="signer is set but kprobes_fleet_signing_cert is not"):
+        settings._check_signer(ident, {"kprobes_fleet_signing_cert": ""})
+    with pytest.raises(names.InvalidValue, match="is not kprobes_fleet_signing_cert"):
+        settings._check_signer(dict(ident, sha256="0" * 64), signed)
+    # the key id is written into C source: hex only
+    with pytest.raises(names.InvalidValue, match="the plan needs the signer"):
+        settings._check_signer(dict(ident, keyid='ab"); evil("'), signed)
+    # a vaulted cert is checked for shape only (the validate action has no vault secret)
+    settings._check_signer(dict(ident, sha256="0" * 64), {"kprobes_fleet_signing_cert": files["cert_vault"]})
+
+
+# -- the action: build_plan op=plan with a signing cert --------------------------------------
+
+PLAYBOOK = """\
+- hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Run the action
+      kprobes.fleet.build_plan: %s
+      register: result
+      ignore_errors: true
+    - name: Save its result
+      ansible.builtin.copy:
+        content: "{{ result | to_json }}"
+        dest: "{{ result_file }}"
+        mode: "0600"
+      check_mode: false
+"""
+
+
+def run_plan(tmp_path, extra_args, extra_vars=None, vault_password=False):
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700, exist_ok=True)
+    args = dict({"op": "plan", "probes": probe_spec.normalize(None), "kernel": KERNEL, "cache_dir": str(cache)},
+                **extra_args)
+    (tmp_path / "inventory.ini").write_text(
+        "localhost ansible_connection=local ansible_python_interpreter=%s\n" % sys.executable)
+    (tmp_path / "play.yml").write_text(PLAYBOOK % json.dumps(args))
+    result_file = tmp_path / "result.json"
+    if result_file.exists():
+        result_file.unlink()
+    (tmp_path / "vars.json").write_text(json.dumps(dict(extra_vars or {}, result_file=str(result_file))))
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"), ANSIBLE_NOCOLOR="1", HOME=str(tmp_path))
+    if vault_password:
+        write(tmp_path / "vault-pass", VAULT_PASSWORD, 0o600)
+        env["ANSIBLE_VAULT_PASSWORD_FILE"] = str(tmp_path / "vault-pass")
+    argv = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", str(tmp_path / "inventory.ini"),
+            "-e", "@%s" % (tmp_path / "vars.json"), str(tmp_path / "play.yml")]
+    res = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out
+    shutil.rmtree(str(cache))
+    return json.loads(result_file.read_text()), out
+
+
+def expected_key(signer=None):
+    resolved = probe_spec.resolve(probe_spec.normalize(None), KERNEL["functions"])
+    spec = probe_spec.spec_hash("kprobes_fleet", resolved, template_sha())
+    return build_key(KERNEL["arch"], KERNEL["release"], KERNEL["version"], spec, signer=signer)
+
+
+def test_plan_without_signing_keeps_the_unsigned_key(tmp_path):
+    result, out = run_plan(tmp_path, {})
+    assert not result.get("failed"), out
+    assert result["plan"]["build_key"] == expected_key()
+    assert result["plan"]["signer"] is None
+    result, out = run_plan(tmp_path, {"signing_cert": ""})
+    assert result["plan"]["build_key"] == expected_key() and result["plan"]["signer"] is None
+
+
+def test_plan_with_a_signing_cert(tmp_path, files):
+    result, out = run_plan(tmp_path, {"signing_cert": files["cert"]})
+    assert not result.get("failed"), out
+    ident = settings.signer_identity(LAB_CERT)
+    assert result["plan"]["signer"] == ident
+    assert result["plan"]["build_key"] == expected_key(ident["sha256"]) != expected_key()
+    assert result["plan"]["build"] is True
+
+
+def test_plan_decrypts_a_vaulted_cert(tmp_path, files):
+    result, out = run_plan(tmp_path, {"signing_cert": files["cert_vault"]}, vault_password=True)
+    assert not result.get("failed"), out
+    assert result["plan"]["signer"] == settings.signer_identity(LAB_CERT)
+
+
+def test_plan_without_the_argument_uses_the_validated_cert(tmp_path, files):
+    valid = {"__kprobes_fleet_valid": {"values": {"kprobes_fleet_signing_cert": files["cert"]}}}
+    result, out = run_plan(tmp_path, {}, extra_vars=valid)
+    assert result["plan"]["signer"]["sha256"] == hashlib.sha256(LAB_CERT).hexdigest()
+    assert result["plan"]["build_key"] == expected_key(hashlib.sha256(LAB_CERT).hexdigest())
+
+
+def test_plan_with_a_file_that_is_not_a_cert(tmp_path, files):
+    result, out = run_plan(tmp_path, {"signing_cert": files["key"]})
+    assert result.get("failed") is True
+    assert result["msg"] == "signing_cert: %s is not an X.509 certificate (PEM or DER)" % files["key"]
+
+
+def test_tracefs_plan_has_no_signer(tmp_path, files):
+    result, out = run_plan(tmp_path, {"signing_cert": files["cert"], "backend": "tracefs"})
+    assert "signer" not in result["plan"] and "build_key" not in result["plan"]
+
+
+# -- entry points: refused before any host task ------------------------------------------------
+
+def test_entry_points_refuse_half_or_careless_signing(tmp_path, files):
+    rc, out = play(REPO, tmp_path, "deploy-probes.yml", {"kprobes_fleet_signing_key": files["key"]})
+    assert_refused(rc, out, "set both kprobes_fleet_signing_key and kprobes_fleet_signing_cert", "[ghost1, ghost2]")
+    os.chmod(files["key"], 0o604)
+    rc, out = play(REPO, tmp_path, "role:kprobes.fleet.probe_deploy",
+                   {"kprobes_fleet_signing_key": files["key"], "kprobes_fleet_signing_cert": files["cert"]})
+    assert_refused(rc, out, "is readable by others (mode 0604)")
+
+
+# -- role variables: the backend choice and the builder's signing steps ------------------------
+
+def trusted(value):
+    if isinstance(value, str):
+        return trust_as_template(value)
+    if isinstance(value, list):
+        return [trusted(v) for v in value]
+    if isinstance(value, dict):
+        return {k: trusted(v) for k, v in value.items()}
+    return value
+
+
+def render(role_files, variables, name):
+    for path in role_files:
+        with open(os.path.join(REPO, "roles", path)) as f:
+            variables.update(trusted(yaml.safe_load(f) or {}))
+    return Templar(loader=DataLoader(), variables=variables).template(variables[name])
+
+
+def choice(wanted, cert, lockdown="integrity", sig_enforce=False, modules_disabled=False, tracefs=True):
+    kernel = {"kprobes": True, "kretprobes": True, "modules_disabled": modules_disabled, "lockdown": lockdown,
+              "sig_enforce": sig_enforce, "tracefs": {"usable": tracefs, "reason": "no tracefs"}}
+    variables = {"ansible_facts": {"kprobes_fleet_kernel": kernel},
+                 "__kprobes_fleet_valid": {"values": {"kprobes_fleet_backend": wanted,
+                                                      "kprobes_fleet_signing_cert": cert,
+                                                      "kprobes_fleet_fail_on_lockdown": True}}}
+    return render(["probe_deploy/vars/main.yml"], variables, "__kprobes_fleet_choice")
+
+
+def test_signing_lifts_the_signature_blockers_only():
+    assert choice("auto", "")[0] == "tracefs"
+    assert choice("auto", "/c.pem")[0] == "module"
+    assert choice("auto", "/c.pem", lockdown="none", sig_enforce=True)[0] == "module"
+    assert choice("module", "")[0] == "none"
+    assert choice("module", "/c.pem") == ["module", "kprobes_fleet_backend=module"]
+    # what signing cannot help with stays
+    assert choice("module", "/c.pem", modules_disabled=True)[0] == "none"
+    assert "module loading is disabled" in choice("auto", "/c.pem", modules_disabled=True)[1]
+    assert choice("tracefs", "/c.pem")[0] == "tracefs"
+
+
+def build_vars(release, signer, headers_sign_file=True, kbuild=(), config='CONFIG_MODULE_SIG_HASH="sha512"'):
+    stat = ({"exists": True, "executable": True, "path": "/lib/modules/%s/build/scripts/sign-file" % release}
+            if headers_sign_file else {"exists": False})
+    return {"ansible_facts": {"kprobes_fleet_kernel": {"release": release}}, "kprobes_fleet_host_dir": "/var/lib/kf",
+            "kprobes_fleet_module_name": "kprobes_fleet",
+            "__kprobes_fleet_build_plan": {"build_key": "0123456789abcdef", "signer": signer},
+            "__kprobes_fleet_sign_headers": {"stat": stat},
+            "__kprobes_fleet_sign_kbuild": {"files": [{"path": p} for p in kbuild]},
+            "__kprobes_fleet_sign_config": {"stdout": config}}
+
+
+def test_unsigned_build_runs_the_same_make():
+    argv = render(["probe_build/vars/main.yml"], build_vars("6.1.0-56-amd64", None), "__kprobes_fleet_build_make")
+    assert argv == ["make", "-C", "/lib/modules/6.1.0-56-amd64/build", "M=/var/lib/kf/build/0123456789abcdef",
+                    "modules"]
+
+
+def test_signed_build_compiles_the_key_id_in():
+    signer = settings.signer_identity(LAB_CERT)
+    argv = render(["probe_build/vars/main.yml"], build_vars("6.1.0-56-amd64", signer), "__kprobes_fleet_build_make")
+    assert argv[-1] == "CFLAGS_kprobes_fleet.o=-include /var/lib/kf/build/0123456789abcdef/signer.h"
+
+
+@pytest.mark.parametrize("release,in_headers,kbuild,expected", [
+    ("6.1.0-56-amd64", True, [], "/lib/modules/6.1.0-56-amd64/build/scripts/sign-file"),
+    ("6.1.0-56-amd64", False, ["/usr/lib/linux-kbuild-6.12", "/usr/lib/linux-kbuild-6.1"],
+     "/usr/lib/linux-kbuild-6.1/scripts/sign-file"),
+    ("6.12.43+deb13-amd64", False, ["/usr/lib/linux-kbuild-6.1", "/usr/lib/linux-kbuild-6.12.43+deb13"],
+     "/usr/lib/linux-kbuild-6.12.43+deb13/scripts/sign-file"),
+    ("5.10.0-35-amd64", False, ["/usr/lib/linux-kbuild-6.1"], ""),
+])
+def test_sign_file_of_the_kernels_version(release, in_headers, kbuild, expected):
+    variables = build_vars(release, settings.signer_identity(LAB_CERT), in_headers, kbuild)
+    assert render(["probe_build/vars/main.yml"], variables, "__kprobes_fleet_sign_file") == expected
+
+
+@pytest.mark.parametrize("config,expected", [('CONFIG_MODULE_SIG_HASH="sha512"', "sha512"),
+                                             ('CONFIG_MODULE_SIG_HASH="sha3-256"', "sha3-256"), ("", "sha256")])
+def test_hash_of_the_kernel(config, expected):
+    variables = build_vars("6.1.0-56-amd64", None, config=config)
+    assert render(["probe_build/vars/main.yml"], variables, "__kprobes_fleet_sign_hash") == expected
+
+
+# -- the real tools: kbuild, sign-file and modinfo on this machine's headers ------------------
+
+HEADERS = sorted(h for h in glob.glob("/usr/src/linux-headers-*-amd64") if os.path.exists(h + "/scripts/sign-file"))
+NO_SIGN_REASON = None
+if not HEADERS:
+    NO_SIGN_REASON = "no /usr/src/linux-headers-*-amd64 with scripts/sign-file"
+SBIN_PATH = "/usr/sbin:/sbin:" + os.environ.get("PATH", "")
+if HEADERS and not (shutil.which("make") and shutil.which("openssl") and shutil.which("modinfo", path=SBIN_PATH)):
+    NO_SIGN_REASON = "make, openssl or modinfo is not installed"
+
+
+@pytest.mark.compile
+@pytest.mark.skipif(NO_SIGN_REASON is not None, reason=NO_SIGN_REASON or "")
+def test_signed_build_with_the_kernels_tools(tmp_path):
+    """What the role does (signer.h, kbuild, sign-file), and what modinfo and probe_module see."""
+    headers = HEADERS[-1]
+    subprocess.run(["openssl", "req", "-new", "-nodes", "-utf8", "-sha256", "-days", "36500", "-batch", "-x509",
+                    "-subj", "/CN=kprobes.fleet unit test/", "-outform", "PEM", "-out", str(tmp_path / "cert.pem"),
+                    "-keyout", str(tmp_path / "key.pem")], check=True, capture_output=True)
+    ident = settings.signer_identity((tmp_path / "cert.pem").read_bytes())
+    build = tmp_path / "build"
+    build.mkdir()
+    (build / "Kbuild").write_text("obj-m := kpf_sign_test.o\n")
+    (build / "kpf_sign_test.c").write_text(
+        '#include <linux/module.h>\nMODULE_LICENSE("GPL");\nMODULE_INFO(marker, "kprobes.fleet");\n'
+        "static int __init t_init(void) { return 0; }\nstatic void __exit t_exit(void) { }\n"
+        "module_init(t_init);\nmodule_exit(t_exit);\n")
+    (build / "signer.h").write_text('#include <linux/module.h>\nMODULE_INFO(signer_keyid, "%s");\n' % ident["keyid"])
+    subprocess.run(["make", "-C", headers, "M=%s" % build, "modules",
+                    "CFLAGS_kpf_sign_test.o=-include %s/signer.h" % build], check=True, capture_output=True)
+    ko = str(build / "kpf_sign_test.ko")
+    subprocess.run([headers + "/scripts/sign-file", "sha256", str(tmp_path / "key.pem"), str(tmp_path / "cert.pem"),
+                    ko], check=True, capture_output=True)
+    modinfo = shutil.which("modinfo", path=SBIN_PATH)
+
+    def field(name):
+        return subprocess.run([modinfo, "-F", name, ko], check=True, capture_output=True, text=True).stdout.strip()
+
+    assert field("sig_id") == "PKCS#7"
+    assert field("signer_keyid") == ident["keyid"]
+    if field("signer"):  # kmod built with libcrypto
+        assert field("signer") == "kprobes.fleet unit test"
+        # the trap this build works around: the signature names the cert by its serial, not its SKID
+        serial = field("sig_key").replace(":", "").lower()
+        assert serial != ident["keyid"]
