@@ -35,9 +35,11 @@ class BenchLab:
     def inventory(self):
         return os.path.join(self.dir, "inventory.yml")
 
-    def ssh(self, name, script, check=True):
+    def ssh(self, name, script, check=True, stdin=None):
+        """Run a shell script on a VM; ``stdin`` (text) is fed to it. Returns its stdout."""
         res = subprocess.run(["ssh", "-F", os.path.join(self.dir, "ssh_config"), "-o", "BatchMode=yes",
-                              name, script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                              name, script], input=stdin if stdin is not None else "",
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         if check and res.returncode != 0:
             raise RuntimeError("%s: %s failed: %s" % (name, script, res.stderr.strip()))
         return res.stdout
