@@ -1,7 +1,7 @@
 # kprobes.fleet — every entry point bootstraps what it needs on a fresh Debian/Ubuntu machine.
 #   make demo       lab up + deploy probes + cause failures + per-host summary
 #   make test       lint + sanity + unit tests + molecule on real kernels in QEMU
-#   make lab        boot the lab fleet (LAB=bullseye,bookworm,trixie), inventory in .lab/inventory.yml
+#   make lab        boot the lab fleet (LAB=bullseye,bookworm,trixie; per VM: LAB=bookworm,bookworm:lockdown=integrity), inventory in .lab/inventory.yml
 #   make lab-down   stop every lab VM;  make lab-status  list them
 
 SHELL := /bin/bash
