@@ -1,7 +1,9 @@
 """Both backends side by side on real kernels (marker: vm): LAB=bookworm,bookworm:lockdown=integrity.
 
 The open VM runs the module, the locked-down one picks tracefs by itself (kprobes_fleet_backend=auto);
-the same trigger gives both the same exact counts, and a second deploy changes nothing.
+the same trigger gives both the same exact counts, and a second deploy changes nothing. Then, on the
+open VM: tracefs forced gives the same count; with module.sig_enforce=1 switched on, a signed module
+the kernel does not trust is refused before anything changes and auto keeps tracefs.
 """
 import json
 import os
@@ -73,6 +75,36 @@ def test_module_and_tracefs_report_the_same_counts(tmp_path):
         rc, out = ansible(d, tmp_path, "ansible-playbook", os.path.join(REPO, "deploy-probes.yml"))
         assert rc == 0, out
         assert recap(out) == {"bookworm-1": 0, "bookworm-2": 0}, out
+
+        # tracefs forced on the open kernel: the module goes, the same trigger gives the same count
+        rc, out = ansible(d, tmp_path, "ansible-playbook", os.path.join(REPO, "playbooks", "deploy.yml"),
+                          "--limit", "bookworm-1", "-e", "kprobes_fleet_backend=tracefs")
+        assert rc == 0, out
+        before = collect(d, tmp_path)["bookworm-1"]
+        assert before["backend"] == "tracefs" and before["backend_reason"] == "kprobes_fleet_backend=tracefs"
+        rc, out = ansible(d, tmp_path, "ansible", "bookworm-1", "-m", "ansible.builtin.shell", "-a",
+                          TRIGGER + "test ! -e /sys/module/kprobes_fleet")
+        assert rc == 0, out
+        after = collect(d, tmp_path)["bookworm-1"]
+        assert after["probes"]["disk_full"]["matches"] - before["probes"]["disk_full"]["matches"] == 4, after
+
+        # signature enforcement and a signed module the kernel does not trust: refused, tracefs stays
+        key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+        subprocess.run(["openssl", "req", "-new", "-nodes", "-utf8", "-sha256", "-days", "36500", "-batch",
+                        "-x509", "-subj", "/CN=kprobes.fleet vm test/", "-outform", "PEM", "-out", str(cert),
+                        "-keyout", str(key)], capture_output=True, check=True)
+        os.chmod(str(key), 0o600)
+        rc, out = ansible(d, tmp_path, "ansible", "bookworm-1", "-m", "ansible.builtin.shell", "-a",
+                          "echo 1 > /sys/module/module/parameters/sig_enforce")
+        assert rc == 0, out
+        rc, out = ansible(d, tmp_path, "ansible-playbook", os.path.join(REPO, "playbooks", "deploy.yml"),
+                          "--limit", "bookworm-1", "-e", "kprobes_fleet_signing_key=%s" % key,
+                          "-e", "kprobes_fleet_signing_cert=%s" % cert)
+        assert rc == 0, out
+        assert "is signed by kprobes.fleet vm test" in out and "which this kernel does not trust" in out, out
+        facts = collect(d, tmp_path)["bookworm-1"]
+        assert facts["backend"] == "tracefs", facts
+        assert facts["probes"]["disk_full"]["registered"] == 1, facts
     finally:
         down = subprocess.run(LAB + ["--dir", str(d), "down"], capture_output=True, text=True, timeout=600,
                               check=False)
