@@ -92,7 +92,6 @@ def _packages(name, value):
 VAULT_HEADER = b'$ANSIBLE_VAULT'
 SIGNING = ('kprobes_fleet_signing_key', 'kprobes_fleet_signing_cert')
 _KEYID_RE = re.compile(r'[0-9a-f]{2,128}')
-_SHA256_RE = re.compile(r'[0-9a-f]{64}')
 
 
 def _controller_file(name, value, private=False):
@@ -303,7 +302,7 @@ def _check_signer(signer, values):
         return
     if not isinstance(signer, dict) or not isinstance(signer.get('keyid'), str) \
             or not _KEYID_RE.fullmatch(signer['keyid']) or len(signer['keyid']) % 2 \
-            or not isinstance(signer.get('sha256'), str) or not _SHA256_RE.fullmatch(signer['sha256']) \
+            or not isinstance(signer.get('sha256'), str) or not re.fullmatch(names.SHA256_PATTERN, signer['sha256']) \
             or not isinstance(signer.get('signer'), str) or not isinstance(signer.get('subject'), str):
         raise names.InvalidValue('build plan: kprobes_fleet_signing_cert is set, so the plan needs the signer '
                                  'kprobes.fleet.build_plan computes from it (signing_cert)')

@@ -38,17 +38,19 @@ PLAYBOOK = """\
 """
 
 
-def run_action(repo, tmp_path, args, check=False):
-    """Run build_plan with ``args`` on localhost; returns the registered result."""
+def run_action(repo, tmp_path, args, check=False, extra_vars=None, env=None):
+    """Run build_plan with ``args`` on localhost; returns the registered result and the output.
+
+    ``extra_vars`` are passed with -e, ``env`` is added to ansible-playbook's environment."""
     (tmp_path / "inventory.ini").write_text(
         "localhost ansible_connection=local ansible_python_interpreter=%s\n" % sys.executable)
     (tmp_path / "play.yml").write_text(PLAYBOOK % json.dumps(args))  # JSON is YAML: the args as given
     result_file = tmp_path / "result.json"
     if result_file.exists():
         result_file.unlink()
-    (tmp_path / "vars.json").write_text(json.dumps({"result_file": str(result_file)}))
+    (tmp_path / "vars.json").write_text(json.dumps(dict(extra_vars or {}, result_file=str(result_file))))
     env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(repo, "ansible.cfg"), ANSIBLE_NOCOLOR="1",
-               HOME=str(tmp_path))
+               HOME=str(tmp_path), **(env or {}))
     argv = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", str(tmp_path / "inventory.ini"),
             "-e", "@%s" % (tmp_path / "vars.json"), str(tmp_path / "play.yml")] + (["--check"] if check else [])
     res = subprocess.run(argv, cwd=repo, env=env, capture_output=True, text=True, timeout=300, check=False)

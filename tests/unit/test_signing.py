@@ -4,24 +4,24 @@ The loader's trust check (probe_module) is tested with the fake host in test_pro
 """
 import glob
 import hashlib
-import json
 import os
 import shutil
 import subprocess
-import sys
 
 import pytest
 import yaml
 from ansible.parsing.dataloader import DataLoader
 from ansible.parsing.vault import VaultLib, VaultSecret
-from ansible.template import Templar, trust_as_template
+from ansible.template import Templar
 
 from ansible_collections.kprobes.fleet.plugins.module_utils import names, probe_spec
 from ansible_collections.kprobes.fleet.plugins.module_utils.probe_spec import build_key
 from ansible_collections.kprobes.fleet.plugins.plugin_utils import settings
 from ansible_collections.kprobes.fleet.plugins.plugin_utils.module_cache import template_sha
 
+from test_build_plan_action import KERNEL, run_action
 from test_entry_points import assert_refused, play
+from test_headers_vars import trusted
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -95,10 +95,6 @@ jpBtCsKp
 
 FAKE_KEY = b"-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----\n"
 VAULT_PASSWORD = b"kprobes-fleet-test"
-
-KERNEL = {"arch": "x86_64", "release": "6.1.0-50-amd64", "version": "#1 SMP PREEMPT_DYNAMIC Debian 6.1.135-1",
-          "functions": {"open_failures": "do_filp_open", "disk_full": "vfs_write"},
-          "candidates": {}, "loaded": {"spec_hash": None}}
 
 
 def pem_to_der(pem):
@@ -277,46 +273,18 @@ def test_plan_signer_must_match_the_configuration(files):
 
 # -- the action: build_plan op=plan with a signing cert --------------------------------------
 
-PLAYBOOK = """\
-- hosts: localhost
-  gather_facts: false
-  tasks:
-    - name: Run the action
-      kprobes.fleet.build_plan: %s
-      register: result
-      ignore_errors: true
-    - name: Save its result
-      ansible.builtin.copy:
-        content: "{{ result | to_json }}"
-        dest: "{{ result_file }}"
-        mode: "0600"
-      check_mode: false
-"""
-
-
 def run_plan(tmp_path, extra_args, extra_vars=None, vault_password=False):
     cache = tmp_path / "cache"
     cache.mkdir(mode=0o700, exist_ok=True)
     args = dict({"op": "plan", "probes": probe_spec.normalize(None), "kernel": KERNEL, "cache_dir": str(cache)},
                 **extra_args)
-    (tmp_path / "inventory.ini").write_text(
-        "localhost ansible_connection=local ansible_python_interpreter=%s\n" % sys.executable)
-    (tmp_path / "play.yml").write_text(PLAYBOOK % json.dumps(args))
-    result_file = tmp_path / "result.json"
-    if result_file.exists():
-        result_file.unlink()
-    (tmp_path / "vars.json").write_text(json.dumps(dict(extra_vars or {}, result_file=str(result_file))))
-    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"), ANSIBLE_NOCOLOR="1", HOME=str(tmp_path))
+    env = {}
     if vault_password:
         write(tmp_path / "vault-pass", VAULT_PASSWORD, 0o600)
         env["ANSIBLE_VAULT_PASSWORD_FILE"] = str(tmp_path / "vault-pass")
-    argv = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", str(tmp_path / "inventory.ini"),
-            "-e", "@%s" % (tmp_path / "vars.json"), str(tmp_path / "play.yml")]
-    res = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
-    out = res.stdout + res.stderr
-    assert res.returncode == 0, out
+    result, out = run_action(REPO, tmp_path, args, extra_vars=extra_vars, env=env)
     shutil.rmtree(str(cache))
-    return json.loads(result_file.read_text()), out
+    return result, out
 
 
 def expected_key(signer=None):
@@ -379,16 +347,6 @@ def test_entry_points_refuse_half_or_careless_signing(tmp_path, files):
 
 
 # -- role variables: the backend choice and the builder's signing steps ------------------------
-
-def trusted(value):
-    if isinstance(value, str):
-        return trust_as_template(value)
-    if isinstance(value, list):
-        return [trusted(v) for v in value]
-    if isinstance(value, dict):
-        return {k: trusted(v) for k, v in value.items()}
-    return value
-
 
 def render(role_files, variables, name):
     for path in role_files:
