@@ -5,6 +5,14 @@
     lab.py up [--releases FLEET]   boot the fleet, wait for SSH, write the inventory
     lab.py down                    stop every VM this lab directory started
     lab.py status                  list them
+    lab.py kill NAME               pull a VM's plug (its disk is kept)
+    lab.py start NAME [--wait]     power it on again, with its disk
+
+VMs behave like machines: a reboot from inside (``reboot``, Ansible's reboot module)
+resets the VM and boots the kernel the guest's /vmlinuz points to (so a kernel
+upgraded inside a guest runs after its reboot, see recipe.BOOT_DEFAULT_KERNEL); a
+power-off from inside or ``kill`` leaves it off with its disk, and ``up`` (same fleet)
+or ``start`` powers it on again.
 
 FLEET (``--releases`` or ``$LAB``) is a comma-separated list of VMs, one entry
 per VM: ``release[:arg[:arg...]]``, e.g. ``bookworm,bookworm:lockdown=integrity``.
@@ -274,6 +282,11 @@ class Lab:
             if have == (release, args, common):
                 log("%s: already up (port %d)%s" % (name, self.meta(name)["port"], shown))
                 continue
+            if have is None and self.stopped_as(name) == (release, args, common, images[release]):
+                # Powered off (killed, or shut down from inside): power it on, disk and all.
+                self.start(name, memory, smp)
+                booting.append(name)
+                continue
             if have:
                 log("%s: up with kernel args %r, wanted %r: restarting it"
                     % (name, " ".join(have[2] + have[1]), " ".join(common + args)))
@@ -310,21 +323,67 @@ class Lab:
                 "kernel_args": list(args), "common_kernel_args": list(common), "cmdline": cmdline,
                 "ready": False}
         self.save(name, meta)
+        log("%s: booting %s (port %d)%s" % (name, img["kernel"], port,
+                                            ", kernel args: " + " ".join(common + args) if common + args else ""))
+        self.launch(name, memory, smp)
+
+    def launch(self, name, memory, smp):
+        """Start the VM's qemu on its overlay. Like a real machine: a reboot from inside resets it
+        (QEMU starts the image's kernel again; the guest's lab-boot-default-kernel unit then
+        switches to the kernel /vmlinuz points to, see recipe.BOOT_DEFAULT_KERNEL); a power-off
+        from inside, or 'lab.py kill', leaves it off with its disk, and 'up'/'start' powers it on."""
+        d, m = self.vmdir(name), self.meta(name)
+        image = m["image"]
         argv = [QEMU, "-name", "kfleet-" + name, "-accel", "tcg,thread=multi",
                 "-smp", str(smp), "-m", str(memory),
                 "-kernel", os.path.join(image, "vmlinuz"), "-initrd", os.path.join(image, "initrd.img"),
-                "-append", cmdline,
-                "-drive", "file=%s,if=virtio,format=qcow2" % overlay,
-                "-netdev", "user,id=n0,hostfwd=tcp:127.0.0.1:%d-:22" % port,
+                "-append", m["cmdline"],
+                "-drive", "file=%s,if=virtio,format=qcow2" % os.path.join(d, "overlay.qcow2"),
+                "-netdev", "user,id=n0,hostfwd=tcp:127.0.0.1:%d-:22" % m["port"],
                 "-device", "virtio-net-pci,netdev=n0", "-device", "virtio-rng-pci",
-                "-display", "none", "-monitor", "none", "-no-reboot",
+                "-display", "none", "-monitor", "none",
                 "-serial", "file:" + os.path.join(d, "console.log"),
                 "-daemonize", "-pidfile", os.path.join(d, "qemu.pid")]
-        log("%s: booting %s (port %d)%s" % (name, img["kernel"], port,
-                                            ", kernel args: " + " ".join(common + args) if common + args else ""))
+        m.update(ready=False, memory=memory, smp=smp)
+        self.save(name, m)
         res = subprocess.run(argv, capture_output=True, text=True)
         if res.returncode != 0:
             raise LabError("%s: qemu failed to start: %s" % (name, res.stderr.strip()))
+
+    def stopped_as(self, name):
+        """(release, own args, common args, image) of a VM that is powered off with its disk, else None."""
+        m = self.meta(name)
+        if not m or self.pid(name) or not os.path.exists(os.path.join(self.vmdir(name), "overlay.qcow2")):
+            return None
+        return (m.get("release"), tuple(m.get("kernel_args", ())), tuple(m.get("common_kernel_args", ())),
+                m.get("image"))
+
+    def start(self, name, memory=None, smp=None):
+        """Power on a VM that is off, keeping its disk (and its port, when still free)."""
+        m = self.meta(name)
+        if not m or not self.stopped_as(name):
+            raise LabError("%s: no powered-off lab VM of that name in %s" % (name, self.vms))
+        if not port_free(m["port"]):
+            m["port"] = free_port()
+            self.save(name, m)
+        # The console log of the previous power cycle is kept, once, for the record.
+        console = os.path.join(self.vmdir(name), "console.log")
+        if os.path.exists(console):
+            os.replace(console, console + ".previous")
+        log("%s: powering on with its disk (port %d)" % (name, m["port"]))
+        self.launch(name, memory or m.get("memory", 2048), smp or m.get("smp", 1))
+
+    def kill(self, name):
+        """Pull the plug: SIGKILL the VM's qemu (no shutdown), keep its disk for 'start'/'up'."""
+        pid = self.pid(name)
+        if not pid:
+            raise LabError("%s: not running" % name)
+        os.kill(pid, signal.SIGKILL)
+        kill_wait(pid)
+        m = self.meta(name)
+        m["ready"] = False
+        self.save(name, m)
+        log("%s: killed (qemu pid %d), disk kept" % (name, pid))
 
     def _wait(self, name, timeout, errors):
         t0 = time.time()
@@ -434,6 +493,17 @@ def free_port():
     port = s.getsockname()[1]
     s.close()
     return port
+
+
+def port_free(port):
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
 
 
 def kill_wait(pid, grace=10):
@@ -557,6 +627,12 @@ def main(argv=None):
     pu.add_argument("--json", action="store_true", help="print the VMs as JSON on stdout")
     sub.add_parser("down")
     sub.add_parser("status")
+    for cmd, what in (("kill", "pull a VM's plug (SIGKILL qemu), keeping its disk"),
+                      ("start", "power a killed or shut-down VM on again, with its disk")):
+        pk = sub.add_parser(cmd, help=what)
+        pk.add_argument("name")
+        pk.add_argument("--wait", action="store_true", help="wait for SSH (start)")
+        pk.add_argument("--timeout", type=int, default=int(os.environ.get("LAB_BOOT_TIMEOUT", "600")))
     args = p.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run cleanups on 'kill'
     lab = Lab(args.dir)
@@ -579,6 +655,17 @@ def main(argv=None):
                 print("inventory: %s  (%.0f s)" % (os.path.join(lab.dir, "inventory.yml"), time.time() - t0))
         elif args.cmd == "down":
             lab.down()
+        elif args.cmd == "kill":
+            lab.kill(args.name)
+        elif args.cmd == "start":
+            lab.start(args.name)
+            lab.write_known_hosts()
+            if args.wait:
+                errors = {}
+                lab._wait(args.name, args.timeout, errors)
+                if errors:
+                    raise LabError(errors[args.name])
+                lab.write_inventory()
         elif args.cmd == "status":
             rows = lab.status()
             if not rows:

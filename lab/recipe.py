@@ -25,6 +25,8 @@ BASE_PACKAGES = [
     "ifupdown",
     "kmod",
     "udev",
+    # The lab's boot loader (see BOOT_DEFAULT_KERNEL): QEMU always starts the image's kernel.
+    "kexec-tools",
 ]
 # DHCP client for ifupdown's "dhcp" method: isc-dhcp-client is gone from sid.
 DHCP_CLIENT = {"sid": "dhcpcd-base"}
@@ -50,6 +52,43 @@ GUEST_FILES = {
         "PermitRootLogin prohibit-password\nPasswordAuthentication no\nUseDNS no\n"
     ),
 }
+# Real machines boot the kernel their boot loader defaults to; Debian points /vmlinuz and
+# /initrd.img at it. QEMU starts every lab VM (and restarts it on a guest reboot) with the image's
+# kernel (-kernel), so a kernel upgraded inside a guest would never run. This unit closes the gap
+# early in boot: when /vmlinuz is not the running kernel, it kexecs into it (one extra, short boot).
+BOOT_DEFAULT_KERNEL = (
+    "#!/bin/sh\n"
+    "# Lab only (kprobes.fleet lab/recipe.py): boot the kernel /vmlinuz points to, as a boot loader would.\n"
+    "set -eu\n"
+    "want=$(readlink -f /vmlinuz) || exit 0\n"
+    "[ -f \"$want\" ] || exit 0\n"
+    "[ \"$want\" = \"$(readlink -f /boot/vmlinuz-$(uname -r))\" ] && exit 0\n"
+    "echo \"lab: running $(uname -r), the default kernel is $want: kexec into it\"\n"
+    "kexec -l \"$want\" --initrd=\"$(readlink -f /initrd.img)\" --reuse-cmdline\n"
+    "systemctl --no-block kexec\n"
+)
+GUEST_FILES.update({
+    "usr/local/sbin/lab-boot-default-kernel": BOOT_DEFAULT_KERNEL,
+    "etc/systemd/system/lab-boot-default-kernel.service": (
+        "[Unit]\n"
+        "Description=Lab: boot the kernel /vmlinuz points to (a boot loader's job)\n"
+        "DefaultDependencies=no\n"
+        "After=local-fs.target\n"
+        "Before=sysinit.target ssh.service\n"
+        "ConditionPathExists=/vmlinuz\n\n"
+        "[Service]\n"
+        "Type=oneshot\n"
+        "ExecStart=/bin/sh /usr/local/sbin/lab-boot-default-kernel\n\n"
+        "[Install]\n"
+        "WantedBy=sysinit.target\n"
+    ),
+    # kexec-tools must not turn reboots into kexecs: a guest reboot is a real (emulated) reset.
+    "etc/default/kexec": "LOAD_KEXEC=false\n",
+    # A kernel installed inside a guest gets an initramfs of the modules this VM needs: under TCG,
+    # "most" takes 15+ minutes to build, "dep" 4 (the image's own initramfs is built at debootstrap
+    # time, with "most", before this file is written).
+    "etc/initramfs-tools/conf.d/kprobes-fleet-lab.conf": "MODULES=dep\n",
+})
 # sid's InRelease can be past its Valid-Until date on the mirror.
 EXTRA_GUEST_FILES = {
     "sid": {
@@ -59,6 +98,7 @@ EXTRA_GUEST_FILES = {
 # Commands run in a chroot of the new root file system.
 CHROOT_COMMANDS = [
     ["systemctl", "enable", "ssh"],
+    ["systemctl", "enable", "lab-boot-default-kernel.service"],
     ["systemctl", "mask", "apt-daily.timer", "apt-daily-upgrade.timer", "e2scrub_all.timer"],
 ]
 

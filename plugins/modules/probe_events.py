@@ -165,7 +165,7 @@ msg:
 '''
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.kprobes.fleet.plugins.module_utils import names
+from ansible_collections.kprobes.fleet.plugins.module_utils import names, persist
 from ansible_collections.kprobes.fleet.plugins.module_utils.tracefs import TraceBackend, TracefsError
 
 
@@ -198,12 +198,29 @@ class ProbeEvents(object):
                                       check_mode=self.module.check_mode)
         if result['changed']:
             result.update(self.diff(before, {'present': True, 'spec_hash': result['spec_hash']}))
+        self.record(params['probes'], result['spec_hash'], params['reason'], result)
         return result
+
+    def record(self, probes, spec_hash, reason, result):
+        """Record what runs now for the boot-time restore (kprobes.fleet.probe_persist)."""
+        detail = {'probes': probes, 'reason': reason}
+        have = persist.load_manifest(self.backend.state_dir, self.name)
+        if have and have['backend'] == 'tracefs' and have['spec_hash'] == spec_hash \
+                and have.get('tracefs') == detail and have['kernel'] == persist.running_kernel():
+            return
+        result['changed'] = True
+        if not self.module.check_mode:
+            persist.save_manifest(self.backend.state_dir, self.name, 'tracefs', spec_hash, detail)
 
     def absent(self):
         before = self.before()
         result = self.backend.absent(check_mode=self.module.check_mode)
         result.update(spec_hash=None, previous_spec_hash=before['spec_hash'])
+        have = persist.load_manifest(self.backend.state_dir, self.name)
+        if have and have['backend'] == 'tracefs':
+            result['changed'] = True
+            if not self.module.check_mode:
+                persist.forget(self.backend.state_dir, self.name, 'tracefs')
         if result['changed']:
             result.update(self.diff(before, {'present': False, 'spec_hash': None}))
         return result

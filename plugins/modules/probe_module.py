@@ -153,7 +153,7 @@ import re
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
-from ansible_collections.kprobes.fleet.plugins.module_utils import kmsg, names
+from ansible_collections.kprobes.fleet.plugins.module_utils import kmsg, names, persist
 from ansible_collections.kprobes.fleet.plugins.module_utils.hostfs import module_policy, read_text
 from ansible_collections.kprobes.fleet.plugins.module_utils.ownership import ModuleSysfs
 
@@ -203,6 +203,7 @@ class ProbeLoader(object):
         except names.InvalidValue as e:
             module.fail_json(msg=str(e))
         self.path = params['path']
+        self.host_state_dir = state_dir
         self.state_dir = os.path.join(root, state_dir.lstrip('/'))
         self.cursor_path = names.cursor_path(self.state_dir, self.name)
         self.loaded_ko = names.loaded_ko_path(self.state_dir, self.name)
@@ -414,6 +415,9 @@ class ProbeLoader(object):
                                   restored=restored, previous_spec_hash=current)
 
         kmsg.atomic_write(self.loaded_ko, data, 0o600)
+        # What runs now, for the boot-time restore (kprobes.fleet.probe_persist).
+        persist.save_manifest(self.state_dir, self.name, 'module', self.spec_hash,
+                              {'ko': names.loaded_ko_path(self.host_state_dir, self.name), 'sha256': self.sha256})
         result['spec_hash'] = self.loaded_spec_hash()
         result['probes'] = self.probe_status()
         result['msg'] = '%s %s' % ('reloaded' if loaded else 'loaded', self.path)
@@ -431,6 +435,11 @@ class ProbeLoader(object):
                   'previous_spec_hash': current, 'spec_hash': None, 'loaded': False}
         if not loaded:
             result['msg'] = '%s is not loaded' % self.name
+            if os.path.exists(self.loaded_ko) or persist.load_manifest(self.state_dir, self.name):
+                result['changed'] = True
+                if not self.module.check_mode:
+                    self.forget()
+                result['msg'] += '; its boot-time record removed'
             return result
         result['changed'] = True
         result.update(self.diff(current, True, None, False))
@@ -438,8 +447,15 @@ class ProbeLoader(object):
             result['msg'] = 'would unload %s' % self.name
             return result
         self.rmmod()
+        self.forget()
         result['msg'] = 'unloaded %s' % self.name
         return result
+
+    def forget(self):
+        """Nothing of ours is left to load at boot: the record and the copy it would load."""
+        persist.forget(self.state_dir, self.name, 'module')
+        if os.path.exists(self.loaded_ko):
+            os.unlink(self.loaded_ko)
 
     def apply(self):
         if self.state == 'absent':

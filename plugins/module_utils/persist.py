@@ -1,0 +1,238 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, kprobes.fleet contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Probes that come back after a reboot, and only on the kernel they were made for.
+
+Whoever puts probes in place records what runs, in ``<state_dir>/<name>.persist.json`` (0600):
+``{mark, name, backend, kernel: {release, version}, spec_hash, saved, module: {ko, sha256} |
+tracefs: {probes, reason}}``: probe_module after a load, probe_events after creating events. At
+boot, the unit ``kprobes-fleet-<name>.service`` (installed by the probe_persist module) runs
+``restore()`` through a copy of these module_utils kept in ``<host_dir>/lib``: it loads the
+recorded module, or recreates the recorded events, only when the running kernel is exactly the
+one recorded (``uname -r`` and ``uname -v``, as in the build key). Otherwise it loads nothing and
+says why, once, in the journal and in ``<state_dir>/<name>.persist-status.json``; probe_facts then
+reports ``loaded: false`` with that reason. Standard library only: this file runs on hosts
+without Ansible.
+"""
+
+from __future__ import (absolute_import, division, print_function)
+__metaclass__ = type
+
+import hashlib
+import json
+import os
+import subprocess
+import time
+
+from ansible_collections.kprobes.fleet.plugins.module_utils import kmsg, names
+from ansible_collections.kprobes.fleet.plugins.module_utils.ownership import ModuleSysfs
+
+BACKENDS = ('module', 'tracefs')
+UNIT_DIR = '/etc/systemd/system'
+# The module_utils the restore needs (persist and what it imports), as shipped to <host_dir>/lib.
+LIB_MODULES = ('persist', 'names', 'kmsg', 'ownership', 'hostfs', 'probe_spec', 'tracefs')
+LIB_PACKAGE = ('ansible_collections', 'kprobes', 'fleet', 'plugins', 'module_utils')
+RESTORE_SCRIPT = 'kprobes-fleet-restore'
+
+
+class PersistError(Exception):
+    pass
+
+
+def manifest_path(state_dir, name):
+    return os.path.join(state_dir, '%s.persist.json' % name)
+
+
+def status_path(state_dir, name):
+    return os.path.join(state_dir, '%s.persist-status.json' % name)
+
+
+def unit_name(name):
+    return 'kprobes-fleet-%s.service' % names.module_name(name, 'name')
+
+
+def running_kernel():
+    u = os.uname()
+    return {'release': u.release, 'version': u.version}
+
+
+def _read_json(path):
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (IOError, OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def load_manifest(state_dir, name):
+    """The manifest of ``name``, or None when there is none (or it is not ours / malformed)."""
+    data = _read_json(manifest_path(state_dir, name))
+    if not data or data.get('mark') != names.MARK or data.get('name') != name \
+            or data.get('backend') not in BACKENDS or not isinstance(data.get('kernel'), dict):
+        return None
+    return data
+
+
+def save_manifest(state_dir, name, backend, spec_hash, detail, kernel=None):
+    """Record what runs now (after a successful load or create)."""
+    if backend not in BACKENDS:
+        raise ValueError('backend must be one of %s' % ', '.join(BACKENDS))
+    data = {'mark': names.MARK, 'name': names.module_name(name, 'name'), 'backend': backend,
+            'kernel': kernel or running_kernel(), 'spec_hash': names.hex16(spec_hash, 'spec_hash'),
+            'saved': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()), backend: detail}
+    kmsg.ensure_dir(state_dir)
+    kmsg.atomic_write(manifest_path(state_dir, name), json.dumps(data, indent=1, sort_keys=True).encode(), 0o600)
+    return data
+
+
+def forget(state_dir, name, backend=None):
+    """Remove the manifest (only the given backend's, when one is given) and the last status."""
+    removed = False
+    data = load_manifest(state_dir, name)
+    if data is not None and (backend is None or data['backend'] == backend):
+        os.unlink(manifest_path(state_dir, name))
+        removed = True
+    if backend is None and os.path.exists(status_path(state_dir, name)):
+        os.unlink(status_path(state_dir, name))
+        removed = True
+    return removed
+
+
+def kernel_change(manifest, kernel=None):
+    """Why the recorded probes must not run on this kernel (a sentence), or None when they may."""
+    now = kernel or running_kernel()
+    was = manifest['kernel']
+    if was.get('release') == now['release'] and was.get('version') == now['version']:
+        return None
+    what = 'release' if was.get('release') != now['release'] else 'build (uname -v)'
+    return ('kernel changed since the probes were deployed: they were made for %s (%s), the running '
+            'kernel is %s (%s); nothing was loaded (a different kernel %s): the next deploy prepares '
+            'them for this kernel' % (was.get('release'), was.get('version'), now['release'],
+                                      now['version'], what))
+
+
+def _sha256(path):
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _restore_module(name, manifest, root, state_dir):
+    sysfs = ModuleSysfs(name, root)
+    if sysfs.loaded():
+        if not sysfs.ours():
+            raise PersistError('a module named %s is loaded and is not ours; loading nothing' % name)
+        if sysfs.spec_hash() == manifest['spec_hash']:
+            return 'already loaded (spec_hash %s)' % manifest['spec_hash']
+        raise PersistError('%s is loaded with spec_hash %s, not the recorded %s; leaving it alone'
+                           % (name, sysfs.spec_hash(), manifest['spec_hash']))
+    detail = manifest.get('module') or {}
+    ko = detail.get('ko')
+    if ko != names.loaded_ko_path(state_dir, name):  # only ever our own copy
+        raise PersistError('the record names %r, not our copy %s; loading nothing'
+                           % (ko, names.loaded_ko_path(state_dir, name)))
+    ko = os.path.join(root, ko.lstrip('/'))
+    if not os.path.isfile(ko):
+        raise PersistError('the recorded module file %s is gone' % ko)
+    if _sha256(ko) != detail.get('sha256'):
+        raise PersistError('%s does not have the recorded sha256 %s; refusing to load it' % (ko, detail.get('sha256')))
+    res = subprocess.run(['insmod', ko], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    if res.returncode != 0:
+        raise PersistError('insmod %s failed (rc=%d): %s' % (ko, res.returncode,
+                                                          res.stdout.decode('utf-8', 'replace').strip()))
+    return 'loaded %s (spec_hash %s)' % (ko, manifest['spec_hash'])
+
+
+def _restore_tracefs(name, manifest, root, state_dir):
+    from ansible_collections.kprobes.fleet.plugins.module_utils.tracefs import TraceBackend, TracefsError
+    detail = manifest.get('tracefs') or {}
+    try:
+        got = TraceBackend(name, root=root, state_dir=state_dir).present(
+            detail.get('probes') or [], manifest['spec_hash'], detail.get('reason'))
+    except (TracefsError, names.InvalidValue) as e:
+        raise PersistError(str(e))
+    return got['msg']
+
+
+def restore(name, state_dir, root='/', kernel=None):
+    """Bring back what the manifest records, on exactly the recorded kernel. Returns the status
+    written to ``<name>.persist-status.json``: {loaded, backend, reason, boot_id, time}."""
+    name = names.module_name(name, 'name')
+    host_state = os.path.join(root, names.host_path(state_dir, 'state_dir').lstrip('/'))
+    manifest = load_manifest(host_state, name)
+    status = {'name': name, 'loaded': False, 'backend': None, 'reason': None, 'kernel': kernel or running_kernel(),
+              'time': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}
+    try:
+        status['boot_id'] = kmsg.read_boot_id(os.path.join(root, kmsg.BOOT_ID_PATH.lstrip('/')))
+    except (IOError, OSError):
+        status['boot_id'] = None
+    if manifest is None:
+        status['reason'] = 'nothing recorded for %s (no %s): nothing to restore' % (
+            name, manifest_path(state_dir, name))
+    else:
+        status['backend'] = manifest['backend']
+        status['reason'] = kernel_change(manifest, status['kernel'])
+        if status['reason'] is None:
+            try:
+                if manifest['backend'] == 'module':
+                    status['reason'] = _restore_module(name, manifest, root, state_dir)
+                else:
+                    status['reason'] = _restore_tracefs(name, manifest, root, state_dir)
+                status['loaded'] = True
+            except PersistError as e:
+                status['reason'] = 'restore failed: %s' % e
+                status['failed'] = True
+    if os.path.isdir(host_state):
+        kmsg.atomic_write(status_path(host_state, name), json.dumps(status, indent=1, sort_keys=True).encode(), 0o600)
+    return status
+
+
+def last_status(state_dir, name):
+    return _read_json(status_path(state_dir, name))
+
+
+def unit_text(name, python, lib_dir, state_dir):
+    """The systemd unit that restores ``name`` at boot; its first line is our mark."""
+    name = names.module_name(name, 'name')
+    return (
+        '# %s: restores the probes "%s" at boot (written by kprobes.fleet.probe_persist; '
+        'removed by state=absent)\n'
+        '[Unit]\n'
+        'Description=kprobes.fleet probes %s (restored only on the kernel they were made for)\n'
+        'After=local-fs.target systemd-modules-load.service sys-kernel-tracing.mount\n'
+        'ConditionPathExists=%s\n\n'
+        '[Service]\n'
+        'Type=oneshot\n'
+        'RemainAfterExit=yes\n'
+        'ExecStart=%s -I %s --name %s --state-dir %s\n\n'
+        '[Install]\n'
+        'WantedBy=multi-user.target\n'
+        % (names.MARK, name, name, manifest_path(state_dir, name), python,
+           os.path.join(lib_dir, RESTORE_SCRIPT), name, state_dir))
+
+
+def is_ours(text):
+    return bool(text) and text.startswith('# %s:' % names.MARK)
+
+
+# The entry point the unit runs (python -I: no PYTHONPATH, no user site; the lib dir is added).
+RESTORE_MAIN = '''#!/usr/bin/python3
+# %s: boot-time restore of probes (written by kprobes.fleet.probe_persist, do not edit).
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ansible_collections.kprobes.fleet.plugins.module_utils import persist  # noqa: E402
+
+p = argparse.ArgumentParser()
+p.add_argument('--name', required=True)
+p.add_argument('--state-dir', required=True)
+a = p.parse_args()
+s = persist.restore(a.name, a.state_dir)
+print('kprobes.fleet %%s: %%s%%s' %% (a.name, 'restored: ' if s['loaded'] else 'not loaded: ', s['reason']))
+sys.exit(1 if s.get('failed') else 0)
+''' % names.MARK

@@ -1,0 +1,273 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, kprobes.fleet developers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import (absolute_import, division, print_function)
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+---
+module: probe_persist
+short_description: Bring a host's probes back after a reboot, only on the kernel they were made for
+description:
+  - With O(state=present), installs and enables the systemd unit C(kprobes-fleet-<name>.service)
+    and the restore program it runs (a copy of this collection's C(module_utils) in O(lib_dir)).
+    At boot the unit loads the recorded module, or recreates the recorded tracefs events, only when
+    the running kernel is exactly the one recorded (C(uname -r) and C(uname -v)); after a kernel
+    upgrade it loads nothing and logs one line saying why, and M(kprobes.fleet.probe_facts) reports
+    C(loaded=false) with that reason.
+  - What runs is recorded by the backends (C(<state_dir>/<name>.persist.json)): M(kprobes.fleet.probe_module)
+    after a load, M(kprobes.fleet.probe_events) after creating events. A module loaded by an older
+    release of this collection, without a record, is adopted.
+  - Nothing is started now: the probes already run. Only a unit file whose first line carries the mark
+    C(# kprobes.fleet:) is ever changed or removed.
+  - With O(state=absent), disables and removes the unit and the restore program.
+author:
+  - kprobes.fleet developers (@kprobes-fleet)
+options:
+  name:
+    description: Module name (C(kprobes_fleet_module_name)).
+    type: str
+    required: true
+  state:
+    description: V(present) installs and enables the unit, V(absent) removes it.
+    type: str
+    choices: [present, absent]
+    default: present
+  state_dir:
+    description: Directory of the records (C(<kprobes_fleet_host_dir>/state)).
+    type: str
+    default: /var/lib/kprobes-fleet/state
+  lib_dir:
+    description: Where the restore program is kept (C(<kprobes_fleet_host_dir>/lib)).
+    type: str
+    default: /var/lib/kprobes-fleet/lib
+  unit_dir:
+    description: Directory of the unit file.
+    type: str
+    default: /etc/systemd/system
+attributes:
+  check_mode:
+    support: full
+    description: Reports what would change; writes nothing and runs no C(systemctl) command that changes anything.
+  diff_mode:
+    support: none
+    description: No diff.
+notes:
+  - Needs root and systemd.
+seealso:
+  - module: kprobes.fleet.probe_module
+  - module: kprobes.fleet.probe_events
+  - module: kprobes.fleet.probe_facts
+'''
+
+EXAMPLES = r'''
+- name: Restore the probes at boot
+  kprobes.fleet.probe_persist:
+    name: kprobes_fleet
+
+- name: Stop restoring them
+  kprobes.fleet.probe_persist:
+    name: kprobes_fleet
+    state: absent
+'''
+
+RETURN = r'''
+unit:
+  description: Path of the unit file.
+  returned: always
+  type: str
+  sample: /etc/systemd/system/kprobes-fleet-kprobes_fleet.service
+enabled:
+  description: Whether the unit is enabled after this run.
+  returned: always
+  type: bool
+recorded:
+  description: The record the unit restores (backend, kernel, spec_hash), or null when there is none.
+  returned: always
+  type: dict
+  sample: {backend: module, kernel: {release: 6.1.0-50-amd64, version: "#1 SMP PREEMPT_DYNAMIC Debian 6.1.176-1"},
+           spec_hash: 3f9a1c0d5e7b2a41}
+msg:
+  description: What was done.
+  returned: always
+  type: str
+'''
+
+import hashlib
+import inspect
+import os
+import sys
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.common.text.converters import to_native
+
+from ansible_collections.kprobes.fleet.plugins.module_utils import kmsg, names, persist
+from ansible_collections.kprobes.fleet.plugins.module_utils.ownership import ModuleSysfs
+
+
+def lib_files(lib_dir):
+    """{path: text} of the restore program: the module_utils it imports, and its entry point."""
+    files = {os.path.join(lib_dir, persist.RESTORE_SCRIPT): persist.RESTORE_MAIN}
+    pkg = os.path.join(lib_dir, *persist.LIB_PACKAGE)
+    # Regular packages (not namespace ones): ours is found first, whatever else is installed.
+    for depth in range(1, len(persist.LIB_PACKAGE) + 1):
+        files[os.path.join(lib_dir, *(persist.LIB_PACKAGE[:depth] + ('__init__.py',)))] = ''
+    for mod in persist.LIB_MODULES:
+        full = 'ansible_collections.kprobes.fleet.plugins.module_utils.%s' % mod
+        __import__(full)
+        files[os.path.join(pkg, mod + '.py')] = inspect.getsource(sys.modules[full])
+    return files
+
+
+class Persister(object):
+    def __init__(self, module, root='/'):
+        self.module = module
+        self.root = root
+        p = module.params
+        try:
+            self.name = names.module_name(p['name'], 'name')
+            self.state_dir = names.host_path(p['state_dir'], 'state_dir')
+            self.lib_dir = names.host_path(p['lib_dir'], 'lib_dir')
+            unit_dir = p['unit_dir']
+            if unit_dir not in ('/etc/systemd/system', '/run/systemd/system'):
+                unit_dir = names.host_path(unit_dir, 'unit_dir')
+        except names.InvalidValue as e:
+            module.fail_json(msg=str(e))
+        self.unit = os.path.join(unit_dir, persist.unit_name(self.name))
+        self.changed = False
+
+    def host(self, path):
+        return os.path.join(self.root, path.lstrip('/'))
+
+    def read(self, path):
+        try:
+            with open(self.host(path)) as f:
+                return f.read()
+        except (IOError, OSError):
+            return None
+
+    def write(self, path, text):
+        """Write when different; returns whether it changed (nothing is written in check mode)."""
+        if self.read(path) == text:
+            return False
+        if not self.module.check_mode:
+            kmsg.ensure_dir(os.path.dirname(self.host(path)))
+            kmsg.atomic_write(self.host(path), text.encode('utf-8'), 0o644 if path == self.unit else 0o600)
+        return True
+
+    def systemctl(self, *args, **kw):
+        binary = self.module.get_bin_path('systemctl', required=True)
+        rc, out, err = self.module.run_command([binary] + list(args))
+        if rc != 0 and kw.get('check', True):
+            self.module.fail_json(msg='systemctl %s failed (rc=%d): %s' % (' '.join(args), rc, (err or out).strip()))
+        return rc, out.strip()
+
+    def refuse_foreign_unit(self):
+        text = self.read(self.unit)
+        if text is not None and not persist.is_ours(text):
+            self.module.fail_json(msg='%s exists and is not ours (its first line is not "# %s: ..."); '
+                                      'refusing to change or remove it (choose another kprobes_fleet_module_name)'
+                                      % (self.unit, names.MARK))
+
+    def record(self):
+        """The manifest; adopts a module of ours loaded without one (older releases)."""
+        state = self.host(self.state_dir)
+        manifest = persist.load_manifest(state, self.name)
+        if manifest is not None:
+            return manifest
+        sysfs = ModuleSysfs(self.name, self.root)
+        ko = names.loaded_ko_path(state, self.name)
+        if not (sysfs.loaded() and sysfs.ours() and os.path.isfile(ko)):
+            return None
+        self.changed = True
+        with open(ko, 'rb') as f:
+            sha = hashlib.sha256(f.read()).hexdigest()
+        detail = {'ko': names.loaded_ko_path(self.state_dir, self.name), 'sha256': sha}
+        if self.module.check_mode:
+            return {'backend': 'module', 'kernel': persist.running_kernel(), 'spec_hash': sysfs.spec_hash()}
+        return persist.save_manifest(state, self.name, 'module', sysfs.spec_hash(), detail)
+
+    def present(self):
+        self.refuse_foreign_unit()
+        recorded = self.record()
+        for path, text in sorted(lib_files(self.lib_dir).items()):
+            self.changed |= self.write(path, text)
+        unit_changed = self.write(self.unit, persist.unit_text(self.name, sys.executable, self.lib_dir, self.state_dir))
+        self.changed |= unit_changed
+        unit = os.path.basename(self.unit)
+        if not self.module.check_mode and unit_changed:
+            self.systemctl('daemon-reload')
+        rc, out = self.systemctl('is-enabled', unit, check=False)
+        if out != 'enabled':
+            self.changed = True
+            if not self.module.check_mode:
+                self.systemctl('enable', unit)
+        return {'changed': self.changed, 'unit': self.unit, 'enabled': True,
+                'recorded': dict((k, recorded[k]) for k in ('backend', 'kernel', 'spec_hash')) if recorded else None,
+                'msg': '%s %s' % (unit, 'installed and enabled' if self.changed else 'in place')}
+
+    def remove_tree(self, top):
+        """Remove the restore program: the files we write, then the directories left empty."""
+        for path in lib_files(self.lib_dir):
+            if os.path.exists(self.host(path)):
+                self.changed = True
+                if not self.module.check_mode:
+                    os.unlink(self.host(path))
+        if self.module.check_mode:
+            return
+        for dirpath, dirnames, filenames in os.walk(self.host(top), topdown=False):
+            for d in dirnames:
+                full = os.path.join(dirpath, d)
+                if os.path.isdir(full) and not os.listdir(full) and d in persist.LIB_PACKAGE + ('__pycache__',):
+                    os.rmdir(full)
+            pycache = [f for f in filenames if f.endswith('.pyc')]
+            for f in pycache:
+                os.unlink(os.path.join(dirpath, f))
+        for d in (os.path.join(self.host(top), '__pycache__'), self.host(top)):
+            try:
+                os.rmdir(d)
+            except OSError:
+                pass
+
+    def absent(self):
+        self.refuse_foreign_unit()
+        unit = os.path.basename(self.unit)
+        if self.read(self.unit) is not None:
+            self.changed = True
+            if not self.module.check_mode:
+                self.systemctl('disable', unit, check=False)
+                os.unlink(self.host(self.unit))
+                self.systemctl('daemon-reload')
+        try:
+            self.remove_tree(self.lib_dir)
+        except (IOError, OSError) as e:
+            self.module.fail_json(msg='cannot remove %s: %s' % (self.lib_dir, to_native(e)))
+        return {'changed': self.changed, 'unit': self.unit, 'enabled': False, 'recorded': None,
+                'msg': '%s %s' % (unit, 'removed' if self.changed else 'not installed')}
+
+    def apply(self):
+        return self.present() if self.module.params['state'] == 'present' else self.absent()
+
+
+def build_module():
+    return AnsibleModule(
+        argument_spec=dict(
+            name=dict(type='str', required=True),
+            state=dict(type='str', default='present', choices=['present', 'absent']),
+            state_dir=dict(type='str', default='/var/lib/kprobes-fleet/state'),
+            lib_dir=dict(type='str', default='/var/lib/kprobes-fleet/lib'),
+            unit_dir=dict(type='str', default='/etc/systemd/system'),
+        ),
+        supports_check_mode=True,
+    )
+
+
+def main():
+    module = build_module()
+    module.exit_json(**Persister(module).apply())
+
+
+if __name__ == '__main__':
+    main()
