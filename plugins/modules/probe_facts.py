@@ -130,6 +130,20 @@ ansible_facts:
           type: bool
           returned: always
           sample: true
+        reason:
+          description: When C(loaded) is V(false), why - after a kernel upgrade it names both
+            kernels (the probes are restored at boot only on the kernel they were made for), or the
+            boot-time restore's error, or that nothing is deployed; V(null) when loaded.
+          type: str
+          returned: always
+          sample: "kernel changed since the probes were deployed: they were made for 6.1.0-50-amd64 (...),
+            the running kernel is 6.12.95+deb12-amd64 (...); nothing was loaded (...)"
+        previous_boot_id:
+          description: The boot id of the previous collection on this host (V(null) on the first);
+            when it differs from C(boot_id), the host rebooted in between and every counter restarted
+            from zero (C(delta.reset) says so).
+          type: str
+          returned: always
         spec_hash:
           description: The active probes' spec hash, V(null) if none.
           type: str
@@ -153,12 +167,18 @@ ansible_facts:
             - tracefs backend - C(kp_nmissed) is V(null) (C(nmissed) is the kernel's sum of the
               entry kprobe's and the return probe's misses), C(suppressed) is 0 (no rate limit),
               C(reg_err) is 0, or V(null) when the event is gone.
+            - C(delta) - what changed since the previous collection on this host - C(hits),
+              C(matches), C(nmissed), C(seconds) since then, and C(reset) - V(null), or why the
+              counters restarted from zero (a reboot, a reload with another spec, a new probe,
+              the first collection); then the delta is counted from that zero. The previous
+              counters are kept next to the cursor and saved only with O(advance_cursor=true).
             - Empty when no probes are active.
           type: dict
           returned: always
           sample:
             disk_full: {function: vfs_write, hits: 9123, matches: 3, nmissed: 0, kp_nmissed: 0,
-                        maxactive: 64, registered: 1, reg_err: 0, suppressed: 0}
+                        maxactive: 64, registered: 1, reg_err: 0, suppressed: 0,
+                        delta: {hits: 412, matches: 1, nmissed: 0, seconds: 3600.2, reset: null}}
         events:
           description: This module's event lines (or our tracefs instance's events) read after
             the cursor, oldest first.
@@ -229,10 +249,11 @@ ansible_facts:
 '''
 
 import os
+import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
-from ansible_collections.kprobes.fleet.plugins.module_utils import kmsg, names
+from ansible_collections.kprobes.fleet.plugins.module_utils import deltas, kmsg, names, persist
 from ansible_collections.kprobes.fleet.plugins.module_utils.ownership import ModuleSysfs
 from ansible_collections.kprobes.fleet.plugins.module_utils.tracefs import TraceBackend, TracefsError
 
@@ -254,7 +275,8 @@ class ProbeFacts(object):
             module.fail_json(msg=str(e))
         self.max_events = module.params['max_events']
         self.advance = module.params['advance_cursor']
-        self.cursor_path = names.cursor_path(self.path(state_dir.lstrip('/')), self.name)
+        self.state_dir = self.path(state_dir.lstrip('/'))
+        self.cursor_path = names.cursor_path(self.state_dir, self.name)
         self.sysfs = ModuleSysfs(self.name, root)
         self.tracefs = TraceBackend(self.name, root=root, state_dir=state_dir)
 
@@ -307,19 +329,51 @@ class ProbeFacts(object):
             'cursor': got['cursor'],
         }
 
+    def not_loaded_reason(self, boot_id):
+        """Why nothing of ours runs here: the kernel changed since the deploy, the boot-time
+        restore failed, or nothing was deployed."""
+        manifest = persist.load_manifest(self.state_dir, self.name)
+        if manifest is None:
+            return 'nothing of ours is deployed under %s on this host' % self.name
+        changed = persist.kernel_change(manifest)
+        if changed:
+            return changed
+        status = persist.last_status(self.state_dir, self.name)
+        if status and status.get('boot_id') == boot_id and not status.get('loaded'):
+            return 'the boot-time restore did not load the probes: %s' % status.get('reason')
+        return ('the probes recorded for this kernel (%s backend, spec_hash %s) are not loaded: they '
+                'were removed by hand, or the boot-time restore is off (kprobes_fleet_persist) or has '
+                'not run yet; the next deploy puts them back' % (manifest['backend'], manifest['spec_hash']))
+
+    def add_deltas(self, facts):
+        """Per probe ``delta`` since the previous collection; the snapshot is saved with the cursor."""
+        prev = deltas.load(self.state_dir, self.name)
+        snap = deltas.snapshot(facts['boot_id'], facts['backend'], facts['spec_hash'], time.time(), facts['probes'])
+        for probe, delta in deltas.compute(prev, snap).items():
+            facts['probes'][probe]['delta'] = delta
+        facts['previous_boot_id'] = prev.get('boot_id') if prev else None
+        if self.advance and not self.module.check_mode and facts['loaded']:
+            try:
+                deltas.save(self.state_dir, self.name, snap)
+            except (IOError, OSError) as e:
+                self.module.fail_json(msg='cannot save %s: %s' % (deltas.path(self.state_dir, self.name), to_native(e)))
+        return facts
+
     def gather(self):
         if self.max_events < 0:
             self.module.fail_json(msg='max_events must be >= 0, got %d' % self.max_events)
         facts = self.gather_tracefs()
         if facts is not None:
-            return facts
+            facts['reason'] = None
+            return self.add_deltas(facts)
         loaded = self.sysfs.ours()
         boot_id, events, lost, dropped, cursor = self.events()
-        return {
+        return self.add_deltas({
             'module': self.name,
             'backend': 'module' if loaded else None,
             'backend_reason': None,
             'loaded': loaded,
+            'reason': None if loaded else self.not_loaded_reason(boot_id),
             'spec_hash': self.sysfs.spec_hash() if loaded else None,
             'kernel': self.release,
             'boot_id': boot_id,
@@ -328,7 +382,7 @@ class ProbeFacts(object):
             'events_lost': lost,
             'events_dropped': dropped,
             'cursor': cursor,
-        }
+        })
 
 
 def build_module():

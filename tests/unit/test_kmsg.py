@@ -378,7 +378,10 @@ def test_probe_facts_loaded_counters_and_cursor(tmp_path):
     assert f['kernel'] == '6.1.0-56-amd64' and f['boot_id'] == 'boot-1'
     assert f['probes'] == {'disk_full': {'function': 'vfs_write', 'hits': 9123, 'matches': 3, 'nmissed': 0,
                                          'kp_nmissed': 0, 'maxactive': 64, 'registered': 1, 'reg_err': 0,
-                                         'suppressed': 1}}
+                                         'suppressed': 1,
+                                         'delta': {'hits': 9123, 'matches': 3, 'nmissed': 0, 'seconds': None,
+                                                   'reset': 'first collection on this host'}}}
+    assert f['reason'] is None and f['previous_boot_id'] is None
     assert [(e['seq'], e['comm'], e['errno']) for e in f['events']] == [(1, 'dd', 'ENOSPC'), (2, 'my prog', 'ENOSPC')]
     assert (f['events_lost'], f['events_dropped']) == (0, 0)
     assert f['cursor'] == {'boot_id': 'boot-1', 'next_seq': 3}
@@ -442,3 +445,59 @@ def test_probe_facts_refuses_names_and_paths_that_are_not_ours(tmp_path, params,
         run_facts(tmp_path, root, **params)
     assert str(exc.value).startswith(field + ': ')
     assert not os.path.exists(os.path.join(root, 'etc'))
+
+
+def set_counters(root, **values):
+    for name, value in values.items():
+        with open(os.path.join(root, 'sys/kernel', MOD, 'probes/disk_full', name), 'w') as f:
+            f.write('%d\n' % value)
+
+
+def test_probe_facts_delta_is_what_changed_since_the_previous_collection(tmp_path):
+    root = fake_host(tmp_path, [], loaded=True)
+    run_facts(tmp_path, root)
+    set_counters(root, hits=9200, matches=5, nmissed=2)
+    d = run_facts(tmp_path, root)['probes']['disk_full']['delta']
+    assert (d['hits'], d['matches'], d['nmissed'], d['reset']) == (77, 2, 2, None)
+    assert d['seconds'] is not None and 0 <= d['seconds'] < 60
+    # peeking (advance_cursor=false) does not move the baseline either
+    assert run_facts(tmp_path, root, advance_cursor=False)['probes']['disk_full']['delta']['matches'] == 0
+    assert run_facts(tmp_path, root, advance_cursor=False)['probes']['disk_full']['delta']['matches'] == 0
+
+
+def test_probe_facts_delta_after_a_reboot_counts_from_zero_and_says_so(tmp_path):
+    root = fake_host(tmp_path, [], loaded=True)
+    run_facts(tmp_path, root)
+    with open(os.path.join(root, 'proc/sys/kernel/random/boot_id'), 'w') as f:
+        f.write('boot-2\n')
+    set_counters(root, hits=40, matches=1, nmissed=0)
+    f = run_facts(tmp_path, root)
+    d = f['probes']['disk_full']['delta']
+    assert (d['hits'], d['matches'], d['nmissed']) == (40, 1, 0)
+    assert 'rebooted' in d['reset'] and 'boot-2' in d['reset']
+    assert (f['boot_id'], f['previous_boot_id']) == ('boot-2', 'boot-1')
+
+
+def test_probe_facts_delta_after_a_reload_or_a_counter_going_down(tmp_path):
+    root = fake_host(tmp_path, [], loaded=True)
+    run_facts(tmp_path, root)
+    set_counters(root, hits=10, matches=0, nmissed=0)  # same boot, same spec: reloaded by hand
+    d = run_facts(tmp_path, root)['probes']['disk_full']['delta']
+    assert (d['hits'], d['matches']) == (10, 0) and 'went down' in d['reset']
+    with open(os.path.join(root, 'sys/kernel', MOD, 'spec_hash'), 'w') as f:
+        f.write('0d11e4b7a53f2a9c\n')
+    set_counters(root, hits=12, matches=0, nmissed=0)
+    d = run_facts(tmp_path, root)['probes']['disk_full']['delta']
+    assert d['hits'] == 12 and 'reloaded' in d['reset']
+
+
+def test_probe_facts_not_loaded_says_why(tmp_path):
+    from ansible_collections.kprobes.fleet.plugins.module_utils import persist
+    root = fake_host(tmp_path, [])
+    assert 'nothing of ours is deployed' in run_facts(tmp_path, root)['reason']
+    state = os.path.join(root, STATE.lstrip('/'))
+    persist.save_manifest(state, MOD, 'module', '3f2a9c0d11e4b7a5', {'ko': 'x', 'sha256': 'y'},
+                          kernel={'release': '6.1.0-50-amd64', 'version': '#1 old'})
+    reason = run_facts(tmp_path, root)['reason']
+    assert reason.startswith('kernel changed') and '6.1.0-50-amd64' in reason
+    assert os.uname().release in reason  # the running kernel, named
