@@ -29,6 +29,7 @@ ARGUMENT_SPEC = {
     "poll": {"type": "float", "default": 2},
     "backend": {"type": "str", "default": "module", "choices": ["module", "tracefs"]},
     "signing_cert": {"type": "str"},
+    "error": {"type": "str"},
 }
 REQUIRED = {"plan": ("probes", "kernel"), "wait": ("build_key",), "publish": ("build_key", "staged"),
             "abort": ("build_key",)}
@@ -55,7 +56,7 @@ class ActionModule(ActionBase):
             if op == "plan":
                 result.update(self._plan(cache, host, args, timeout, task_vars))
             elif op == "wait":
-                result.update(self._wait(cache, key, timeout, args["poll"]))
+                result.update(self._wait(cache, key, timeout, args["poll"], task_vars.get("ansible_play_hosts") or []))
             elif self._play_context.check_mode:
                 result.update(changed=op == "publish", msg="check mode: the cache is not written")
             elif op == "publish":
@@ -66,7 +67,7 @@ class ActionModule(ActionBase):
                 cache.release(key)
                 result.update(changed=True, sha256=meta["sha256"], ko=cache.ko(key))
             else:
-                cache.release(key)
+                cache.release(key, error=("%s" % (args.get("error") or "no error message"))[:4000])
         except names.InvalidValue as e:
             result.update(failed=True, msg=str(e))
         return result
@@ -137,7 +138,9 @@ class ActionModule(ActionBase):
                         builder=(cache.holder(key) or {}).get("host"))
         return dict(changed=False, plan=plan)
 
-    def _wait(self, cache, key, timeout, poll):
+    def _wait(self, cache, key, timeout, poll, play_hosts):
+        """Until the key is published; fails at once, with the builder's error, when its build failed
+        (op=abort), and when the builder of this run dropped out of the play (unreachable, killed)."""
         if self._play_context.check_mode and not cache.lookup(key):
             return dict(changed=False, msg="check mode: %s is not built yet" % key)
         deadline = time.time() + timeout
@@ -149,8 +152,16 @@ class ActionModule(ActionBase):
             if holder is None:
                 if cache.lookup(key):
                     continue  # published and released since we looked
+                failed = cache.failure(key)
+                if failed:
+                    return dict(failed=True, msg="the build of %s on %s failed: %s"
+                                                 % (key, failed.get("host"), failed.get("error")))
                 return dict(failed=True, msg="the build of %s on another host failed or was aborted; "
                                              "see that host's error (cache: %s)" % (key, cache.root))
+            if cache.held_by_this_run(holder) and holder.get("host") not in play_hosts:
+                return dict(failed=True, msg="%s, the host building %s in this run, dropped out of the play "
+                                             "(unreachable or failed) before publishing it; re-run: the next run "
+                                             "takes the build over" % (holder.get("host"), key))
             if time.time() > deadline:
                 return dict(failed=True, msg="timed out after %d s waiting for %s to build %s"
                                              % (timeout, holder.get("host"), key))

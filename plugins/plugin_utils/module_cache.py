@@ -128,6 +128,10 @@ class ModuleCache:
                 return False
             if os.path.exists(path) and not self._stale(key, stale_after):
                 return False
+            try:
+                os.unlink(self.failed(key))  # a new attempt: an old failure no longer speaks for it
+            except FileNotFoundError:
+                pass
             tmp = "%s.tmp-%d" % (path, os.getpid())
             with open(tmp, "w") as f:
                 json.dump({"host": host, "pid": os.getppid(), "node": socket.gethostname(),
@@ -155,11 +159,35 @@ class ModuleCache:
                 pass
         return False
 
-    def release(self, key):
+    def release(self, key, error=None):
+        """Give the build of key back; with ``error`` (a failed build), waiters get it (failure())."""
+        if error is not None:
+            info = dict(self.holder(key) or {}, error=error, failed_at=time.time())
+            tmp = "%s.tmp-%d" % (self.failed(key), os.getpid())
+            with open(tmp, "w") as f:
+                json.dump(info, f)
+            os.rename(tmp, self.failed(key))
         try:
             os.unlink(self.lock(key))
         except FileNotFoundError:
             pass
+
+    def failed(self, key):
+        return self.lock(key)[:-len(".lock")] + ".failed"
+
+    def failure(self, key):
+        """The last failed build of key (host, error), when it failed in this run."""
+        try:
+            with open(self.failed(key)) as f:
+                info = json.load(f)
+        except (OSError, ValueError):
+            return None
+        return info if isinstance(info, dict) and self.held_by_this_run(info) else None
+
+    @staticmethod
+    def held_by_this_run(info):
+        """Whether a lock (or failure) record was made by this ansible-playbook process."""
+        return info.get("node") == socket.gethostname() and info.get("pid") == os.getppid()
 
     def publish(self, key, staged_ko, meta):
         """Move a fetched .ko into the cache atomically, with its sha256 and metadata."""

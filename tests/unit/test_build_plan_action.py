@@ -216,3 +216,67 @@ def test_abort_with_a_bad_timeout_keeps_the_lock(repo, tmp_path, cache_dir):
                                               "cache_dir": str(cache_dir)})
     assert result.get("failed") is True and "timeout: must be between 60" in result["msg"], out
     assert locks(cache_dir) == [K1 + ".lock"]
+
+
+WAITERS_PLAY = """\
+- hosts: h1,h2
+  gather_facts: false
+  tasks:
+    - name: Plan (one of the two hosts claims the build)
+      kprobes.fleet.build_plan: %(plan)s
+      register: plan
+    - name: The builder fails (%(how)s)
+      kprobes.fleet.build_plan:
+        op: abort
+        build_key: "{{ plan.plan.build_key }}"
+        cache_dir: %(cache)s
+        error: "make: *** [Makefile:10: modules] Error 2 (on {{ inventory_hostname }})"
+      when: plan.plan.build and %(abort)s
+    - name: The builder drops out of the play (unreachable, killed)
+      ansible.builtin.fail:
+        msg: builder gone
+      when: plan.plan.build
+    - name: Wait for the builder
+      kprobes.fleet.build_plan:
+        op: wait
+        build_key: "{{ plan.plan.build_key }}"
+        cache_dir: %(cache)s
+        timeout: 600
+        poll: 0.2
+      register: waited
+      ignore_errors: true
+    - name: Save what the waiter got
+      ansible.builtin.copy:
+        content: "{{ waited | to_json }}"
+        dest: "{{ result_file }}"
+        mode: "0600"
+"""
+
+
+@pytest.mark.parametrize("how", ["abort", "dropout"])
+def test_waiters_fail_at_once_with_the_builders_error(repo, tmp_path, cache_dir, how):
+    """A failed build (op=abort with its error) or a builder that left the play: the host waiting for
+    it fails within seconds, not after the 600 s timeout, and says why."""
+    import time
+    (tmp_path / "inventory.ini").write_text(
+        "h1 ansible_connection=local ansible_python_interpreter=%s\nh2 ansible_connection=local "
+        "ansible_python_interpreter=%s\n" % (sys.executable, sys.executable))
+    play = WAITERS_PLAY % {"plan": json.dumps(plan_args(cache_dir)), "cache": json.dumps(str(cache_dir)),
+                           "abort": "true" if how == "abort" else "false", "how": how}
+    (tmp_path / "play.yml").write_text(play)
+    result_file = tmp_path / "waited.json"
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(repo, "ansible.cfg"), ANSIBLE_NOCOLOR="1", HOME=str(tmp_path))
+    t0 = time.time()
+    res = subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i",
+                          str(tmp_path / "inventory.ini"), "-e", "result_file=%s" % result_file,
+                          str(tmp_path / "play.yml")], cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+    elapsed = time.time() - t0
+    out = res.stdout + res.stderr
+    assert result_file.exists(), out
+    waited = json.loads(result_file.read_text())
+    assert waited.get("failed") is True, waited
+    if how == "abort":
+        assert "Error 2 (on h" in waited["msg"] and "failed:" in waited["msg"]
+    else:
+        assert "dropped out of the play" in waited["msg"]
+    assert elapsed < 120, "the waiter waited for the timeout (%.0f s): %s" % (elapsed, out)
