@@ -17,11 +17,11 @@ description:
     the running kernel is exactly the one recorded (C(uname -r) and C(uname -v)); after a kernel
     upgrade it loads nothing and logs one line saying why, and M(kprobes.fleet.probe_facts) reports
     C(loaded=false) with that reason.
-  - What runs is recorded by the backends (C(<state_dir>/<name>.persist.json)): M(kprobes.fleet.probe_module)
-    after a load, M(kprobes.fleet.probe_events) after creating events. A module loaded by an older
-    release of this collection, without a record, is adopted.
-  - Nothing is started now: the probes already run. Only a unit file whose first line carries the mark
-    C(# kprobes.fleet:) is ever changed or removed.
+  - What runs is recorded by the backends in C(<state_dir>/<name>.persist.json) -
+    M(kprobes.fleet.probe_module) after a load, M(kprobes.fleet.probe_events) after creating events.
+    A module loaded by an older release of this collection, without a record, is adopted.
+  - Nothing is started now, the probes already run. Only a unit file whose first line is our mark
+    (a comment starting with C(kprobes.fleet:)) is ever changed or removed.
   - With O(state=absent), disables and removes the unit and the restore program.
 author:
   - kprobes.fleet developers (@kprobes-fleet)

@@ -47,6 +47,10 @@ def _build_timeout(name, value):
                         'seconds; a build takes minutes, less would make every host build')
 
 
+def _lock_wait(name, value):
+    return names.as_int(name, value, 0, 86400, 'seconds to wait for another run on the same host')
+
+
 def _cache_dir(name, value):
     if not isinstance(value, str) or not value.strip():
         raise names.InvalidValue('%s: must be a directory path on the controller, got %s'
@@ -256,6 +260,8 @@ PUBLIC = {
     'kprobes_fleet_headers_extra_packages': ([], _packages),
     'kprobes_fleet_signing_key': ('', _signing_key),
     'kprobes_fleet_signing_cert': ('', _signing_cert),
+    'kprobes_fleet_persist': (True, _bool),
+    'kprobes_fleet_lock_wait': (300, _lock_wait),
 }
 
 
