@@ -1,6 +1,6 @@
 # kprobes.fleet — every entry point bootstraps what it needs on a fresh Debian/Ubuntu machine.
 #   make demo       lab up + deploy probes + cause failures + per-host summary
-#   make test       lint + sanity + unit tests + molecule on real kernels in QEMU
+#   make test       lint + sanity + unit tests + molecule on real kernels in QEMU (default + lifecycle scenarios)
 #   make lab        boot the lab fleet (LAB=bullseye,bookworm,trixie; per VM: LAB=bookworm,bookworm:lockdown=integrity), inventory in .lab/inventory.yml
 #   make lab-down   stop every lab VM;  make lab-status  list them
 
@@ -71,8 +71,10 @@ compile: venv
 lab-test: deps
 	$(BIN)/pytest -q tests/vm
 
+# default: the pipeline on 5.10, 6.1, 6.12; lifecycle: reboots, a kernel upgrade, faults (README, "Lifecycle").
 molecule: deps
 	$(BIN)/molecule test
+	$(BIN)/molecule test -s lifecycle
 
 test: deps lint sanity unit lab-test molecule
 	@echo "make test: all passed"
