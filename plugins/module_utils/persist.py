@@ -139,10 +139,10 @@ def _restore_module(name, manifest, root, state_dir):
         raise PersistError('the recorded module file %s is gone' % ko)
     if _sha256(ko) != detail.get('sha256'):
         raise PersistError('%s does not have the recorded sha256 %s; refusing to load it' % (ko, detail.get('sha256')))
-    res = subprocess.run(['insmod', ko], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    res = subprocess.run(['insmod', ko], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
     if res.returncode != 0:
-        raise PersistError('insmod %s failed (rc=%d): %s' % (ko, res.returncode,
-                                                          res.stdout.decode('utf-8', 'replace').strip()))
+        output = res.stdout.decode('utf-8', 'replace').strip()
+        raise PersistError('insmod %s failed (rc=%d): %s' % (ko, res.returncode, output))
     return 'loaded %s (spec_hash %s)' % (ko, manifest['spec_hash'])
 
 

@@ -133,7 +133,7 @@ def test_check_mode_takes_nothing(host):
 @pytest.mark.parametrize('field, value', [('run_id', 'xyz'), ('run_id', A.upper()), ('name', '../etc'),
                                           ('wait', -1), ('stale_after', 5), ('owner', 'a\nb')])
 def test_bad_arguments(host, field, value):
-    module, _ = host.lock(A)
+    module, dummy = host.lock(A)
     module.params[field] = value
     with pytest.raises(Failed):
         host_lock.HostLock(module, root=host.root)
