@@ -48,6 +48,16 @@ def cmdline(base, arch):
     return base.replace("console=" + ARCHES[DEFAULT_ARCH]["console"], "console=" + ARCHES[arch]["console"])
 
 
+def image_name(name):
+    """The image cache's name of a lab release: 'bookworm-arm64' -> 'arm64-bookworm'.
+
+    The architecture comes first so that no image of another architecture starts with
+    '<release>-': lab.py before arm64 deleted every '<release>-*' entry but the new one when it
+    built a release's image, and the cache is shared by every checkout on the machine."""
+    base, arch = split(name)
+    return base if arch == DEFAULT_ARCH else "%s-%s" % (arch, base)
+
+
 def group(name):
     """Inventory group of a lab release: 'bookworm-arm64' -> 'bookworm_arm64' (no '-' in groups)."""
     return name.replace("-", "_")

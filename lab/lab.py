@@ -105,7 +105,7 @@ def recipe_hash(release):
 
 
 def image_dir(release):
-    return os.path.join(CACHE, "images", "%s-%s" % (release, recipe_hash(release)))
+    return os.path.join(CACHE, "images", "%s-%s" % (arch.image_name(release), recipe_hash(release)))
 
 
 def build_image(release):
@@ -116,7 +116,7 @@ def build_image(release):
     if os.path.exists(os.path.join(final, "meta.json")):
         return final
     os.makedirs(os.path.join(CACHE, "images"), exist_ok=True)
-    with open(os.path.join(CACHE, "images", ".%s.lock" % release), "w") as lock:
+    with open(os.path.join(CACHE, "images", ".%s.lock" % arch.image_name(release)), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another 'make lab' may be building it right now
         if os.path.exists(os.path.join(final, "meta.json")):
             return final
@@ -133,7 +133,7 @@ def build_image(release):
             raise
         # Drop images of older recipes for this release (not bookworm-arm64's for bookworm),
         # then publish atomically.
-        mine = re.compile(re.escape(release) + r"-[0-9a-f]{16}(\.build)?")
+        mine = re.compile(re.escape(arch.image_name(release)) + r"-[0-9a-f]{16}(\.build)?")
         for old in os.listdir(os.path.join(CACHE, "images")):
             if mine.fullmatch(old) and old != os.path.basename(work):
                 shutil.rmtree(os.path.join(CACHE, "images", old), ignore_errors=True)

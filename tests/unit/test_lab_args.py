@@ -333,7 +333,7 @@ def test_inventory_groups_of_arm64_vms_have_no_dash(fake, tmp_path):
 
 def test_a_new_image_drops_only_its_own_older_builds(monkeypatch, tmp_path):
     images = tmp_path / "images"
-    for old in ("bookworm-0123456789abcdef", "bookworm-arm64-0123456789abcdef", "bookworm-backports-x"):
+    for old in ("bookworm-0123456789abcdef", "arm64-bookworm-0123456789abcdef", "bookworm-backports-x"):
         (images / old).mkdir(parents=True)
         (images / old / "meta.json").write_text("{}")
     monkeypatch.setattr(lab, "CACHE", str(tmp_path))
@@ -342,4 +342,10 @@ def test_a_new_image_drops_only_its_own_older_builds(monkeypatch, tmp_path):
     monkeypatch.setattr(lab, "_build_into", lambda release, work: None)
     lab.build_image("bookworm")
     assert sorted(os.listdir(str(images))) == [
-        ".bookworm.lock", "bookworm-arm64-0123456789abcdef", "bookworm-backports-x", "bookworm-fedcba9876543210"]
+        ".bookworm.lock", "arm64-bookworm-0123456789abcdef", "bookworm-backports-x", "bookworm-fedcba9876543210"]
+    lab.build_image("bookworm-arm64")
+    assert sorted(os.listdir(str(images))) == [
+        ".arm64-bookworm.lock", ".bookworm.lock", "arm64-bookworm-fedcba9876543210", "bookworm-backports-x",
+        "bookworm-fedcba9876543210"]
+    # what lab.py before arm64 deletes when it builds bookworm: '<release>-*'; never an arm64 image
+    assert not lab.image_dir("bookworm-arm64").split(os.sep)[-1].startswith("bookworm-")
