@@ -388,8 +388,8 @@ def test_normalized_candidates_keep_their_type_whatever_the_probe_type():
 
 @pytest.mark.parametrize('chosen,returns', [('a', 'errptr'), ('b', 'int'), ('c', 'long')])
 def test_resolve_takes_the_chosen_candidates_type(chosen, returns):
-    normalized = ps.normalize([probe(function=['a', {'function': 'b', 'returns': 'int'},
-                                                {'function': 'c', 'returns': 'long'}], returns='errptr')])
+    candidates = ['a', {'function': 'b', 'returns': 'int'}, {'function': 'c', 'returns': 'long'}]
+    normalized = ps.normalize([probe(function=candidates, returns='errptr')])
     resolved = ps.resolve(normalized, {'p': chosen})[0]
     assert (resolved['function'], resolved['returns']) == (chosen, returns)
     # what settings.check_plan and tracefs.validate_resolved do with a plan: same result again
