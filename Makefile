@@ -1,7 +1,8 @@
 # kprobes.fleet — every entry point bootstraps what it needs on a fresh Debian/Ubuntu machine.
 #   make demo       lab up + deploy probes + cause failures + per-host summary
-#   make test       lint + sanity + unit tests + molecule on real kernels in QEMU (default + lifecycle scenarios)
-#   make lab        boot the lab fleet (LAB=bullseye,bookworm,trixie; per VM: LAB=bookworm,bookworm:lockdown=integrity), inventory in .lab/inventory.yml
+#   make test       lint + sanity + unit tests + molecule on real kernels in QEMU (5.10, 6.1, 6.12; default + lifecycle scenarios)
+#   make test-extended  molecule (same converge + verify, plus tracefs forced) on the newest kernel: Debian sid (7.x)
+#   make lab        boot the lab fleet (LAB=bullseye,bookworm,trixie; also sid; per VM: LAB=bookworm,bookworm:lockdown=integrity), inventory in .lab/inventory.yml
 #   make lab-down   stop every lab VM;  make lab-status  list them
 
 SHELL := /bin/bash
@@ -17,7 +18,7 @@ SYS_CMDS := qemu-system-x86_64 qemu-img debootstrap mkfs.ext4 ssh ssh-keygen rsy
 SYS_PKGS := qemu-system-x86 qemu-utils debootstrap e2fsprogs openssh-client rsync git python3-venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help deps sys-deps venv lab lab-down lab-status demo deploy test lint sanity unit compile lab-test molecule clean
+.PHONY: help deps sys-deps venv lab lab-down lab-status demo deploy test test-extended lint sanity unit compile lab-test molecule clean
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -78,6 +79,11 @@ molecule: deps
 
 test: deps lint sanity unit lab-test molecule
 	@echo "make test: all passed"
+
+# Kernels outside CI's 90 minutes (molecule/extended): today Debian sid, the newest kernel.
+test-extended: deps
+	$(BIN)/molecule test -s extended
+	@echo "make test-extended: all passed"
 
 clean: lab-down
 	rm -rf .lab tests/output

@@ -46,9 +46,10 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import recipe  # noqa: E402
+import arch  # noqa: E402
 
 CACHE = os.path.expanduser(os.environ.get("KPROBES_FLEET_LAB_CACHE", "~/.cache/kprobes-fleet/lab"))
-QEMU = os.environ.get("LAB_QEMU", "qemu-system-x86_64")
+QEMU = os.environ.get("LAB_QEMU")  # overrides the architecture's qemu-system-* (tests)
 # Console lines after which a boot will never reach SSH: fail at once instead of timing out.
 BOOT_FAILURES = ("Kernel panic", "Dropping to a shell", "Gave up waiting for root", "emergency mode")
 # One per-VM kernel argument: "name" or "name=value". Conservative on purpose: no quotes, no
@@ -88,6 +89,16 @@ def ssh_key():
 
 # --------------------------------------------------------------------------- images
 
+def known(release):
+    """A release the lab can build: a recipe release, or one with an architecture suffix."""
+    base, _arch = arch.split(release)
+    return base in recipe.KERNELS
+
+
+def known_names():
+    return "%s (each also as <release>-%s)" % (", ".join(recipe.KERNELS), "/-".join(arch.FOREIGN))
+
+
 def recipe_hash(release):
     h = hashlib.sha256()
     with open(os.path.join(HERE, "recipe.py"), "rb") as f:
@@ -95,22 +106,25 @@ def recipe_hash(release):
     with open(ssh_key() + ".pub", "rb") as f:
         h.update(f.read())
     h.update(release.encode())
+    if arch.split(release)[1] != arch.DEFAULT_ARCH:  # x86-64 images keep their key
+        with open(os.path.join(HERE, "arch.py"), "rb") as f:
+            h.update(f.read())
     return h.hexdigest()[:16]
 
 
 def image_dir(release):
-    return os.path.join(CACHE, "images", "%s-%s" % (release, recipe_hash(release)))
+    return os.path.join(CACHE, "images", "%s-%s" % (arch.image_name(release), recipe_hash(release)))
 
 
 def build_image(release):
     """Return the directory of a ready image for release, building it if needed."""
-    if release not in recipe.KERNELS:
-        raise LabError("unknown release %r (known: %s)" % (release, ", ".join(recipe.KERNELS)))
+    if not known(release):
+        raise LabError("unknown release %r (known: %s)" % (release, known_names()))
     final = image_dir(release)
     if os.path.exists(os.path.join(final, "meta.json")):
         return final
     os.makedirs(os.path.join(CACHE, "images"), exist_ok=True)
-    with open(os.path.join(CACHE, "images", ".%s.lock" % release), "w") as lock:
+    with open(os.path.join(CACHE, "images", ".%s.lock" % arch.image_name(release)), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another 'make lab' may be building it right now
         if os.path.exists(os.path.join(final, "meta.json")):
             return final
@@ -125,9 +139,11 @@ def build_image(release):
             unmount_under(work)  # an interrupted debootstrap can leave proc/sys/dev mounted
             shutil.rmtree(work, ignore_errors=True)
             raise
-        # Drop images of older recipes for this release, then publish atomically.
+        # Drop images of older recipes for this release (not bookworm-arm64's for bookworm),
+        # then publish atomically.
+        mine = re.compile(re.escape(arch.image_name(release)) + r"-[0-9a-f]{16}(\.build)?")
         for old in os.listdir(os.path.join(CACHE, "images")):
-            if old.startswith(release + "-") and old != os.path.basename(work):
+            if mine.fullmatch(old) and old != os.path.basename(work):
                 shutil.rmtree(os.path.join(CACHE, "images", old), ignore_errors=True)
         os.rename(work, final)
     return final
@@ -140,20 +156,44 @@ def unmount_under(path):
         subprocess.run(["umount", "-l", point], check=False)
 
 
+def ensure_binfmt(name):
+    """Foreign programs (the guest's, in debootstrap and chroot) run through qemu-user-static."""
+    entry = os.path.join("/proc/sys/fs/binfmt_misc", name)
+    if not os.path.exists(entry):
+        if not os.path.exists("/proc/sys/fs/binfmt_misc/status"):
+            subprocess.run(["mount", "-t", "binfmt_misc", "binfmt_misc", "/proc/sys/fs/binfmt_misc"], check=False)
+        subprocess.run(["update-binfmts", "--enable", name], check=False,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with open(entry) as f:
+            if f.readline().strip() == "enabled":
+                return
+    except OSError:
+        pass
+    raise LabError("binfmt_misc has no enabled %s entry: install qemu-user-static and binfmt-support, "
+                   "then: mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc; "
+                   "update-binfmts --enable %s" % (name, name))
+
+
 def _build_into(release, work):
     t0 = time.time()
     root = os.path.join(work, "rootfs")
-    log("%s: debootstrap (minbase, %s kernel) ..." % (release, recipe.KERNELS[release]))
+    base, cpu = arch.split(release)
+    foreign = []
+    if cpu != arch.DEFAULT_ARCH:
+        ensure_binfmt(arch.ARCHES[cpu]["binfmt"])
+        foreign = ["--arch=" + cpu]
+    log("%s: debootstrap (minbase, %s kernel, %s) ..." % (release, recipe.KERNELS[base], cpu))
     with open(os.path.join(work, "debootstrap.log"), "w") as out:
         res = subprocess.run(
-            ["debootstrap", "--variant=minbase", "--include=" + ",".join(recipe.packages(release)),
-             release, root],
+            ["debootstrap", "--variant=minbase"] + foreign
+            + ["--include=" + ",".join(arch.packages(recipe.packages(base), cpu)), base, root],
             stdout=out, stderr=subprocess.STDOUT)
     if res.returncode != 0:
         with open(os.path.join(work, "debootstrap.log")) as f:
             tail = f.read().splitlines()[-25:]
         raise LabError("debootstrap %s failed (rc=%d):\n%s" % (release, res.returncode, "\n".join(tail)))
-    for rel, content in recipe.guest_files(release).items():
+    for rel, content in recipe.guest_files(base).items():
         path = os.path.join(root, rel)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "w") as f:
@@ -177,7 +217,7 @@ def _build_into(release, work):
     run(["mkfs.ext4", "-q", "-F", "-d", root, "-L", "root", os.path.join(work, "root.img"), recipe.IMAGE_SIZE],
         stdout=sys.stderr)
     shutil.rmtree(root)
-    meta = {"release": release, "kernel": kver, "hostkey": hostkey,
+    meta = {"release": release, "arch": cpu, "kernel": kver, "hostkey": hostkey,
             "recipe": recipe_hash(release), "build_s": round(time.time() - t0, 1)}
     with open(os.path.join(work, "meta.json"), "w") as f:
         json.dump(meta, f, indent=1)
@@ -264,7 +304,7 @@ class Lab:
         differ is restarted with the wanted ones (its overlay, like every VM's, starts clean)."""
         common = common_kernel_args() if common is None else tuple(common)
         for release, args in fleet:  # before booting anything (parse_fleet checked the syntax)
-            kernel_cmdline(common, args)
+            kernel_cmdline(common, args, release)
         wanted = self.wanted(fleet)
         images = {r: build_image(r) for r in dict.fromkeys(r for r, _ in fleet)}
         os.makedirs(self.vms, exist_ok=True)
@@ -316,7 +356,7 @@ class Lab:
         run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw",
              "-b", os.path.join(image, "root.img"), overlay])
         port = free_port()
-        cmdline = kernel_cmdline(common, args)
+        cmdline = kernel_cmdline(common, args, release)
         # kernel_args: this VM's own (from its LAB entry); common_kernel_args: LAB_KERNEL_ARGS.
         meta = {"name": name, "release": release, "port": port, "host": "127.0.0.1",
                 "hostkey": img["hostkey"], "image": image, "kernel": img["kernel"],
@@ -334,8 +374,9 @@ class Lab:
         from inside, or 'lab.py kill', leaves it off with its disk, and 'up'/'start' powers it on."""
         d, m = self.vmdir(name), self.meta(name)
         image = m["image"]
-        argv = [QEMU, "-name", "kfleet-" + name, "-accel", "tcg,thread=multi",
-                "-smp", str(smp), "-m", str(memory),
+        cpu = arch.ARCHES[arch.split(m["release"])[1]]
+        argv = [QEMU or cpu["qemu"], "-name", "kfleet-" + name] + cpu["machine"] + [
+                "-accel", "tcg,thread=multi", "-smp", str(smp), "-m", str(memory),
                 "-kernel", os.path.join(image, "vmlinuz"), "-initrd", os.path.join(image, "initrd.img"),
                 "-append", m["cmdline"],
                 "-drive", "file=%s,if=virtio,format=qcow2" % os.path.join(d, "overlay.qcow2"),
@@ -446,7 +487,7 @@ class Lab:
         for name in self.names():
             m = self.meta(name)
             if m and m.get("ready"):
-                groups.setdefault(m["release"], []).append(m)
+                groups.setdefault(arch.group(m["release"]), []).append(m)
                 if m.get("kernel_args"):
                     arg_groups.setdefault(args_group(m["kernel_args"]), []).append(m)
         common = "-o UserKnownHostsFile=%s -o StrictHostKeyChecking=yes" % os.path.join(self.dir, "known_hosts")
@@ -538,12 +579,13 @@ def vm_kernel_args(meta):
     return list(meta.get("common_kernel_args", ())) + list(meta.get("kernel_args", ()))
 
 
-def kernel_cmdline(common, args):
+def kernel_cmdline(common, args, release=None):
     """The -append string; LabError if the kernel would truncate it or its args would reach init."""
     if args and "--" in common:
         raise LabError("LAB_KERNEL_ARGS contains '--': the per-VM kernel args %s would go to init, "
                        "not to the kernel" % " ".join(args))
-    cmdline = " ".join((recipe.KERNEL_CMDLINE,) + tuple(common) + tuple(args))
+    base = arch.cmdline(recipe.KERNEL_CMDLINE, arch.split(release)[1] if release else arch.DEFAULT_ARCH)
+    cmdline = " ".join((base,) + tuple(common) + tuple(args))
     if len(cmdline.encode()) > MAX_CMDLINE:
         raise LabError("kernel command line is %d bytes, more than the %d the kernel takes: %s"
                        % (len(cmdline.encode()), MAX_CMDLINE, cmdline))
@@ -573,14 +615,14 @@ def parse_fleet(value):
             continue
         release, *args = [part.strip() for part in entry.split(":")]
         where = "LAB entry %r" % entry
-        if release not in recipe.KERNELS:
+        if not known(release):
             hint = ""
             if fleet and fleet[-1][1]:  # "bookworm:console=ttyS0,115200" splits at the comma
                 hint = ("; if it belongs to the kernel argument before it (%s:%s): a ',' cannot be in a "
                         "per-VM argument, give that one to every VM in LAB_KERNEL_ARGS"
                         % (fleet[-1][0], ":".join(fleet[-1][1])))
             raise LabError("%s: unknown release %r (known: %s; an entry is release[:arg[:arg...]])%s"
-                           % (where, release, ", ".join(recipe.KERNELS), hint))
+                           % (where, release, known_names(), hint))
         params = {}
         for arg in args:
             if not arg:
@@ -602,7 +644,7 @@ def parse_fleet(value):
         if not args:
             continue
         group = args_group(args)
-        if group in RESERVED_GROUPS or group in recipe.KERNELS:
+        if group in RESERVED_GROUPS or group in recipe.KERNELS or group.endswith(tuple("_" + a for a in arch.FOREIGN)):
             raise LabError("kernel args %r would make inventory group %r, which is taken"
                            % (":".join(args), group))
         if groups.setdefault(group, args) != args:

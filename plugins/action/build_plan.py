@@ -35,6 +35,24 @@ REQUIRED = {"plan": ("probes", "kernel"), "wait": ("build_key",), "publish": ("b
             "abort": ("build_key",)}
 
 
+def missing_message(kernel, missing):
+    """Why probes have no function on this kernel, and what this kernel has instead.
+
+    ``kernel`` is kernel_facts' fact: ``candidates`` (status of each candidate) and
+    ``suggestions`` (the closest probe-able functions of this kernel, by name)."""
+    detail = "; ".join("%s: %s" % (n, ", ".join("%s (%s)" % kv for kv in
+                                                sorted(kernel["candidates"].get(n, {}).items())))
+                       for n in missing)
+    msg = "kernel %s has no probe-able function for probe(s) %s — candidates: %s" % (
+        kernel["release"], ", ".join(missing), detail)
+    suggestions = kernel.get("suggestions") or {}
+    closest = "; ".join("%s: %s" % (n, ", ".join(suggestions[n]) if suggestions.get(n) else "none close")
+                        for n in missing)
+    return msg + (" — closest probe-able functions on this kernel: %s. Add one to the probe's function "
+                  "list (a {function: name, returns: long|int|errptr} entry when its return type "
+                  "differs from the probe's)" % closest)
+
+
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
     _requires_connection = False
@@ -102,11 +120,7 @@ class ActionModule(ActionBase):
         probes = args["probes"]
         missing = [p["name"] for p in probes if not kernel["functions"].get(p["name"])]
         if missing:
-            detail = "; ".join("%s: %s" % (n, ", ".join("%s (%s)" % kv for kv in
-                                                        sorted(kernel["candidates"].get(n, {}).items())))
-                               for n in missing)
-            return dict(failed=True, msg="kernel %s has no probe-able function for probe(s) %s — candidates: %s"
-                        % (kernel["release"], ", ".join(missing), detail))
+            return dict(failed=True, msg=missing_message(kernel, missing))
         resolved = probe_spec.resolve(probes, kernel["functions"])
         if args["backend"] == "tracefs":
             # No build, no cache: the resolved spec and its hash are the whole plan.

@@ -48,9 +48,13 @@ _INT_FIELDS = {
 _INPUT_KEYS = frozenset(('name', 'function', 'functions', 'returns', 'report', 'errnos',
                          'maxactive', 'log', 'log_burst', 'log_interval'))
 
+# Candidate lists cover Debian's 5.10, 6.1, 6.12 and 7.2 kernels (checked against their real
+# kallsyms and BTF return types in tests/unit/fixtures/kernels): 7.x renamed do_filp_open to
+# do_file_open (same struct file * return); do_sys_openat2 is there on all of them but returns
+# long up to 6.x and int on 7.2, so it is read as int (fds and -errno fit in 32 bits).
 PRESETS = {
     'open_failures': {
-        'function': ['do_filp_open'],
+        'function': ['do_filp_open', 'do_file_open', {'function': 'do_sys_openat2', 'returns': 'int'}],
         'returns': 'errptr',
         'report': 'negative',
         'maxactive': 256,
@@ -59,7 +63,7 @@ PRESETS = {
         'log_burst': 500,
     },
     'disk_full': {
-        'function': ['vfs_write'],
+        'function': ['vfs_write', 'ksys_write'],
         'returns': 'long',
         'report': {'errno': ['ENOSPC', 'EDQUOT']},
         'maxactive': 1024,
@@ -153,18 +157,49 @@ def _check_name(ctx, value):
     return str(value)
 
 
-def _check_functions(ctx, value):
-    funcs = _str_list(value)
+_CANDIDATE_KEYS = ('function', 'returns')
+
+
+def _check_returns(ctx, field, value, where=''):
+    if not isinstance(value, str) or value not in RETURNS:
+        got = repr(value) if isinstance(value, str) else _type_name(value)
+        ctx.fail(field, '%smust be one of %s, got %s' % (where, ', '.join(RETURNS), got))
+    return str(value)
+
+
+def _check_functions(ctx, value, returns):
+    """The candidate list: [{function, returns}] in the user's order.
+
+    A candidate is a symbol name (read with the probe's ``returns``) or a mapping
+    ``{function: symbol, returns: type}`` for a function whose return type differs, e.g. on
+    the kernels that have it (``returns`` optional there too, the probe's by default)."""
+    funcs = value if isinstance(value, dict) else _str_list(value)
+    if isinstance(funcs, dict):
+        funcs = [funcs]
     if funcs is None:
-        ctx.fail('function', 'must be a symbol name or a list of them, got %s'
-                 % _type_name(value))
+        ctx.fail('function', 'must be a symbol name, a {function, returns} mapping or a list of '
+                 'them, got %s' % _type_name(value))
     if not 1 <= len(funcs) <= MAX_FUNCTIONS:
         ctx.fail('function', 'must list 1 to %d candidate symbols, got %d'
                  % (MAX_FUNCTIONS, len(funcs)))
     result = []
     for func in funcs:
+        own = returns
+        if isinstance(func, dict):
+            unknown = sorted(str(k) for k in func if k not in _CANDIDATE_KEYS)
+            if unknown:
+                ctx.fail('function', 'candidate %s: unknown key %r (a candidate mapping has '
+                         'function and returns)' % (_candidate_label(func), unknown[0]))
+            if 'function' not in func:
+                ctx.fail('function', 'candidate %s: has no function (write {function: symbol, '
+                         'returns: %s})' % (_candidate_label(func), '|'.join(RETURNS)))
+            if 'returns' in func:
+                own = _check_returns(ctx, 'function', func['returns'],
+                                     'candidate %s: returns ' % _candidate_label(func))
+            func = func['function']
         if not isinstance(func, str):
-            ctx.fail('function', 'candidates must be strings, got %s' % _type_name(func))
+            ctx.fail('function', 'candidates must be symbol names or {function, returns} '
+                     'mappings, got %s' % _type_name(func))
         if not _FUNCTION_RE.fullmatch(func):
             hint = ''
             if '.' in func:
@@ -172,10 +207,20 @@ def _check_functions(ctx, value):
                         'probed, use the base name')
             ctx.fail('function', '%r must match %s (a kernel symbol name)%s'
                      % (func, FUNCTION_PATTERN, hint))
-        if func in result:
+        if func in [c['function'] for c in result]:
             ctx.fail('function', 'candidate %r is listed twice' % func)
-        result.append(str(func))
+        result.append({'function': str(func), 'returns': own})
     return result
+
+
+def _candidate_label(func):
+    name = func.get('function')
+    return repr(str(name)) if isinstance(name, str) else str(dict((str(k), v) for k, v in func.items()))
+
+
+def candidate_symbols(probe):
+    """The candidate symbols of a normalized probe, in order of preference."""
+    return [c['function'] for c in probe['functions']]
 
 
 def _check_errnos(ctx, field, value):
@@ -266,17 +311,14 @@ def _normalize_one(index, raw):
         ctx.fail('function', "give either 'function' or 'functions', not both")
     if 'function' not in raw and 'functions' not in raw:
         ctx.fail('function', 'is required (a symbol name or a list of candidates)')
-    functions = _check_functions(ctx, raw.get('function', raw.get('functions')))
-    returns = raw.get('returns', 'long')
-    if not isinstance(returns, str) or returns not in RETURNS:
-        got = repr(returns) if isinstance(returns, str) else _type_name(returns)
-        ctx.fail('returns', 'must be one of %s, got %s' % (', '.join(RETURNS), got))
+    returns = _check_returns(ctx, 'returns', raw.get('returns', 'long'))
+    functions = _check_functions(ctx, raw.get('function', raw.get('functions')), returns)
     report, errnos = _check_report(ctx, raw)
     log = _check_bool(ctx, raw, 'log', True)
     return {
         'name': name,
         'functions': functions,
-        'returns': str(returns),
+        'returns': returns,
         'report': report,
         'errnos': errnos,
         'maxactive': _check_int(ctx, raw, 'maxactive'),
@@ -338,21 +380,25 @@ def resolve(normalized, functions):
 
     ``functions`` maps probe name -> symbol. The spec is validated again (normalize()
     is idempotent) and the symbol must be one of the probe's candidates, so the result
-    is always safe to render into C, whatever path it took to get here.
+    is always safe to render into C, whatever path it took to get here. ``returns`` of
+    the result is the chosen candidate's: the template and the tracefs fetch type read
+    the return value of the function that is probed, as that function declares it.
     """
     functions = functions or {}
     result = []
     for index, probe in enumerate(normalize(normalized) if normalized else [], 1):
         ctx = _Probe(index, probe)
         symbol = functions.get(probe['name'])
+        candidates = candidate_symbols(probe)
         if not symbol:
             ctx.fail('function', 'none of the candidates is available on this host: %s'
-                     % ', '.join(probe['functions']))
-        if symbol not in probe['functions']:
+                     % ', '.join(candidates))
+        if symbol not in candidates:
             ctx.fail('function', 'resolved symbol %r is not one of the candidates %s'
-                     % (symbol, ', '.join(probe['functions'])))
+                     % (symbol, ', '.join(candidates)))
         resolved = copy.deepcopy(probe)
         resolved['function'] = str(symbol)
+        resolved['returns'] = probe['functions'][candidates.index(symbol)]['returns']
         result.append(resolved)
     return result
 

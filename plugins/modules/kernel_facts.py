@@ -22,7 +22,8 @@ description:
     different files, or a module function named like a C(vmlinux) one) is V(ambiguous) and
     never chosen, because the kernel would probe whichever copy it finds first.
   - Read-only. A probe without a usable candidate does not make this module fail; the
-    resulting C(functions) entry is V(null) and the caller decides.
+    resulting C(functions) entry is V(null), C(suggestions) names the probe-able functions of
+    this kernel whose names are closest to its candidates, and the caller decides.
   - Fails when C(/proc/kallsyms) cannot be read while O(probes) is not empty.
 author:
   - kprobes.fleet developers (@kprobes-fleet)
@@ -30,8 +31,10 @@ options:
   probes:
     description:
       - The normalized probe spec (a list of dicts); only each item's C(name) and
-        C(functions) (list of candidate symbols, in order of preference) are used.
-      - A C(function) key (string or list) is accepted when C(functions) is absent.
+        C(functions) (list of candidates, in order of preference) are used.
+      - A candidate is a symbol name or a mapping whose C(function) key is the symbol (the
+        normalized spec's form, which also has the candidate's C(returns), not used here).
+      - A C(function) key (string, mapping or list) is accepted when C(functions) is absent.
     type: list
     elements: dict
     default: []
@@ -225,6 +228,18 @@ ansible_facts:
           type: dict
           returned: always
           sample: {open_failures: {do_sys_openat2: ok, do_sys_open: absent}}
+        suggestions:
+          description:
+            - Only for probes without a usable candidate (their C(functions) entry is V(null)),
+              probe name to up to 5 functions of this kernel whose names are closest to the
+              probe's candidates (difflib similarity of at least 0.6), best first.
+            - Only probe-able functions are named - exactly one text symbol of that name in
+              C(/proc/kallsyms), not on the kprobes blacklist (when readable), no compiler
+              clones (C(.isra), C(.cold) ...) and no C(__pfx_)/C(__cfi_) symbols - so any of
+              them can replace a candidate in the spec as is. An empty list when none is close.
+          type: dict
+          returned: always
+          sample: {open_failures: [do_file_open, filp_open, dquot_file_open]}
         loaded:
           description: The kprobes.fleet module currently loaded under O(module).
           type: dict
@@ -260,6 +275,7 @@ ansible_facts:
               sample: 3f2a9c0d11e4b7a5
 '''
 
+import difflib
 import gzip
 import os
 import re
@@ -267,6 +283,7 @@ import shlex
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.kprobes.fleet.plugins.module_utils import names
+from ansible_collections.kprobes.fleet.plugins.module_utils.probe_spec import FUNCTION_PATTERN
 from ansible_collections.kprobes.fleet.plugins.module_utils.hostfs import module_policy, read_text
 from ansible_collections.kprobes.fleet.plugins.module_utils.ownership import ModuleSysfs
 from ansible_collections.kprobes.fleet.plugins.module_utils.tracefs import availability
@@ -278,6 +295,17 @@ CONFIG_UNSET_RE = re.compile(r'^# (CONFIG_[A-Za-z0-9_]+) is not set$')
 DEBIAN_IDS = frozenset(['debian', 'ubuntu', 'linuxmint', 'pop', 'raspbian', 'kali', 'devuan'])
 REDHAT_IDS = frozenset(['rhel', 'centos', 'fedora', 'rocky', 'almalinux', 'ol', 'amzn',
                         'cloudlinux', 'eurolinux', 'navy', 'circle'])
+# Closest probe-able functions named when no candidate of a probe exists.
+MAX_SUGGESTIONS = 5
+SUGGESTION_CUTOFF = 0.6
+# A match of the names without their first word counts a little less than a whole-name match.
+CORE_WEIGHT = 0.9
+# Text symbols that are not functions one would probe: the padding before every function
+# (CONFIG_CALL_PADDING, x86 6.2+), kCFI type hashes, and the syscall metadata arrays that
+# kallsyms lists as 't' (args__mkdirat, types__mkdirat: init data, seen on 7.2).
+NOT_FUNCTION_PREFIXES = ('__pfx_', '__cfi_', 'args__', 'types__')
+_FUNCTION_RE = re.compile(FUNCTION_PATTERN[1:-1])
+
 SUSE_IDS = frozenset(['suse', 'sles', 'sled', 'sles_sap', 'opensuse', 'opensuse-leap',
                       'opensuse-tumbleweed', 'opensuse-microos', 'sle-micro'])
 
@@ -294,6 +322,60 @@ def parse_kallsyms(lines):
         if len(parts) >= 3 and parts[1] in ('t', 'T'):
             names[parts[2]] = names.get(parts[2], 0) + 1
     return names
+
+
+def _core(name):
+    """A name without its first word: ``do_filp_open`` -> ``filp_open`` (renames often change
+    the prefix: ``do_mkdirat`` -> ``filename_mkdirat`` in 7.x); a one-word name is itself."""
+    head, sep, rest = name.lstrip('_').partition('_')
+    return rest.lstrip('_') if sep and rest.strip('_') else name
+
+
+def _ratio(matcher, name, cutoff):
+    """difflib's ratio of name against the matcher's fixed name, 0 when it cannot reach cutoff."""
+    matcher.set_seq1(name)
+    if matcher.real_quick_ratio() < cutoff or matcher.quick_ratio() < cutoff:
+        return 0.0
+    return matcher.ratio()
+
+
+def closest_symbols(wanted, symbols, blacklisted, limit=MAX_SUGGESTIONS, cutoff=SUGGESTION_CUTOFF):
+    """The probe-able symbols whose names are closest to any of ``wanted``, best first.
+
+    Probe-able: one text symbol of that name (``symbols`` from parse_kallsyms), not on the
+    kprobes blacklist, a plain name the spec accepts (no ``.isra``/``.cold`` clones), not a
+    ``__pfx_``/``__cfi_`` symbol. Only symbols that contain a word (3 letters or more) of a
+    wanted name are compared (all of them when a wanted name has no such word), so a kernel's
+    ~170000 symbols cost a fraction of a second. A symbol's score against a wanted name is
+    difflib's ratio of the two names, or, when higher, CORE_WEIGHT times the ratio of the wanted
+    name without its first word (``_core``) against the symbol or its own core (renames that
+    change a prefix); its best score over the wanted names, at least ``cutoff``; ties by the
+    whole names' ratio, then by name."""
+    words = set()
+    scan_all = False
+    for name in wanted:
+        own = [w for w in name.split('_') if len(w) >= 3]
+        words.update(own)
+        scan_all = scan_all or not own
+    words = tuple(words)
+    pool = [s for s, count in symbols.items()
+            if count == 1 and (scan_all or any(w in s for w in words))
+            and s not in blacklisted and not s.startswith(NOT_FUNCTION_PREFIXES)
+            and _FUNCTION_RE.fullmatch(s) and s not in wanted]
+    full = difflib.SequenceMatcher()
+    core = difflib.SequenceMatcher()
+    best = {}
+    for name in wanted:
+        full.set_seq2(name)
+        core.set_seq2(_core(name))
+        for sym in pool:
+            whole = _ratio(full, sym, cutoff)
+            part = CORE_WEIGHT * max(_ratio(core, sym, cutoff), _ratio(core, _core(sym), cutoff))
+            score = (max(whole, part), whole)
+            if score[0] >= cutoff and score > best.get(sym, (0.0, 0.0)):
+                best[sym] = score
+    ranked = sorted(best.items(), key=lambda kv: (-kv[1][0], -kv[1][1], kv[0]))
+    return [sym for sym, _score in ranked[:limit]]
 
 
 def parse_blacklist(text):
@@ -415,11 +497,13 @@ class KernelFacts(object):
         return parse_blacklist(text), True
 
     def resolve(self, probes):
+        """(functions, candidates, suggestions, blacklist_readable); see RETURN."""
         functions = {}
         candidates = {}
+        suggestions = {}
         blacklist_readable = False
         if not probes:
-            return functions, candidates, blacklist_readable
+            return functions, candidates, suggestions, blacklist_readable
         symbols = self.kallsyms()
         blacklisted, blacklist_readable = self.blacklist()
         for probe in probes:
@@ -440,7 +524,9 @@ class KernelFacts(object):
                         chosen = sym
             functions[name] = chosen
             candidates[name] = status
-        return functions, candidates, blacklist_readable
+            if chosen is None:
+                suggestions[name] = closest_symbols(probe['functions'], symbols, blacklisted)
+        return functions, candidates, suggestions, blacklist_readable
 
     def tracefs(self, lockdown):
         """tracefs backend availability; the path as the host sees it (not below a test root)."""
@@ -472,7 +558,7 @@ class KernelFacts(object):
         if policy['sig_enforce'] is None and config is not None:
             policy['sig_enforce'] = config.get('CONFIG_MODULE_SIG_FORCE') == 'y'
 
-        functions, candidates, blacklist_readable = self.resolve(probes)
+        functions, candidates, suggestions, blacklist_readable = self.resolve(probes)
         return {
             'arch': self.uname.machine,
             'release': self.release,
@@ -490,12 +576,16 @@ class KernelFacts(object):
             'blacklist_readable': blacklist_readable,
             'functions': functions,
             'candidates': candidates,
+            'suggestions': suggestions,
             'loaded': self.loaded(name),
         }
 
 
 def normalize_probes(module, probes):
-    """Keep each probe's name and candidate list; fail clearly on malformed items."""
+    """Keep each probe's name and candidate symbols; fail clearly on malformed items.
+
+    A candidate is a symbol name or a mapping with the symbol under ``function`` (the
+    normalized spec's form, which also carries the candidate's ``returns``)."""
     result = []
     for index, probe in enumerate(probes or []):
         name = probe.get('name') if isinstance(probe, dict) else None
@@ -504,11 +594,14 @@ def normalize_probes(module, probes):
         functions = probe.get('functions')
         if functions is None:
             functions = probe.get('function')
-        if isinstance(functions, str):
+        if isinstance(functions, (str, dict)):
             functions = [functions]
+        if isinstance(functions, list):
+            functions = [f.get('function') if isinstance(f, dict) else f for f in functions]
         if not isinstance(functions, list) or not functions or \
                 not all(isinstance(f, str) and f for f in functions):
-            module.fail_json(msg='probe %s: functions must be a non-empty list of symbol names' % name)
+            module.fail_json(msg='probe %s: functions must be a non-empty list of symbol names '
+                                 'or {function: symbol} mappings' % name)
         result.append({'name': name, 'functions': functions})
     return result
 

@@ -15,7 +15,8 @@ description:
     unsigned modules are refused (lockdown V(integrity), C(module.sig_enforce=1)).
   - For every probe, one kernel return-probe event C(r<maxactive>:<name>/<probe> <function>
     ret=$retval:<s32|s64>) is appended to C(kprobe_events), in the trace event group O(name)
-    (C(int) functions are read as C(s32), C(long) and C(errptr) as C(s64)).
+    (C(int) functions are read as C(s32), C(long) and C(errptr) as C(s64); the type is the
+    resolved probe's C(returns), that of the candidate chosen on this host).
   - A tracing instance of our own, C(instances/<name>) (clock C(mono), 1024 KiB per CPU), holds
     per probe a hist trigger counting the matches of the probe's C(report) by return value,
     and, for probes with C(log=true), the event enabled with that filter (the events that
@@ -106,7 +107,7 @@ EXAMPLES = r'''
     name: kprobes_fleet
     probes:
       - name: disk_full
-        functions: [vfs_write]
+        functions: [{function: vfs_write, returns: long}]
         function: vfs_write
         returns: long
         report: errno

@@ -24,11 +24,14 @@ options:
       - The probe list. Each entry is a preset name (C(open_failures), C(disk_full)) or a
         mapping with the keys below.
       - C(name) (required) is a C identifier in lower case, at most 32 characters, unique.
-      - C(function) (required) is a kernel symbol or a list of 1 to 8 candidates; the first
-        one that the host's kernel has and allows is probed. Compiler clones such as
-        C(.isra.0) are refused.
+      - "C(function) (required) is a candidate or a list of 1 to 8 candidates; the first
+        one that the host's kernel has and allows is probed. A candidate is a kernel symbol,
+        or C({function: symbol, returns: type}) for a function whose return type differs from
+        the probe's (for example the name a newer kernel gave it). Compiler clones such as
+        C(.isra.0) are refused."
       - C(returns) is how the return value is read, C(long) (default), C(int) or C(errptr)
-        (an error pointer counts as its errno, any other pointer as 0).
+        (an error pointer counts as its errno, any other pointer as 0); it applies to the
+        candidates given without a type of their own.
       - "C(report) selects the matches, C(negative) (default), C(nonzero), C(any), a list of
         errno names, or C({errno: [ENOSPC, EDQUOT]})."
       - C(maxactive) (1-4096, default 64) is how many calls can be in flight at once; at most
@@ -86,17 +89,29 @@ EXAMPLES = r'''
         function: [vfs_fsync_range]
         returns: int
         report: [EIO, ENOSPC]
+
+- name: Candidates with their own return types (one spec for old and new kernels)
+  kprobes.fleet.probe_spec:
+    probes:
+      - name: open_errors
+        returns: errptr
+        function:
+          - do_filp_open
+          - {function: do_sys_openat2, returns: int}
 '''
 
 RETURN = r'''
 probes:
-  description: The normalized probe list, in the user's order, every key present.
+  description:
+    - The normalized probe list, in the user's order, every key present.
+    - "C(functions) lists the candidates as C({function, returns}) mappings, each with its own
+      return type (the probe's C(returns) when the input gave a bare name)."
   returned: success
   type: list
   elements: dict
   sample:
     - name: disk_full
-      functions: [vfs_write]
+      functions: [{function: vfs_write, returns: long}]
       returns: long
       report: errno
       errnos: [EDQUOT, ENOSPC]

@@ -281,3 +281,22 @@ def test_waiters_fail_at_once_with_the_builders_error(repo, tmp_path, cache_dir,
     else:
         assert "dropped out of the play" in waited["msg"]
     assert elapsed < 120, "the waiter waited for the timeout (%.0f s): %s" % (elapsed, out)
+
+
+def test_plan_without_a_function_names_the_closest_ones(repo, tmp_path, cache_dir):
+    """kernel_facts' suggestions reach the user in the one error of the plan."""
+    kernel = dict(KERNEL, release="7.2.13+deb14-amd64",
+                  functions={"open_failures": None, "disk_full": "vfs_write"},
+                  candidates={"open_failures": {"do_filp_open": "absent", "do_file_open": "absent"}},
+                  suggestions={"open_failures": ["do_file_open_x", "filp_open"]})
+    result, out = run_action(repo, tmp_path, plan_args(cache_dir, kernel=kernel))
+    assert result.get("failed") is True, out
+    assert result["msg"].startswith("kernel 7.2.13+deb14-amd64 has no probe-able function for probe(s) "
+                                    "open_failures — candidates: open_failures: do_file_open (absent), "
+                                    "do_filp_open (absent) — closest probe-able functions on this kernel: "
+                                    "open_failures: do_file_open_x, filp_open."), result["msg"]
+    assert "{function: name, returns: long|int|errptr}" in result["msg"]
+    assert locks(cache_dir) == []
+    kernel["suggestions"] = {"open_failures": []}
+    result, out = run_action(repo, tmp_path, plan_args(cache_dir, kernel=kernel))
+    assert "closest probe-able functions on this kernel: open_failures: none close." in result["msg"], result

@@ -296,3 +296,43 @@ def test_tracefs_fact(root):
     write(root, 'sys/kernel/security/lockdown', 'none integrity [confidentiality]\n')
     t = gather(root)['tracefs']
     assert t['usable'] is False and 'confidentiality' in t['reason'] and t['path'] == '/sys/kernel/tracing'
+
+
+def test_normalize_probes_takes_candidate_mappings():
+    m = FakeModule()
+    got = kernel_facts.normalize_probes(m, [
+        {'name': 'a', 'functions': [{'function': 'do_file_open', 'returns': 'errptr'},
+                                    {'function': 'do_sys_openat2', 'returns': 'int'}]},
+        {'name': 'b', 'function': {'function': 'vfs_write'}},
+        {'name': 'c', 'function': ['x', {'function': 'y', 'returns': 'int'}]}])
+    assert got == [{'name': 'a', 'functions': ['do_file_open', 'do_sys_openat2']},
+                   {'name': 'b', 'functions': ['vfs_write']},
+                   {'name': 'c', 'functions': ['x', 'y']}]
+    with pytest.raises(Failed, match='mappings'):
+        kernel_facts.normalize_probes(m, [{'name': 'a', 'functions': [{'returns': 'int'}]}])
+
+
+SIMILAR = {'do_file_open': 1, 'do_filp_openat': 1, 'filp_open': 1, 'do_file_open.cold': 1,
+           '__pfx_do_filp_opn': 1, 'do_filp_opem': 2, 'do_fillp_open': 1, 'vfs_write': 1,
+           'filename_mkdirat': 1, 'args__filp_open': 1, 'do_filp_open': 1}
+
+
+def test_closest_symbols_ranks_and_filters():
+    got = kernel_facts.closest_symbols(['do_filp_open'], SIMILAR, {'do_fillp_open'})
+    # ambiguous (do_filp_opem), blacklisted (do_fillp_open), clones, __pfx_, args__, the name
+    # itself and dissimilar names are never offered
+    assert got == ['do_filp_openat', 'do_file_open', 'filp_open']
+    assert kernel_facts.closest_symbols(['do_filp_open'], SIMILAR, set(), limit=1) == ['do_fillp_open']
+    assert kernel_facts.closest_symbols(['zzz_nothing_like_it'], SIMILAR, set()) == []
+
+
+def test_closest_symbols_finds_a_changed_prefix():
+    assert kernel_facts.closest_symbols(['do_mkdirat'], SIMILAR, set()) == ['filename_mkdirat']
+
+
+def test_suggestions_only_for_probes_without_a_function(root):
+    write(root, 'proc/kallsyms', KALLSYMS + 'ffffffff81234600 T do_file_open\n')
+    f = gather(root, [{'name': 'ok', 'functions': ['vfs_write']},
+                      {'name': 'gone', 'functions': ['do_filp_open']}])
+    assert f['functions'] == {'ok': 'vfs_write', 'gone': None}
+    assert f['suggestions'] == {'gone': ['do_file_open', 'do_sys_openat2']}

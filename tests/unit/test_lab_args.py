@@ -270,3 +270,82 @@ def test_a_bad_lab_fails_before_anything_boots(tmp_path):
     assert res.returncode == 1
     assert "lab: ERROR: LAB entry 'bookworm:lockdown=integrity:x=$(id)': kernel argument 'x=$(id)'" in res.stderr
     assert not d.exists() and not (tmp_path / "cache").exists()
+
+
+# --------------------------------------------------------------------------- other architectures
+
+def test_arm64_releases_are_known():
+    assert lab.parse_fleet("bookworm,bookworm-arm64,sid-arm64:nokaslr") == [
+        ("bookworm", ()), ("bookworm-arm64", ()), ("sid-arm64", ("nokaslr",))]
+    with pytest.raises(lab.LabError, match=r"unknown release 'bookworm-riscv64'.*<release>-arm64"):
+        lab.parse_fleet("bookworm-riscv64")
+    with pytest.raises(lab.LabError, match="unknown release 'buster-arm64'"):
+        lab.parse_fleet("buster-arm64")
+
+
+def test_arm64_console_and_qemu(monkeypatch, tmp_path):
+    assert lab.kernel_cmdline((), ("nokaslr",), "bookworm-arm64") == \
+        BASE.replace("console=ttyS0", "console=ttyAMA0") + " nokaslr"
+    assert lab.kernel_cmdline((), (), "bookworm") == BASE
+    assert lab.arch.packages(lab.recipe.packages("bookworm"), "arm64").count("linux-image-arm64") == 1
+    assert "linux-image-amd64" not in lab.arch.packages(lab.recipe.packages("bookworm"), "arm64")
+    # the qemu command line of an arm64 VM
+    seen = {}
+    monkeypatch.setattr(lab, "QEMU", None)
+    monkeypatch.setattr(lab, "run", lambda argv, **kw: None)
+    monkeypatch.setattr(lab.subprocess, "run", lambda argv, **kw: seen.setdefault("argv", argv) and
+                        lab.subprocess.CompletedProcess(argv, 0, "", ""))
+    image = tmp_path / "img"
+    image.mkdir()
+    (image / "meta.json").write_text(json.dumps({"hostkey": "ssh-ed25519 AAAA", "kernel": "6.1.0-1-arm64"}))
+    lab.Lab(str(tmp_path / "lab")).boot("bookworm-arm64-1", "bookworm-arm64", str(image), 2048, 1)
+    argv = seen["argv"]
+    assert argv[0] == "qemu-system-aarch64"
+    assert argv[argv.index("-M") + 1] == "virt" and argv[argv.index("-cpu") + 1] == "max,pauth-impdef=on"
+    assert "console=ttyAMA0" in argv[argv.index("-append") + 1]
+
+
+def test_x86_image_keys_do_not_depend_on_the_arch_file(monkeypatch, tmp_path):
+    key = tmp_path / "id_ed25519"
+    (tmp_path / "id_ed25519.pub").write_text("ssh-ed25519 AAAA lab\n")
+    monkeypatch.setattr(lab, "ssh_key", lambda: str(key))
+    before = (lab.recipe_hash("bookworm"), lab.recipe_hash("bookworm-arm64"))
+    real_open = open
+
+    def open_(path, *a, **kw):  # the same arch.py with one more byte
+        if str(path).endswith(os.path.join("lab", "arch.py")):
+            return __import__("io").BytesIO(real_open(path, "rb").read() + b"#")
+        return real_open(path, *a, **kw)
+    monkeypatch.setattr("builtins.open", open_)
+    after = (lab.recipe_hash("bookworm"), lab.recipe_hash("bookworm-arm64"))
+    assert after[0] == before[0] and after[1] != before[1] and before[0] != before[1]
+
+
+def test_inventory_groups_of_arm64_vms_have_no_dash(fake, tmp_path):
+    add_vm(fake, "bookworm-1", port=2201)
+    add_vm(fake, "bookworm-arm64-1", port=2202)
+    fake.write_inventory()
+    inv = ansible_inventory(tmp_path / "lab" / "inventory.yml")
+    assert sorted(inv["lab"]["children"]) == ["bookworm", "bookworm_arm64"]
+    assert inv["bookworm_arm64"]["hosts"] == ["bookworm-arm64-1"]
+    assert inv["bookworm"]["hosts"] == ["bookworm-1"]
+
+
+def test_a_new_image_drops_only_its_own_older_builds(monkeypatch, tmp_path):
+    images = tmp_path / "images"
+    for old in ("bookworm-0123456789abcdef", "arm64-bookworm-0123456789abcdef", "bookworm-backports-x"):
+        (images / old).mkdir(parents=True)
+        (images / old / "meta.json").write_text("{}")
+    monkeypatch.setattr(lab, "CACHE", str(tmp_path))
+    monkeypatch.setattr(lab, "recipe_hash", lambda release: "fedcba9876543210")
+    monkeypatch.setattr(lab.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(lab, "_build_into", lambda release, work: None)
+    lab.build_image("bookworm")
+    assert sorted(os.listdir(str(images))) == [
+        ".bookworm.lock", "arm64-bookworm-0123456789abcdef", "bookworm-backports-x", "bookworm-fedcba9876543210"]
+    lab.build_image("bookworm-arm64")
+    assert sorted(os.listdir(str(images))) == [
+        ".arm64-bookworm.lock", ".bookworm.lock", "arm64-bookworm-fedcba9876543210", "bookworm-backports-x",
+        "bookworm-fedcba9876543210"]
+    # what lab.py before arm64 deletes when it builds bookworm: '<release>-*'; never an arm64 image
+    assert not lab.image_dir("bookworm-arm64").split(os.sep)[-1].startswith("bookworm-")

@@ -22,10 +22,15 @@ def error_of(probes):
 
 def test_default_presets():
     expected = [
-        {'name': 'open_failures', 'functions': ['do_filp_open'], 'returns': 'errptr',
+        {'name': 'open_failures', 'functions': [{'function': 'do_filp_open', 'returns': 'errptr'},
+                                                {'function': 'do_file_open', 'returns': 'errptr'},
+                                                {'function': 'do_sys_openat2', 'returns': 'int'}],
+         'returns': 'errptr',
          'report': 'negative', 'errnos': [], 'maxactive': 256, 'log': True,
          'log_burst': 500, 'log_interval': 5},
-        {'name': 'disk_full', 'functions': ['vfs_write'], 'returns': 'long',
+        {'name': 'disk_full', 'functions': [{'function': 'vfs_write', 'returns': 'long'},
+                                            {'function': 'ksys_write', 'returns': 'long'}],
+         'returns': 'long',
          'report': 'errno', 'errnos': ['EDQUOT', 'ENOSPC'], 'maxactive': 1024, 'log': True,
          'log_burst': 100, 'log_interval': 5},
     ]
@@ -43,14 +48,16 @@ def test_presets_are_not_mutated():
     before = copy.deepcopy(ps.PRESETS)
     result = ps.normalize(None)
     result[1]['errnos'].append('EIO')
-    result[0]['functions'].append('x')
+    result[0]['functions'].append({'function': 'x', 'returns': 'long'})
+    result[0]['functions'][0]['returns'] = 'int'
     assert ps.PRESETS == before
     assert ps.normalize(None)[1]['errnos'] == ['EDQUOT', 'ENOSPC']
 
 
 def test_defaults_and_string_function():
     assert ps.normalize([probe()]) == [{
-        'name': 'p', 'functions': ['vfs_write'], 'returns': 'long', 'report': 'negative',
+        'name': 'p', 'functions': [{'function': 'vfs_write', 'returns': 'long'}], 'returns': 'long',
+        'report': 'negative',
         'errnos': [], 'maxactive': 64, 'log': True, 'log_burst': 100, 'log_interval': 5}]
 
 
@@ -79,7 +86,8 @@ def test_all_fields():
     raw = probe(name='fsync_err', function=['vfs_fsync_range', 'do_fsync'], returns='int',
                 report=['EIO'], maxactive=4096, log=False, log_burst=1, log_interval=3600)
     assert ps.normalize([raw]) == [{
-        'name': 'fsync_err', 'functions': ['vfs_fsync_range', 'do_fsync'], 'returns': 'int',
+        'name': 'fsync_err', 'functions': [{'function': 'vfs_fsync_range', 'returns': 'int'},
+                                           {'function': 'do_fsync', 'returns': 'int'}], 'returns': 'int',
         'report': 'errno', 'errnos': ['EIO'], 'maxactive': 4096, 'log': False,
         'log_burst': 1, 'log_interval': 3600}]
 
@@ -156,7 +164,7 @@ BAD = [
     ([probe(function=[])], ["field 'function'", '1 to 8']),
     ([probe(function=['f%d' % i for i in range(9)])], ["field 'function'", '1 to 8']),
     ([probe(function=['a', 'a'])], ["field 'function'", 'twice']),
-    ([probe(function=[1])], ["field 'function'", 'must be strings']),
+    ([probe(function=[1])], ["field 'function'", 'must be symbol names or {function, returns}']),
     ([probe(function={'a': 1})], ["field 'function'"]),
     ([probe(function=None)], ["field 'function'"]),
     ([{'name': 'p'}], ["field 'function'", 'required']),
@@ -257,7 +265,7 @@ def test_resolve_rejects_symbol_outside_candidates():
 
 def resolved_presets():
     normalized = ps.normalize(None)
-    return ps.resolve(normalized, dict((p['name'], p['functions'][0]) for p in normalized))
+    return ps.resolve(normalized, dict((p['name'], ps.candidate_symbols(p)[0]) for p in normalized))
 
 
 TEMPLATE_SHA = 'ab' * 32
@@ -344,3 +352,78 @@ def test_type_names_are_what_a_user_writes_also_for_tagged_values():
     with pytest.raises(ps.ProbeSpecError) as exc:
         ps.normalize([probe(maxactive=value)])
     assert "got string 'x'" in str(exc.value) and 'Tagged' not in str(exc.value)
+
+
+# --- a return type per candidate -------------------------------------------------------
+
+def test_candidate_mapping_has_its_own_return_type():
+    got = ps.normalize([probe(function=['do_filp_open', {'function': 'do_sys_openat2', 'returns': 'int'},
+                                        {'function': 'do_sys_open'}], returns='errptr')])[0]
+    assert got['functions'] == [{'function': 'do_filp_open', 'returns': 'errptr'},
+                                {'function': 'do_sys_openat2', 'returns': 'int'},
+                                {'function': 'do_sys_open', 'returns': 'errptr'}]
+    assert got['returns'] == 'errptr'
+    assert ps.candidate_symbols(got) == ['do_filp_open', 'do_sys_openat2', 'do_sys_open']
+
+
+def test_one_candidate_mapping_alone():
+    got = ps.normalize([probe(function={'function': 'vfs_fsync_range', 'returns': 'int'})])[0]
+    assert got['functions'] == [{'function': 'vfs_fsync_range', 'returns': 'int'}]
+    assert got['returns'] == 'long'
+
+
+def test_plain_string_candidates_keep_the_probe_type():
+    for returns in ps.RETURNS:
+        got = ps.normalize([probe(function=['a', 'b'], returns=returns)])[0]
+        assert [c['returns'] for c in got['functions']] == [returns, returns]
+
+
+def test_normalized_candidates_keep_their_type_whatever_the_probe_type():
+    once = ps.normalize([probe(function=['a', {'function': 'b', 'returns': 'int'}], returns='errptr')])
+    assert ps.normalize(once) == once
+    changed = copy.deepcopy(once)
+    changed[0]['returns'] = 'long'  # a normalized candidate carries its type: nothing else moves
+    assert ps.normalize(changed)[0]['functions'] == once[0]['functions']
+
+
+@pytest.mark.parametrize('chosen,returns', [('a', 'errptr'), ('b', 'int'), ('c', 'long')])
+def test_resolve_takes_the_chosen_candidates_type(chosen, returns):
+    candidates = ['a', {'function': 'b', 'returns': 'int'}, {'function': 'c', 'returns': 'long'}]
+    normalized = ps.normalize([probe(function=candidates, returns='errptr')])
+    resolved = ps.resolve(normalized, {'p': chosen})[0]
+    assert (resolved['function'], resolved['returns']) == (chosen, returns)
+    # what settings.check_plan and tracefs.validate_resolved do with a plan: same result again
+    stripped = [dict((k, v) for k, v in resolved.items() if k != 'function')]
+    assert ps.resolve(stripped, {'p': chosen}) == [resolved]
+
+
+def test_spec_hash_follows_the_candidate_types():
+    def hashed(candidates, chosen):
+        normalized = ps.normalize([probe(function=candidates, returns='errptr')])
+        return ps.spec_hash('m', ps.resolve(normalized, {'p': chosen}), 't')
+
+    base = hashed(['a', {'function': 'b', 'returns': 'int'}], 'b')
+    assert base == hashed(['a', {'function': 'b', 'returns': 'int'}], 'b')
+    assert base != hashed(['a', {'function': 'b', 'returns': 'long'}], 'b')  # the probed one's type
+    assert base != hashed([{'function': 'a', 'returns': 'long'}, {'function': 'b', 'returns': 'int'}], 'b')
+    assert base != hashed(['a', 'b'], 'b')
+
+
+BAD_CANDIDATES = [
+    ([{'function': 'a', 'type': 'int'}], ["field 'function'", "candidate 'a'", "unknown key 'type'"]),
+    ([{'returns': 'int'}], ["field 'function'", 'has no function']),
+    ([{'function': 'a', 'returns': 'ssize_t'}], ["field 'function'", "candidate 'a'", 'returns',
+                                                 "'ssize_t'"]),
+    ([{'function': 'a', 'returns': None}], ["candidate 'a'", 'returns', 'got null']),
+    ([{'function': 5}], ["field 'function'", 'must be symbol names']),
+    ([{'function': 'bad.isra.0'}], ["field 'function'", 'base name']),
+    (['a', {'function': 'a', 'returns': 'int'}], ["field 'function'", "'a' is listed twice"]),
+    ([{'function': ['a', 'b']}], ["field 'function'", 'must be symbol names']),
+]
+
+
+@pytest.mark.parametrize('function,expected', BAD_CANDIDATES, ids=[str(i) for i in range(len(BAD_CANDIDATES))])
+def test_bad_candidate(function, expected):
+    message = error_of([probe(function=function)])
+    for part in expected:
+        assert part in message, message

@@ -35,7 +35,7 @@ def template_sha():
 
 def spec(probes, module_name='kprobes_fleet'):
     normalized = ps.normalize(probes)
-    resolved = ps.resolve(normalized, dict((p['name'], p['functions'][0]) for p in normalized))
+    resolved = ps.resolve(normalized, dict((p['name'], ps.candidate_symbols(p)[0]) for p in normalized))
     return {
         'module_name': module_name,
         'spec_hash': ps.spec_hash(module_name, resolved, template_sha()),
@@ -343,3 +343,19 @@ def test_compile(tmp_path, headers, which):
     assert b'license=GPL\0' in data
     # modinfo -F marker <file>.ko
     assert b'\0marker=kprobes.fleet\0' in data
+
+
+def test_the_handler_reads_the_chosen_candidates_type():
+    """One spec, the C type follows the candidate the host resolved (resolve() sets returns)."""
+    probes = [{'name': 'opens', 'returns': 'errptr',
+               'function': ['do_file_open', {'function': 'do_sys_openat2', 'returns': 'int'}]}]
+    normalized = ps.normalize(probes)
+    for symbol, c_line in (('do_file_open', 'long ret = IS_ERR_VALUE(raw) ? (long)raw : 0;'),
+                           ('do_sys_openat2', 'int ret = (int)KPF_RAW_RETVAL(regs);')):
+        resolved = ps.resolve(normalized, {'opens': symbol})
+        c_text = render('kprobes_fleet.c.j2', {'module_name': 'kprobes_fleet', 'probes': resolved,
+                                               'spec_hash': ps.spec_hash('kprobes_fleet', resolved, 't')})
+        body = handler(c_text, 'opens')
+        assert c_line in body
+        assert '.symbol_name = "%s"' % symbol in c_text
+        assert '/* probe opens: %s, returns %s,' % (symbol, resolved[0]['returns']) in c_text

@@ -35,7 +35,7 @@ def resolved(*names_):
         raw = n if isinstance(n, dict) else probe_spec.preset(n) if n in probe_spec.PRESETS else None
         probes.append(raw)
     normalized = probe_spec.normalize(probes)
-    return probe_spec.resolve(normalized, dict((p['name'], p['functions'][0]) for p in normalized))
+    return probe_spec.resolve(normalized, dict((p['name'], probe_spec.candidate_symbols(p)[0]) for p in normalized))
 
 
 SLEEPERS = {'name': 'sleepers', 'function': 'hrtimer_nanosleep', 'returns': 'long', 'report': 'any',
