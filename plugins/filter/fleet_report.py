@@ -19,7 +19,8 @@ author:
   - kprobes.fleet developers (@kprobes-fleet)
 description:
   - Takes a mapping of inventory host name to that host's C(ansible_facts.kprobes_fleet) (as set by
-    M(kprobes.fleet.probe_facts); V(null) for a host without facts, for example unreachable) and
+    M(kprobes.fleet.probe_facts); anything else, such as V(null) or V(false), for a host without facts,
+    for example unreachable) and
     returns an HTML document with inline CSS and inline SVG only (no script, nothing fetched).
   - Summaries come first (fleet totals per probe, hosts that need attention, the top (comm, errno)
     pairs, a timeline of this collection's events); the per host and probe counters and the events
@@ -31,7 +32,7 @@ description:
     no facts.
 options:
   _input:
-    description: Host name to its C(kprobes_fleet) facts (or V(null)).
+    description: Host name to its C(kprobes_fleet) facts (anything else means no facts).
     type: dict
     required: true
   title:
@@ -56,7 +57,7 @@ EXAMPLES = r'''
 - name: Write the report of this play's hosts on the controller
   ansible.builtin.copy:
     content: "{{ dict(ansible_play_hosts_all | zip(ansible_play_hosts_all | map('extract', hostvars)
-      | map(attribute='ansible_facts', default={}) | map(attribute='kprobes_fleet', default=none)))
+      | map(attribute='ansible_facts', default={}) | map(attribute='kprobes_fleet', default=false)))
       | kprobes.fleet.fleet_report(generated=now(utc=true).isoformat()) }}"
     dest: /srv/reports/kprobes-fleet.html
     mode: "0640"
@@ -393,6 +394,8 @@ def fleet_report(hostfacts, title='kprobes.fleet report', generated='', top=20, 
         '<!DOCTYPE html>',
         '<html lang="en"><head><meta charset="utf-8">',
         REPORT_MARK,  # an existing file is replaced only when it carries this mark
+        # Nothing may load or run: a browser refuses (and reports) any script or fetch.
+        '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; style-src \'unsafe-inline\'">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         '<title>%s</title><style>%s</style></head><body>' % (_e(title), CSS),
         '<h1>%s</h1>' % _e(title),
