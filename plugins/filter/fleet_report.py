@@ -179,8 +179,9 @@ class Host(object):
 
 
 def _table(head, rows, cls=''):
-    out = ['<table%s><thead><tr>%s</tr></thead><tbody>' % (' class="%s"' % cls if cls else '',
-                                                          ''.join('<th>%s</th>' % _e(h) for h in head))]
+    attrs = ' class="%s"' % cls if cls else ''
+    cells = ''.join('<th>%s</th>' % _e(h) for h in head)
+    out = ['<table%s><thead><tr>%s</tr></thead><tbody>' % (attrs, cells)]
     out.extend(rows)
     out.append('</tbody></table>')
     return '\n'.join(out)
@@ -288,10 +289,10 @@ def _timeline(hosts, colors):
     for i, b in enumerate(bins):
         y = base
         for probe in sorted(b):
-            bar = b[probe] / float(peak) * hist_h
-            y -= bar
+            size = b[probe] / float(peak) * hist_h
+            y -= size
             out.append('<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s"><title>%s: %d</title></rect>'
-                       % (left + i * bin_w, y, max(bin_w - 1, 1), bar, colors.get(probe, '#818b98'),
+                       % (left + i * bin_w, y, max(bin_w - 1, 1), size, colors.get(probe, '#818b98'),
                           _e(probe), b[probe]))
     out.append('<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#59636e"/>' % (left, base, width - right, base))
     out.append('<text x="%d" y="%d" text-anchor="end">fleet</text>' % (left - 6, base - 4))

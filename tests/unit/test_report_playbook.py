@@ -20,8 +20,8 @@ BIN = os.path.dirname(sys.executable)
 
 def inventory(tmp_path, hosts):
     inv = tmp_path / "inventory.yml"
-    inv.write_text("all:\n  hosts:\n" + "".join("    %s: {ansible_host: 192.0.2.%d}\n" % (h, i + 1)
-                                                 for i, h in enumerate(hosts)))
+    lines = ["    %s: {ansible_host: 192.0.2.%d}\n" % (h, i + 1) for i, h in enumerate(hosts)]
+    inv.write_text("all:\n  hosts:\n" + "".join(lines))
     return inv
 
 
