@@ -27,6 +27,9 @@ description:
     are folded in C(<details>) elements, so the page stays readable for 1,000 hosts.
   - A probe's C(delta) (C(hits), C(matches), C(nmissed), C(seconds) since the previous collection)
     is shown when the facts carry it, C(n/a) otherwise.
+  - The timeline's axis is the events' C(ts) (seconds since each host booted), so hosts that booted at
+    different times are not aligned; when every host with events also has C(uptime) in its facts
+    (seconds since boot when it was collected), the axis is seconds before the collection instead.
   - A host needs attention when a probe has C(nmissed) or C(kp_nmissed) above 0, a probe is not
     registered, C(events_lost) or C(events_dropped) is above 0, nothing of ours is loaded, or it has
     no facts.
