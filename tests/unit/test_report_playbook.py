@@ -91,6 +91,18 @@ def test_report_from_the_fact_cache(repo, tmp_path):
     assert rc == 0 and os.stat(path).st_mtime > 0, out
 
 
+def test_write_alone_does_not_skip_the_validation(repo, tmp_path):
+    """tasks_from: write (what collect includes after its own validation) refuses to run unvalidated."""
+    book = tmp_path / "write.yml"
+    book.write_text("- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.include_role:\n"
+                    "        name: kprobes.fleet.fleet_report\n        tasks_from: write\n")
+    path = tmp_path / "foreign.html"
+    path.write_text("somebody's page")  # the validation would refuse it
+    rc, out = run(repo, tmp_path, str(book), ["ghost1"], {"kprobes_fleet_report": str(path)})
+    assert rc != 0 and "__kprobes_fleet_valid" in out and "UNREACHABLE" not in out, out
+    assert path.read_text() == "somebody's page" and "kprobes.fleet report:" not in out
+
+
 def test_report_path_is_required(repo, tmp_path):
     rc, out = run(repo, tmp_path, os.path.join(repo, "playbooks", "report.yml"), ["ghost1"], {})
     assert rc != 0 and "kprobes_fleet_report" in out and "UNREACHABLE" not in out, out
