@@ -1,7 +1,10 @@
 # kprobes.fleet — every entry point bootstraps what it needs on a fresh Debian/Ubuntu machine.
-#   make demo       lab up + deploy probes + cause failures + per-host summary
-#   make test       lint + sanity + unit tests + molecule on real kernels in QEMU (5.10, 6.1, 6.12; default + lifecycle scenarios)
+#   make demo       lab up + deploy probes + cause failures + per-host summary + the fleet report (.lab/kprobes-fleet-report.html)
+#   make test       lint + sanity + unit tests (incl. the report in headless chromium, build/install/EE/changelog) + molecule on real kernels in QEMU (5.10, 6.1, 6.12; default + lifecycle scenarios)
 #   make test-extended  molecule (same converge + verify, plus tracefs forced) on the newest kernel: Debian sid (7.x)
+#   make ee         the execution environment's build context (ansible-builder create, offline) in build/ee-context
+#   make dist       the collection tarball users install, in build/
+#   make changelog  lint the changelog fragments and regenerate CHANGELOG.rst (antsibull-changelog)
 #   make lab        boot the lab fleet (LAB=bullseye,bookworm,trixie; also sid; per VM: LAB=bookworm,bookworm:lockdown=integrity), inventory in .lab/inventory.yml
 #   make lab-down   stop every lab VM;  make lab-status  list them
 
@@ -14,11 +17,13 @@ export PATH := $(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 LAB ?=
 export LAB
+LAB_DIR ?= .lab
+export LAB_DIR
 SYS_CMDS := qemu-system-x86_64 qemu-img debootstrap mkfs.ext4 ssh ssh-keygen rsync git
 SYS_PKGS := qemu-system-x86 qemu-utils debootstrap e2fsprogs openssh-client rsync git python3-venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help deps sys-deps venv lab lab-down lab-status demo deploy test test-extended lint sanity unit compile lab-test molecule clean
+.PHONY: help deps sys-deps venv lab lab-down lab-status demo deploy test test-extended lint sanity unit compile lab-test molecule clean ee dist changelog
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -49,11 +54,12 @@ lab-status:
 	@$(PYTHON) lab/lab.py status
 
 deploy: lab
-	$(BIN)/ansible-playbook -i .lab/inventory.yml deploy-probes.yml
+	$(BIN)/ansible-playbook -i $(LAB_DIR)/inventory.yml deploy-probes.yml
 
 demo: lab
-	$(BIN)/ansible-playbook -i .lab/inventory.yml playbooks/demo.yml
+	$(BIN)/ansible-playbook -i $(LAB_DIR)/inventory.yml playbooks/demo.yml
 	@echo; echo "The lab is still running: 'make lab-status' lists it, 'make lab-down' stops it."
+	@echo "Fleet report: $(abspath $(LAB_DIR))/kprobes-fleet-report.html"
 
 lint: venv
 	$(BIN)/ansible-lint --profile production
@@ -85,5 +91,14 @@ test-extended: deps
 	$(BIN)/molecule test -s extended
 	@echo "make test-extended: all passed"
 
+ee: venv
+	ee/create build/ee-context
+
+dist: venv
+	$(BIN)/ansible-galaxy collection build --force --output-path build .
+
+changelog: venv
+	changelogs/generate
+
 clean: lab-down
-	rm -rf .lab tests/output
+	rm -rf .lab tests/output build

@@ -53,6 +53,13 @@ options:
       - Empty or the absolute controller path of the X.509 cert (PEM or DER, may be vault-encrypted) that
         goes with O(kprobes_fleet_signing_key).
     type: raw
+  kprobes_fleet_report:
+    description:
+      - Empty (no report) or the controller path of the HTML fleet report (absolute or starting with
+        C(~), ending in C(.html), in an existing directory). An existing file there is replaced only
+        if it is a regular file holding a kprobes.fleet report; symbolic links, devices and other
+        files are refused.
+    type: raw
   check_probes:
     description: Check C(kprobes_fleet_probes) (with C(kprobes_fleet_state=present)).
     type: bool

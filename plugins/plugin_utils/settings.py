@@ -241,6 +241,53 @@ def signer_identity(data, what='kprobes_fleet_signing_cert'):
         raise names.InvalidValue('%s is not an X.509 certificate (PEM or DER)' % what)
 
 
+REPORT_MARK = '<meta name="generator" content="kprobes.fleet fleet report">'
+_REPORT_SUFFIXES = ('.html', '.htm')
+
+
+def _report(name, value):
+    """Empty (no report) or the controller path of the HTML fleet report; returns it absolute.
+
+    The path must end in .html, its directory must exist, and an existing file there must be a
+    regular file (not a symlink, fifo or device) that is a report we wrote (it carries REPORT_MARK),
+    so a report never replaces anything else on the controller."""
+    if value in (None, ''):
+        return ''
+    if not isinstance(value, str):
+        raise names.InvalidValue('%s: must be empty (no report) or the path of an .html file on the '
+                                 'controller, got %s' % (name, names.type_name(value)))
+    path = os.path.expanduser(str(value))
+    if not os.path.isabs(path) or len(path) > 4096 or '\0' in path or '\n' in path:
+        raise names.InvalidValue('%s: must be an absolute path on the controller (or start with ~), got %r'
+                                 % (name, str(value)))
+    if path.endswith('/') or not path.lower().endswith(_REPORT_SUFFIXES):
+        raise names.InvalidValue('%s: must be the path of an .html file (a file name ending in .html, '
+                                 'not a directory), got %r' % (name, str(value)))
+    path = os.path.normpath(path)
+    parent = os.path.dirname(path)
+    if not os.path.isdir(parent):
+        raise names.InvalidValue('%s: the directory %s does not exist on the controller' % (name, parent))
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return path
+    except OSError as e:
+        raise names.InvalidValue('%s: cannot inspect %s on the controller: %s' % (name, path, e.strerror or e))
+    if stat.S_ISLNK(st.st_mode):
+        raise names.InvalidValue('%s: %s is a symbolic link; give the path of the report itself' % (name, path))
+    if not stat.S_ISREG(st.st_mode):
+        raise names.InvalidValue('%s: %s exists and is not a regular file' % (name, path))
+    try:
+        with open(path, 'rb') as f:
+            head = f.read(4096)
+    except (IOError, OSError) as e:
+        raise names.InvalidValue('%s: cannot read %s on the controller: %s' % (name, path, e.strerror or e))
+    if st.st_size and REPORT_MARK.encode() not in head:
+        raise names.InvalidValue('%s: %s exists and is not a kprobes.fleet report; it is never replaced, '
+                                 'choose another path' % (name, path))
+    return path
+
+
 # name: (default, check). A check takes (name, value) and returns the normalised value.
 PUBLIC = {
     'kprobes_fleet_probes': ([], None),  # probe_spec.normalize(), only with state present
@@ -262,6 +309,7 @@ PUBLIC = {
     'kprobes_fleet_signing_cert': ('', _signing_cert),
     'kprobes_fleet_persist': (True, _bool),
     'kprobes_fleet_lock_wait': (300, _lock_wait),
+    'kprobes_fleet_report': ('', _report),
 }
 
 

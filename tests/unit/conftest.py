@@ -1,4 +1,5 @@
 """Make the checkout importable as ansible_collections.kprobes.fleet for unit tests."""
+import hashlib
 import os
 import sys
 import tempfile
@@ -13,7 +14,9 @@ def _collection_root():
     parts = REPO.split(os.sep)
     if parts[-3:-1] == ["ansible_collections", "kprobes"] and parts[-1] == "fleet":
         return os.sep.join(parts[:-3])
-    root = os.path.join(tempfile.gettempdir(), "kprobes-fleet-unit-%d" % os.getuid())
+    # One tree per checkout: worktrees of this repository run their tests at the same time.
+    root = os.path.join(tempfile.gettempdir(), "kprobes-fleet-unit-%d-%s" % (
+        os.getuid(), hashlib.sha256(REPO.encode()).hexdigest()[:8]))
     link = os.path.join(root, "ansible_collections", "kprobes", "fleet")
     os.makedirs(os.path.dirname(link), exist_ok=True)
     if os.path.realpath(link) != REPO:

@@ -29,3 +29,14 @@ def test_role_argument_spec_renders(role):
     res = ansible_doc("-t", "role", "kprobes.fleet." + role)
     assert res.returncode == 0, res.stderr
     assert "OPTIONS" in res.stdout or "Options" in res.stdout, res.stdout
+
+
+FILTERS = sorted(f[:-3] for f in os.listdir(os.path.join(REPO, "plugins", "filter")) if f.endswith(".py"))
+
+
+@pytest.mark.parametrize("name", FILTERS)
+def test_filter_doc_renders(name):
+    res = ansible_doc("-t", "filter", "kprobes.fleet." + name)
+    assert res.returncode == 0, res.stderr
+    assert "kprobes.fleet.%s" % name in res.stdout and "EXAMPLES" in res.stdout
+    assert "[WARNING]" not in res.stderr, res.stderr

@@ -1,0 +1,85 @@
+"""Fixture facts for the fleet report: a small lab-like fleet and a synthetic one of any size.
+
+The shape is what kprobes.fleet.probe_facts returns (its RETURN docs), plus the per-probe
+``delta`` ({hits, matches, nmissed, seconds}) where a host has one.
+"""
+import random
+
+ERRNOS = {"open_failures": [("ENOENT", -2), ("EACCES", -13), ("ENOTDIR", -20)],
+          "disk_full": [("ENOSPC", -28), ("EDQUOT", -122)]}
+COMMS = ["cat", "dd", "python3", "systemd-journal", "nginx", "postgres", "sshd", "cron job"]
+
+
+def probe(function, hits, matches, nmissed=0, delta=None, **extra):
+    p = {"function": function, "hits": hits, "matches": matches, "nmissed": nmissed, "kp_nmissed": 0,
+         "maxactive": 64, "registered": 1, "reg_err": 0, "suppressed": 0}
+    if delta is not None:
+        p["delta"] = delta
+    p.update(extra)
+    return p
+
+
+def event(probe_name, comm, errno, ret, pid, seq, ts):
+    return {"probe": probe_name, "function": "vfs_write" if probe_name == "disk_full" else "do_filp_open",
+            "ret": ret, "errno": errno, "pid": pid, "comm": comm, "seq": seq,
+            "ts_usec": int(ts * 1e6), "ts": ts}
+
+
+def facts(kernel, backend, probes, events, events_lost=0, events_dropped=0, loaded=True):
+    return {"module": "kprobes_fleet", "loaded": loaded, "backend": backend,
+            "backend_reason": "lockdown=integrity refuses unsigned modules" if backend == "tracefs" else None,
+            "spec_hash": "3f2a9c0d11e4b7a5", "kernel": kernel, "boot_id": "84622e10-2383-4f54-ba8b-50898d63d5b3",
+            "probes": probes, "events": events, "events_lost": events_lost, "events_dropped": events_dropped,
+            "cursor": {"boot_id": "84622e10-2383-4f54-ba8b-50898d63d5b3", "next_seq": 100}}
+
+
+def lab_fleet():
+    """Three hosts as after 'make demo', one with missed calls and lost events, one without facts."""
+    return {
+        "bookworm-1": facts("6.1.0-50-amd64", "module", {
+            "open_failures": probe("do_filp_open", 9120, 41, delta={"hits": 812, "matches": 1, "nmissed": 0,
+                                                                    "seconds": 3600.2}),
+            "disk_full": probe("vfs_write", 30211, 4, delta={"hits": 977, "matches": 4, "nmissed": 0,
+                                                             "seconds": 3600.2}),
+        }, [event("open_failures", "cat", "ENOENT", -2, 812, 4410, 91.2),
+            event("disk_full", "sh", "ENOSPC", -28, 815, 4411, 91.5),
+            event("disk_full", "sh", "ENOSPC", -28, 816, 4412, 91.6),
+            event("disk_full", "sh", "ENOSPC", -28, 817, 4413, 91.7),
+            event("disk_full", "dd", "ENOSPC", -28, 820, 4414, 92.0)]),
+        "trixie-1": facts("6.12.57+deb13-amd64", "tracefs", {
+            "open_failures": probe("do_filp_open", 5000, 17, nmissed=3),
+            "disk_full": probe("vfs_write", 12000, 4),
+        }, [event("open_failures", "cat", "ENOENT", -2, 612, 1, 80.0),
+            event("disk_full", "sh", "ENOSPC", -28, 615, 2, 80.4)], events_lost=2),
+        "bullseye-1": None,
+    }
+
+
+def synthetic_fleet(n, seed=11, events_per_host=5):
+    """``n`` hosts with two probes; every 17th host has missed calls, every 89th lost events,
+    every 101st no facts; every other host has a delta."""
+    rnd = random.Random(seed)
+    fleet = {}
+    for i in range(n):
+        name = "host-%04d.example.test" % i
+        if i % 101 == 100:
+            fleet[name] = None
+            continue
+        probes = {}
+        for pname, fn in (("open_failures", "do_filp_open"), ("disk_full", "vfs_write")):
+            hits = rnd.randint(1000, 10 ** 7)
+            matches = rnd.randint(0, 500)
+            delta = ({"hits": rnd.randint(0, 1000), "matches": rnd.randint(0, matches), "nmissed": 0,
+                      "seconds": 3600.0} if i % 2 == 0 else None)
+            probes[pname] = probe(fn, hits, matches, nmissed=(7 if i % 17 == 16 and pname == "disk_full" else 0),
+                                  delta=delta)
+        events = []
+        for k in range(events_per_host):
+            pname = rnd.choice(sorted(ERRNOS))
+            errno, ret = rnd.choice(ERRNOS[pname])
+            events.append(event(pname, rnd.choice(COMMS), errno, ret, rnd.randint(100, 60000), k + 1,
+                                round(1000 + k * 10 + rnd.random() * 5, 6)))
+        fleet[name] = facts(["5.10.0-35-amd64", "6.1.0-50-amd64", "6.12.57+deb13-amd64"][i % 3],
+                            "module" if i % 3 else "tracefs", probes, events,
+                            events_lost=(3 if i % 89 == 88 else 0))
+    return fleet

@@ -1,0 +1,100 @@
+"""The fleet report in a real headless browser (the system's chromium, DevTools protocol over a pipe).
+
+The page is written by playbooks/report.yml from a fact cache (as AWX keeps facts), opened in
+chromium, and checked for console errors, blocked loads and what a reader sees. Skipped when no
+chromium is installed (apt-get install chromium); CI installs it (.ci/run).
+"""
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from headless import Browser, find_chromium  # noqa: E402  pylint: disable=wrong-import-position
+
+from ansible_collections.kprobes.fleet.plugins.filter.fleet_report import fleet_report  # noqa: E402
+from report_fixtures import lab_fleet, synthetic_fleet  # noqa: E402
+from test_report_playbook import write_report  # noqa: E402
+
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(find_chromium() is None,
+                                 reason="no chromium on PATH: the browser test needs Debian's chromium "
+                                        "(apt-get install chromium; .ci/run installs it)")]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with Browser() as b:
+        yield b
+
+
+def url(path):
+    return "file://" + str(path)
+
+
+def test_the_detector_sees_errors(tmp_path, browser):
+    """A page with a script error, a console error and a blocked load: all three are reported."""
+    bad = tmp_path / "bad.html"
+    bad.write_text("<!DOCTYPE html><html><head><title>bad</title></head><body><p>x</p>"
+                   "<script>console.error('boom'); nosuchfunction();</script></body></html>")
+    page = browser.open(url(bad))
+    errors = "\n".join(page.errors)
+    assert "console.error: boom" in errors and "nosuchfunction" in errors, errors
+    csp = tmp_path / "csp.html"
+    csp.write_text("<!DOCTYPE html><html><head><meta http-equiv=\"Content-Security-Policy\" "
+                   "content=\"default-src 'none'\"><title>csp</title></head><body>"
+                   "<img src=\"http://192.0.2.1/x.png\"></body></html>")
+    assert any("Content Security Policy" in e for e in browser.open(url(csp)).errors)
+
+
+def test_lab_report_in_the_browser(repo, tmp_path, browser):
+    fleet = lab_fleet()
+    rc, out, path = write_report(repo, tmp_path, fleet)
+    assert rc == 0, out
+    page = browser.open(url(path))
+    assert page.errors == []
+    assert page.requests == [url(path)]  # nothing else was fetched
+    assert page.eval("document.title") == "kprobes.fleet report"
+    cards = page.eval("Object.fromEntries([...document.querySelectorAll('[data-card]')]"
+                      ".map(c => [c.dataset.card, c.querySelector('b').textContent]))")
+    live = [f for f in fleet.values() if f]
+    assert cards["hosts"] == str(len(fleet))
+    assert cards["matches"] == str(sum(p["matches"] for f in live for p in f["probes"].values()))
+    assert cards["events"] == str(sum(len(f["events"]) for f in live))
+    # the summaries are visible without opening anything, the detail is folded
+    visible = page.eval("document.body.innerText")
+    for host in ("trixie-1", "bullseye-1"):
+        assert host in visible  # they need attention
+    assert page.eval("document.querySelector('#hosts').open") is False
+    assert page.eval("document.querySelector('#h-bookworm-1').checkVisibility()") is False
+    # open the host list and one host: its counters and deltas are there and shown
+    page.eval("document.querySelector('#hosts').open = true; document.querySelector('#h-bookworm-1').open = true")
+    cells = page.eval("[...document.querySelectorAll('#h-bookworm-1 table')[0].rows].map(r => "
+                      "[...r.cells].map(c => c.innerText))")
+    assert cells[0][:4] == ["probe", "function", "hits", "matches"]
+    rows = dict((r[0], r) for r in cells[1:])
+    probe = fleet["bookworm-1"]["probes"]["open_failures"]
+    assert rows["open_failures"][2] == "{:,}".format(probe["hits"])
+    assert rows["open_failures"][8] == str(probe["delta"]["matches"])
+    assert page.eval("document.querySelector('#h-bookworm-1 table').checkVisibility()") is True
+    # the timeline is drawn: one dot per event, inside the picture
+    assert page.eval("document.querySelectorAll('svg circle').length") == sum(len(f["events"]) for f in live)
+    assert page.eval("document.querySelector('svg').getBoundingClientRect().width") > 500
+    page.screenshot(str(tmp_path / "report.png"))
+    assert os.path.getsize(str(tmp_path / "report.png")) > 10000
+
+
+def test_thousand_hosts_in_the_browser(tmp_path, browser):
+    # Rendered by the filter itself: the playbook path is tested above with the lab fleet (a run
+    # over 1,000 inventory hosts costs minutes of controller time).
+    path = tmp_path / "fleet.html"
+    path.write_text(fleet_report(synthetic_fleet(1000)))
+    page = browser.open(url(path))
+    assert page.errors == []
+    assert page.load_seconds < 15, page.load_seconds
+    assert page.eval("document.querySelectorAll('details.host').length") == 1000
+    # readable: the summaries fit in a few screens, the detail is folded
+    height = page.eval("document.documentElement.scrollHeight")
+    assert height < 6000, height
+    assert page.eval("document.querySelector('#hosts').open") is False
