@@ -147,6 +147,7 @@ msg:
   sample: loaded /var/lib/kprobes-fleet/modules/9b1c2d3e4f5a6b7c.ko
 '''
 
+import fcntl
 import hashlib
 import os
 import re
@@ -458,9 +459,19 @@ class ProbeLoader(object):
             os.unlink(self.loaded_ko)
 
     def apply(self):
-        if self.state == 'absent':
-            return self.absent()
-        return self.present()
+        """present/absent, one at a time per name on this host (whoever runs this module: a deploy
+        holds kprobes.fleet.host_lock anyway, a role or module used alone does not): never two
+        loads or unloads racing."""
+        run = os.path.join(self.root, 'run', 'kprobes-fleet')
+        kmsg.ensure_dir(run)
+        fd = os.open(os.path.join(run, '%s.load' % self.name), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if self.state == 'absent':
+                return self.absent()
+            return self.present()
+        finally:
+            os.close(fd)
 
 
 def build_module():
