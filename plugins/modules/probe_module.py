@@ -436,7 +436,7 @@ class ProbeLoader(object):
                   'previous_spec_hash': current, 'spec_hash': None, 'loaded': False}
         if not loaded:
             result['msg'] = '%s is not loaded' % self.name
-            if os.path.exists(self.loaded_ko) or persist.load_manifest(self.state_dir, self.name):
+            if os.path.exists(self.loaded_ko) or self.recorded():
                 result['changed'] = True
                 if not self.module.check_mode:
                     self.forget()
@@ -451,6 +451,11 @@ class ProbeLoader(object):
         self.forget()
         result['msg'] = 'unloaded %s' % self.name
         return result
+
+    def recorded(self):
+        """Whether the boot-time record is of this backend (the module)."""
+        manifest = persist.load_manifest(self.state_dir, self.name)
+        return bool(manifest) and manifest['backend'] == 'module'
 
     def forget(self):
         """Nothing of ours is left to load at boot: the record and the copy it would load."""

@@ -84,6 +84,13 @@ def test_a_record_left_without_a_loaded_module_is_removed_by_absent(host, tmp_pa
     assert loader.apply()['changed'] is False  # and then nothing is left to do
 
 
+def test_absent_leaves_the_tracefs_record_alone_and_changes_nothing(host):
+    persist.save_manifest(host.state_dir, NAME, 'tracefs', NEW_HASH, {'probes': [], 'reason': None})
+    module, loader = host.loader(state='absent')
+    assert loader.apply()['changed'] is False
+    assert persist.load_manifest(host.state_dir, NAME)['backend'] == 'tracefs'
+
+
 def test_forget_leaves_the_other_backends_record(host, tmp_path):
     loaded(host, tmp_path)
     assert persist.forget(host.state_dir, NAME, 'tracefs') is False
