@@ -25,6 +25,8 @@ BASE_PACKAGES = [
     "ifupdown",
     "kmod",
     "udev",
+    # As on a real server: logind needs it, and shutdown/reboot (Ansible's reboot module) need logind.
+    "dbus",
     # The lab's boot loader (see BOOT_DEFAULT_KERNEL): QEMU always starts the image's kernel.
     "kexec-tools",
 ]
