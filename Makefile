@@ -80,8 +80,8 @@ lab-test: deps
 
 # default: the pipeline on 5.10, 6.1, 6.12; lifecycle: reboots, a kernel upgrade, faults (README, "Lifecycle").
 molecule: deps
-	$(BIN)/molecule test
 	$(BIN)/molecule test -s lifecycle
+	$(BIN)/molecule test
 
 test: deps lint sanity unit lab-test molecule
 	@echo "make test: all passed"
