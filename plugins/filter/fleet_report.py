@@ -87,6 +87,7 @@ PALETTE = ('#1f6feb', '#d1242f', '#1a7f37', '#9a6700', '#8250df', '#bc4c00', '#0
 OPEN_ROWS = 50      # attention rows shown before the rest is folded
 TIMELINE_ROWS = 20  # hosts with their own row in the timeline
 TIMELINE_BINS = 60
+ROW_EVENTS = 300    # dots per host row
 
 CSS = '''
 body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:1.5em auto;max-width:1200px;
@@ -303,7 +304,7 @@ def _timeline(hosts, colors):
         y = base + 20 + r * row_h
         out.append('<text x="%d" y="%d" text-anchor="end">%s</text>' % (left - 6, y + 11, _e(h.name[:22])))
         out.append('<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#eaeef2"/>' % (left, y + 7, width - right, y + 7))
-        for ev in h.events[-300:]:
+        for ev in h.events[-ROW_EVENTS:]:
             x = x_of(h, ev)
             if x is None:
                 continue
@@ -322,8 +323,11 @@ def _timeline(hosts, colors):
             '<p class="meta">Kernel timestamps are seconds since each host booted: hosts that booted at '
             'different times are not aligned on this axis.</p>')
     more = len(busy) - len(rows)
-    return ('<div class="legend">%s</div>%s%s' % (legend, ''.join(out), note)
-            + ('<p class="meta">%d more hosts with events are in the histogram only.</p>' % more if more > 0 else ''))
+    if more > 0:
+        note += '<p class="meta">%d more hosts with events are in the histogram only.</p>' % more
+    if any(len(h.events) > ROW_EVENTS for h in rows):
+        note += '<p class="meta">A host\'s row shows its newest %d events; the histogram counts all.</p>' % ROW_EVENTS
+    return '<div class="legend">%s</div>%s%s' % (legend, ''.join(out), note)
 
 
 def _host_detail(h, max_events):

@@ -184,3 +184,14 @@ def test_thousand_hosts_stay_readable():
     # deltas: summed over the hosts that have one
     dm = sum(p["delta"]["matches"] for f in live.values() for p in f["probes"].values() if "delta" in p)
     assert page.cards["\u0394 matches"] == "{:,}".format(dm)
+
+
+def test_timeline_rows_are_bounded_and_say_so():
+    fleet = lab_fleet()
+    base = fleet["bookworm-1"]["events"][0]
+    fleet["bookworm-1"]["events"] = [dict(base, seq=i, ts=100.0 + i) for i in range(400)]
+    doc = fleet_report(fleet)
+    page = parse(doc)
+    assert page.tags["circle"] == 300 + len(fleet["trixie-1"]["events"])
+    assert "newest 300 events; the histogram counts all" in doc
+    assert "newest" not in fleet_report(lab_fleet()).split("<h2>Hosts</h2>")[0].split("Timeline")[1]
