@@ -52,9 +52,14 @@ def dist(tmp_path_factory):
     rc, out = sh([os.path.join(BIN, "ansible-galaxy"), "collection", "build", "--output-path", str(top), str(src)], top)
     assert rc == 0, out
     cols = top / "collections"
-    rc, out = sh([os.path.join(BIN, "ansible-galaxy"), "collection", "install", "--offline", "-p", str(cols),
-                  str(top / TARBALL)], top)
+    # Without the checkout's configuration (make exports ANSIBLE_CONFIG): through its collections/
+    # symlink, galaxy would find kprobes.fleet "already installed" and install nothing.
+    env = dict((k, v) for k, v in os.environ.items() if not k.startswith("ANSIBLE_"))
+    rc, out = sh([os.path.join(BIN, "ansible-galaxy"), "collection", "install", "--offline", "--force", "-p", str(cols),
+                  str(top / TARBALL)], top, env=env)
     assert rc == 0, out
+    assert (cols / "ansible_collections" / "kprobes" / "fleet" / "galaxy.yml").exists() or \
+        (cols / "ansible_collections" / "kprobes" / "fleet" / "MANIFEST.json").exists(), out
     return top / TARBALL, cols
 
 
