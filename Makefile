@@ -1,11 +1,11 @@
 # kprobes.fleet — every entry point bootstraps what it needs on a fresh Debian/Ubuntu machine.
 #   make demo       lab up + deploy probes + cause failures + per-host summary + the fleet report (.lab/kprobes-fleet-report.html)
 #   make test       lint + sanity + unit tests (incl. the report in headless chromium, build/install/EE/changelog) + molecule on real kernels in QEMU (5.10, 6.1, 6.12; default + lifecycle scenarios)
-#   make test-extended  molecule (same converge + verify, plus tracefs forced) on the newest kernel: Debian sid (7.x)
+#   make test-extended  molecule (same converge + verify, plus tracefs forced) on Debian sid (newest kernel, 7.x) and bookworm-arm64 (6.1 on arm64)
 #   make ee         the execution environment's build context (ansible-builder create, offline) in build/ee-context
 #   make dist       the collection tarball users install, in build/
 #   make changelog  lint the changelog fragments and regenerate CHANGELOG.rst (antsibull-changelog)
-#   make lab        boot the lab fleet (LAB=bullseye,bookworm,trixie; also sid; per VM: LAB=bookworm,bookworm:lockdown=integrity), inventory in .lab/inventory.yml
+#   make lab        boot the lab fleet (LAB=bullseye,bookworm,trixie; also sid and <release>-arm64; per VM: LAB=bookworm,bookworm:lockdown=integrity), inventory in .lab/inventory.yml
 #   make lab-down   stop every lab VM;  make lab-status  list them
 
 SHELL := /bin/bash
@@ -22,8 +22,11 @@ export LAB_DIR
 SYS_CMDS := qemu-system-x86_64 qemu-img debootstrap mkfs.ext4 ssh ssh-keygen rsync git
 SYS_PKGS := qemu-system-x86 qemu-utils debootstrap e2fsprogs openssh-client rsync git python3-venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# arm64 lab VMs (LAB=bookworm-arm64): the emulator, and qemu-user-static for debootstrap --arch=arm64
+ARM64_CMDS := qemu-system-aarch64 qemu-aarch64-static update-binfmts
+ARM64_PKGS := qemu-system-arm qemu-user-static binfmt-support
 
-.PHONY: help deps sys-deps venv lab lab-down lab-status demo deploy test test-extended lint sanity unit compile lab-test molecule clean ee dist changelog
+.PHONY: help deps sys-deps arm64-deps venv lab lab-down lab-status demo deploy test test-extended lint sanity unit compile lab-test molecule clean ee dist changelog
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -36,6 +39,13 @@ sys-deps:
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(SYS_PKGS) >/dev/null; \
 	fi
 
+arm64-deps:
+	@missing=""; for c in $(ARM64_CMDS); do command -v $$c >/dev/null || missing="$$missing $$c"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing system packages for arm64 VMs (missing:$$missing)"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(ARM64_PKGS) >/dev/null; \
+	fi
+
 $(VENV)/.installed: requirements.txt
 	@[ -x $(VENV)/bin/python ] || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements.txt
@@ -44,7 +54,7 @@ $(VENV)/.installed: requirements.txt
 venv: $(VENV)/.installed
 deps: sys-deps venv
 
-lab: deps
+lab: deps $(if $(findstring -arm64,$(LAB)),arm64-deps)
 	$(PYTHON) lab/lab.py up
 
 lab-down:
@@ -86,9 +96,10 @@ molecule: deps
 test: deps lint sanity unit lab-test molecule
 	@echo "make test: all passed"
 
-# Kernels outside CI's 90 minutes (molecule/extended): today Debian sid, the newest kernel.
-test-extended: deps
+# Kernels outside CI's 90 minutes (molecule/extended): Debian sid (the newest kernel) and arm64.
+test-extended: deps arm64-deps
 	$(BIN)/molecule test -s extended
+	$(BIN)/molecule test -s extended-arm64
 	@echo "make test-extended: all passed"
 
 ee: venv

@@ -18,6 +18,9 @@ BAD_SPECS = [
     ([{"name": "p", "function": "vfs_write;rm"}], "function"),
     ([{"name": "p", "function": "vfs_write\nx"}], "function"),
     ([{"name": "p", "function": "vfs_write"}, {"name": "p", "function": "do_filp_open"}], "name"),
+    ([{"name": "p", "function": ["do_filp_open", {"function": "do_sys_openat2", "returns": "ssize_t"}]}],
+     "function"),
+    ([{"name": "p", "function": [{"function": "do_file_open", "type": "ptr"}]}], "function"),
 ]
 
 
