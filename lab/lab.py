@@ -490,7 +490,10 @@ class Lab:
                 groups.setdefault(arch.group(m["release"]), []).append(m)
                 if m.get("kernel_args"):
                     arg_groups.setdefault(args_group(m["kernel_args"]), []).append(m)
-        common = "-o UserKnownHostsFile=%s -o StrictHostKeyChecking=yes" % os.path.join(self.dir, "known_hosts")
+        # ServerAlive: QEMU's user network never resets a connection whose guest rebooted under it
+        # (a real host's new TCP stack would); without it an ssh session open across a reboot hangs.
+        common = ("-o UserKnownHostsFile=%s -o StrictHostKeyChecking=yes -o ServerAliveInterval=5 "
+                  "-o ServerAliveCountMax=6" % os.path.join(self.dir, "known_hosts"))
         out = ["# Written by 'make lab' (lab/lab.py); rewritten on every run.",
                "all:", "  vars:", "    ansible_user: root",
                "    ansible_ssh_private_key_file: %s" % ssh_key(),
