@@ -18,6 +18,7 @@ import json
 import os
 
 from ansible_collections.kprobes.fleet.plugins.module_utils import kmsg
+from ansible_collections.kprobes.fleet.plugins.module_utils.hostfs import read_json
 
 COUNTED = ('hits', 'matches', 'nmissed')
 
@@ -27,12 +28,8 @@ def path(state_dir, name):
 
 
 def load(state_dir, name):
-    try:
-        with open(path(state_dir, name)) as f:
-            data = json.load(f)
-    except (IOError, OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) and isinstance(data.get('probes'), dict) else None
+    data = read_json(path(state_dir, name))
+    return data if data is not None and isinstance(data.get('probes'), dict) else None
 
 
 def snapshot(boot_id, backend, spec_hash, now, probes):

@@ -1,11 +1,13 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, kprobes.fleet developers
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Reading small kernel files (sysfs, procfs) that may be missing or unreadable."""
+"""Reading small host files (sysfs, procfs, our JSON state) that may be missing or unreadable."""
 
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
+import hashlib
+import json
 import os
 import re
 
@@ -17,6 +19,25 @@ def read_text(path, default=None):
             return f.read().decode('utf-8', 'replace')
     except (IOError, OSError):
         return default
+
+
+def read_json(path):
+    """The JSON object in the file, or None when it is missing, unreadable or not an object."""
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (IOError, OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def file_sha256(path):
+    """The file's sha256 (hex), read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def read_int(path):

@@ -24,6 +24,7 @@ import os
 import re
 import tempfile
 
+from ansible_collections.kprobes.fleet.plugins.module_utils.hostfs import read_json
 from ansible_collections.kprobes.fleet.plugins.module_utils.probe_spec import ERRNO_NAMES
 
 KMSG_PATH = '/dev/kmsg'
@@ -258,12 +259,8 @@ def collect(records, module, cursor, boot_id):
 
 def load_cursor(path):
     """The saved cursor, or None when missing or unusable (then we start afresh)."""
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except (IOError, OSError, ValueError):
-        return None
-    if not isinstance(data, dict):
+    data = read_json(path)
+    if data is None:
         return None
     boot_id = data.get('boot_id')
     next_seq = data.get('next_seq')

@@ -18,13 +18,13 @@ without Ansible.
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
-import hashlib
 import json
 import os
 import subprocess
 import time
 
 from ansible_collections.kprobes.fleet.plugins.module_utils import kmsg, names
+from ansible_collections.kprobes.fleet.plugins.module_utils.hostfs import file_sha256, read_json
 from ansible_collections.kprobes.fleet.plugins.module_utils.ownership import ModuleSysfs
 
 BACKENDS = ('module', 'tracefs')
@@ -56,18 +56,9 @@ def running_kernel():
     return {'release': u.release, 'version': u.version}
 
 
-def _read_json(path):
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except (IOError, OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def load_manifest(state_dir, name):
     """The manifest of ``name``, or None when there is none (or it is not ours / malformed)."""
-    data = _read_json(manifest_path(state_dir, name))
+    data = read_json(manifest_path(state_dir, name))
     if not data or data.get('mark') != names.MARK or data.get('name') != name \
             or data.get('backend') not in BACKENDS or not isinstance(data.get('kernel'), dict):
         return None
@@ -112,14 +103,6 @@ def kernel_change(manifest, kernel=None):
                                       now['version'], what))
 
 
-def _sha256(path):
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _restore_module(name, manifest, root, state_dir):
     sysfs = ModuleSysfs(name, root)
     if sysfs.loaded():
@@ -137,7 +120,7 @@ def _restore_module(name, manifest, root, state_dir):
     ko = os.path.join(root, ko.lstrip('/'))
     if not os.path.isfile(ko):
         raise PersistError('the recorded module file %s is gone' % ko)
-    if _sha256(ko) != detail.get('sha256'):
+    if file_sha256(ko) != detail.get('sha256'):
         raise PersistError('%s does not have the recorded sha256 %s; refusing to load it' % (ko, detail.get('sha256')))
     res = subprocess.run(['insmod', ko], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
     if res.returncode != 0:
@@ -191,7 +174,7 @@ def restore(name, state_dir, root='/', kernel=None):
 
 
 def last_status(state_dir, name):
-    return _read_json(status_path(state_dir, name))
+    return read_json(status_path(state_dir, name))
 
 
 def unit_text(name, python, lib_dir, state_dir):

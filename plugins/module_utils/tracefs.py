@@ -32,7 +32,7 @@ import re
 import uuid
 
 from ansible_collections.kprobes.fleet.plugins.module_utils import kmsg, names, probe_spec
-from ansible_collections.kprobes.fleet.plugins.module_utils.hostfs import parse_lockdown, read_text
+from ansible_collections.kprobes.fleet.plugins.module_utils.hostfs import parse_lockdown, read_json, read_text
 
 TRACEFS_DIRS = ('sys/kernel/tracing', 'sys/kernel/debug/tracing')
 DEFAULT_STATE_DIR = '/var/lib/kprobes-fleet/state'
@@ -458,18 +458,9 @@ def error_log_reason(text, command):
 
 
 # -- state and cursor files ----------------------------------------------------------------------
-def _load_json(path):
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except (IOError, OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def load_state(path):
     """Our state file, or None when missing or not ours/not usable (then nothing is ours)."""
-    data = _load_json(path)
+    data = read_json(path)
     if not data or data.get('mark') != names.MARK or data.get('version') != STATE_VERSION:
         return None
     events = data.get('events')
@@ -490,7 +481,7 @@ def _counter_ok(counter, state):
 
 
 def load_cursor(path):
-    data = _load_json(path)
+    data = read_json(path)
     if not data or not isinstance(data.get('boot_id'), str):
         return None
     for key in ('next_seq', 'at_ts'):

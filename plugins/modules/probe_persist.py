@@ -95,7 +95,6 @@ msg:
   type: str
 '''
 
-import hashlib
 import inspect
 import os
 import sys
@@ -104,6 +103,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
 from ansible_collections.kprobes.fleet.plugins.module_utils import kmsg, names, persist
+from ansible_collections.kprobes.fleet.plugins.module_utils.hostfs import file_sha256
 from ansible_collections.kprobes.fleet.plugins.module_utils.ownership import ModuleSysfs
 
 
@@ -182,9 +182,7 @@ class Persister(object):
         if not (sysfs.loaded() and sysfs.ours() and os.path.isfile(ko)):
             return None
         self.changed = True
-        with open(ko, 'rb') as f:
-            sha = hashlib.sha256(f.read()).hexdigest()
-        detail = {'ko': names.loaded_ko_path(self.state_dir, self.name), 'sha256': sha}
+        detail = {'ko': names.loaded_ko_path(self.state_dir, self.name), 'sha256': file_sha256(ko)}
         if self.module.check_mode:
             return {'backend': 'module', 'kernel': persist.running_kernel(), 'spec_hash': sysfs.spec_hash()}
         return persist.save_manifest(state, self.name, 'module', sysfs.spec_hash(), detail)

@@ -21,6 +21,7 @@ import stat
 import time
 
 from ansible_collections.kprobes.fleet.plugins.module_utils import names
+from ansible_collections.kprobes.fleet.plugins.module_utils.hostfs import file_sha256
 
 TEMPLATES = os.path.join(os.path.dirname(__file__), "..", "..", "roles", "probe_build", "templates")
 TEMPLATE_FILES = ("kprobes_fleet.c.j2", "Kbuild.j2")
@@ -36,14 +37,6 @@ def template_sha():
     for name in TEMPLATE_FILES:
         with open(os.path.join(TEMPLATES, name), "rb") as f:
             h.update(name.encode() + b"\0" + f.read() + b"\0")
-    return h.hexdigest()
-
-
-def file_sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
     return h.hexdigest()
 
 

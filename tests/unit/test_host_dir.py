@@ -19,23 +19,9 @@ import pytest
 from ansible_collections.kprobes.fleet.plugins.module_utils import names
 from ansible_collections.kprobes.fleet.plugins.modules import host_dir
 from ansible_collections.kprobes.fleet.plugins.modules.host_dir import HostDir
+from fakes import Failed, FakeModule
 
 MARK = names.HOST_DIR_MARK
-
-
-class Failed(Exception):
-    def __init__(self, kwargs):
-        Exception.__init__(self, kwargs['msg'])
-        self.kwargs = kwargs
-
-
-class FakeModule(object):
-    def __init__(self, params, check_mode=False):
-        self.params = params
-        self.check_mode = check_mode
-
-    def fail_json(self, **kwargs):
-        raise Failed(kwargs)
 
 
 def make(path, state='present', subdirs=None, check_mode=False):

@@ -11,25 +11,9 @@ import os
 import pytest
 
 from ansible_collections.kprobes.fleet.plugins.modules import host_lock
+from fakes import Failed, FakeModule
 
 A, B = 'a' * 16, 'b' * 16
-
-
-class Failed(Exception):
-    def __init__(self, kwargs):
-        Exception.__init__(self, kwargs['msg'])
-        self.kwargs = kwargs
-
-
-class FakeModule(object):
-    def __init__(self, params, check_mode=False):
-        self.params, self.check_mode, self.warnings = params, check_mode, []
-
-    def fail_json(self, **kw):
-        raise Failed(kw)
-
-    def warn(self, msg):
-        self.warnings.append(msg)
 
 
 class Host(object):

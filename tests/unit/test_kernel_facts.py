@@ -12,6 +12,7 @@ import os
 import pytest
 
 from ansible_collections.kprobes.fleet.plugins.modules import kernel_facts
+from fakes import Failed, FakeModule
 
 RELEASE = '6.1.0-56-amd64'
 Uname = collections.namedtuple('Uname', 'sysname nodename release version machine')
@@ -44,17 +45,6 @@ CONFIG_KRETPROBES=y
 # CONFIG_MODULE_SIG_FORCE is not set
 CONFIG_LOG_BUF_SHIFT=17
 """
-
-
-class Failed(Exception):
-    pass
-
-
-class FakeModule(object):
-    params = {}
-
-    def fail_json(self, **kwargs):
-        raise Failed(kwargs['msg'])
 
 
 def write(root, rel, content, mode='w'):

@@ -23,6 +23,7 @@ import pytest
 from ansible_collections.kprobes.fleet.plugins.action.build_plan import missing_message
 from ansible_collections.kprobes.fleet.plugins.module_utils import probe_spec, tracefs
 from ansible_collections.kprobes.fleet.plugins.modules import kernel_facts
+from fakes import FakeModule
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'fixtures', 'kernels')
 with open(os.path.join(FIXTURES, 'return_types.json')) as _f:
@@ -32,17 +33,6 @@ SID = '7.2.13+deb14-amd64'
 OLDER = [r for r in RELEASES if r != SID]
 
 Uname = collections.namedtuple('Uname', 'sysname nodename release version machine')
-
-
-class Failed(Exception):
-    pass
-
-
-class FakeModule(object):
-    params = {}
-
-    def fail_json(self, **kwargs):
-        raise Failed(kwargs['msg'])
 
 
 def host_root(tmp_path, release):

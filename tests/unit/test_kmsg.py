@@ -14,6 +14,7 @@ import pytest
 
 from ansible_collections.kprobes.fleet.plugins.module_utils import kmsg
 from ansible_collections.kprobes.fleet.plugins.module_utils.probe_spec import ERRNO, ERRNO_ALIASES
+from fakes import Failed, FakeModule
 
 MOD = 'kprobes_fleet'
 
@@ -327,19 +328,6 @@ def test_load_cursor_unusable(tmp_path, content):
 
 
 # -- probe_facts module (the collector built on this file) ---------------------------------
-
-class Failed(Exception):
-    pass
-
-
-class FakeModule(object):
-    def __init__(self, params, check_mode=False):
-        self.params = params
-        self.check_mode = check_mode
-
-    def fail_json(self, **kwargs):
-        raise Failed(kwargs['msg'])
-
 
 STATE = '/var/lib/kprobes-fleet/state'
 

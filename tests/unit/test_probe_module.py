@@ -14,6 +14,8 @@ import stat
 import pytest
 
 from ansible_collections.kprobes.fleet.plugins.modules import probe_module
+import fakes
+from fakes import Failed
 
 RELEASE = '6.1.0-56-amd64'
 NAME = 'kprobes_fleet'
@@ -23,18 +25,9 @@ BOOT = '84622e10-2383-4f54-ba8b-50898d63d5b3'
 STATE_DIR = '/var/lib/kprobes-fleet/state'
 
 
-class Failed(Exception):
-    def __init__(self, kwargs):
-        Exception.__init__(self, kwargs['msg'])
-        self.kwargs = kwargs
-
-
-class FakeModule(object):
+class FakeModule(fakes.FakeModule):
     def __init__(self, params, check_mode=False, diff=False):
-        self.params = params
-        self.check_mode = check_mode
-        self._diff = diff
-        self.warnings = []
+        fakes.FakeModule.__init__(self, params, check_mode=check_mode, diff=diff)
         self.handler = None
         self.calls = []
 
@@ -45,11 +38,6 @@ class FakeModule(object):
         self.calls.append(argv)
         return self.handler(argv)
 
-    def fail_json(self, **kwargs):
-        raise Failed(kwargs)
-
-    def warn(self, msg):
-        self.warnings.append(msg)
 
 
 class Host(object):

@@ -17,6 +17,7 @@ import pytest
 
 from ansible_collections.kprobes.fleet.plugins.module_utils import kmsg, probe_spec, tracefs
 from ansible_collections.kprobes.fleet.plugins.module_utils.ownership import COUNTERS
+from fakes import Failed, FakeModule
 
 NAME = 'kprobes_fleet'
 STATE_DIR = '/var/lib/kprobes-fleet/state'
@@ -879,20 +880,6 @@ def test_select_new():
 
 
 # -- probe_facts: one schema for both backends ---------------------------------------------------
-class Failed(Exception):
-    pass
-
-
-class FakeModule(object):
-    def __init__(self, params, check_mode=False, diff=False):
-        self.params = params
-        self.check_mode = check_mode
-        self._diff = diff
-
-    def fail_json(self, **kwargs):
-        raise Failed(kwargs['msg'])
-
-
 def facts(root, **params):
     from ansible_collections.kprobes.fleet.plugins.modules import probe_facts
     full = {'module': NAME, 'state_dir': STATE_DIR, 'max_events': 1000, 'advance_cursor': True}
