@@ -72,7 +72,7 @@ REFUSED = [
     ("deploy-probes.yml", {"kprobes_fleet_persist": "maybe"},
      "kprobes_fleet_persist: must be a boolean (true/false), got string 'maybe'"),
     ("deploy-probes.yml", {"kprobes_fleet_lock_wait": -1}, "kprobes_fleet_lock_wait: must be between 0"),
-    ("playbooks/remove.yml", {"kprobes_fleet_lock_wait": "soon"}, "kprobes_fleet_lock_wait"),
+    ("playbooks/remove.yml", {"kprobes_fleet_lock_wait": 100000}, "kprobes_fleet_lock_wait: must be between 0 and 86400"),
     ("deploy-probes.yml", {"kprobes_fleet_state": "gone"}, "kprobes_fleet_state: must be one of present, absent"),
     ("deploy-probes.yml", {"kprobes_fleet_build_host": "nosuchhost"}, "must be empty or a host of this inventory"),
     # type names as a user writes them (ansible-core 2.19 wraps values in tagged types)
