@@ -31,6 +31,7 @@ class Awx:
 
     def __init__(self, tmp_path, inventory, extravars):
         self.pdd = tmp_path / "pdd"
+        self.pdd.mkdir()
         self.inventory = str(inventory)
         self.extravars = extravars
         self.jobs = 0
@@ -47,7 +48,7 @@ class Awx:
         r = ansible_runner.run(
             private_data_dir=str(self.pdd), project_dir=REPO, ident=ident, inventory=self.inventory,
             extravars=dict(self.extravars, **(extravars or {})), fact_cache_type="jsonfile", quiet=True,
-            binary=os.path.join(BIN, "ansible-playbook" if playbook is not None else "ansible"),
+            # the venv's ansible-playbook / ansible, as an EE has them on its PATH
             envvars={"ANSIBLE_CONFIG": os.path.join(REPO, "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
                      "PATH": BIN + os.pathsep + os.environ.get("PATH", "")},
             **kwargs)
