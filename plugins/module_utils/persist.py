@@ -19,9 +19,11 @@ from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
 import hashlib
+import inspect
 import json
 import os
 import subprocess
+import sys
 import time
 
 from ansible_collections.kprobes.fleet.plugins.module_utils import kmsg, names
@@ -30,7 +32,8 @@ from ansible_collections.kprobes.fleet.plugins.module_utils.ownership import Mod
 BACKENDS = ('module', 'tracefs')
 UNIT_DIR = '/etc/systemd/system'
 # The module_utils the restore needs (persist and what it imports), as shipped to <host_dir>/lib.
-LIB_MODULES = ('persist', 'names', 'kmsg', 'ownership', 'hostfs', 'probe_spec', 'tracefs')
+# The event forwarder (events, unit kprobes-fleet-<name>-events.service) runs from the same copy.
+LIB_MODULES = ('persist', 'names', 'kmsg', 'ownership', 'hostfs', 'probe_spec', 'tracefs', 'events')
 LIB_PACKAGE = ('ansible_collections', 'kprobes', 'fleet', 'plugins', 'module_utils')
 RESTORE_SCRIPT = 'kprobes-fleet-restore'
 
@@ -49,6 +52,55 @@ def status_path(state_dir, name):
 
 def unit_name(name):
     return 'kprobes-fleet-%s.service' % names.module_name(name, 'name')
+
+
+def events_unit_name(name):
+    return 'kprobes-fleet-%s-events.service' % names.module_name(name, 'name')
+
+
+def lib_files(lib_dir):
+    """{path: text} of the programs our units run (the boot-time restore, the event forwarder): the
+    module_utils they import, and their entry points."""
+    from ansible_collections.kprobes.fleet.plugins.module_utils import events
+    files = {os.path.join(lib_dir, RESTORE_SCRIPT): RESTORE_MAIN,
+             os.path.join(lib_dir, events.FORWARD_SCRIPT): events.FORWARD_MAIN}
+    pkg = os.path.join(lib_dir, *LIB_PACKAGE)
+    # Regular packages (not namespace ones): ours is found first, whatever else is installed.
+    for depth in range(1, len(LIB_PACKAGE) + 1):
+        files[os.path.join(lib_dir, *(LIB_PACKAGE[:depth] + ('__init__.py',)))] = ''
+    for mod in LIB_MODULES:
+        full = 'ansible_collections.kprobes.fleet.plugins.module_utils.%s' % mod
+        __import__(full)
+        files[os.path.join(pkg, mod + '.py')] = inspect.getsource(sys.modules[full])
+    return files
+
+
+def remove_lib(lib_dir, root='/', check_mode=False):
+    """Remove the files lib_files() writes, then the directories they leave empty; returns whether
+    anything was (or, in check mode, would be) removed."""
+    def host(path):
+        return os.path.join(root, path.lstrip('/'))
+    changed = False
+    for path in lib_files(lib_dir):
+        if os.path.exists(host(path)):
+            changed = True
+            if not check_mode:
+                os.unlink(host(path))
+    if check_mode:
+        return changed
+    for dirpath, dirnames, filenames in os.walk(host(lib_dir), topdown=False):
+        for d in dirnames:
+            full = os.path.join(dirpath, d)
+            if os.path.isdir(full) and not os.listdir(full) and d in LIB_PACKAGE + ('__pycache__',):
+                os.rmdir(full)
+        for f in [f for f in filenames if f.endswith('.pyc')]:
+            os.unlink(os.path.join(dirpath, f))
+    for d in (os.path.join(host(lib_dir), '__pycache__'), host(lib_dir)):
+        try:
+            os.rmdir(d)
+        except OSError:
+            pass
+    return changed
 
 
 def running_kernel():
