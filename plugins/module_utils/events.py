@@ -436,8 +436,10 @@ class Runner(object):
 
     def __init__(self, name, state_dir, root='/'):
         self.name = names.module_name(name, 'name')
-        self.state_dir = state_dir
+        host_state = names.host_path(state_dir, 'state_dir')
+        self.state_dir = os.path.join(root, host_state.lstrip('/'))
         self.root = root
+        state_dir = self.state_dir
         with open(config_path(state_dir, self.name)) as f:
             raw = json.load(f)
         self.host = check_host(raw.get('host'))
@@ -457,7 +459,7 @@ class Runner(object):
         self.lost = status.get('lost', 0) if status.get('boot_id') == self.boot_id else 0
         self.kmsg = KmsgSource(self.name, self.boot_id, saved.get('kmsg'),
                                os.path.join(root, kmsg.KMSG_PATH.lstrip('/')))
-        self.trace = TraceSource(self.name, self.boot_id, state_dir, saved.get('tracefs'), root)
+        self.trace = TraceSource(self.name, self.boot_id, host_state, saved.get('tracefs'), root)
         self.bursts = Bursts(self.cfg['burst_gap_s'])
         self.spool = Spool(spool_path(state_dir, self.name), self.cfg['spool_max_kb'] * 1024) \
             if self.cfg['spool'] else None
