@@ -532,20 +532,4 @@ class Runner(object):
         return 0
 
 
-# The entry point the unit runs (python -I: no PYTHONPATH, no user site; the lib dir is added).
-FORWARD_MAIN = '''#!/usr/bin/python3
-# %s: forwards probe matches as events (written by kprobes.fleet.event_forwarder, do not edit).
-import argparse
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ansible_collections.kprobes.fleet.plugins.module_utils import events  # noqa: E402
-
-p = argparse.ArgumentParser()
-p.add_argument('--name', required=True)
-p.add_argument('--state-dir', required=True)
-a = p.parse_args()
-sys.exit(events.Runner(a.name, a.state_dir).run())
-''' % names.MARK
 FORWARD_SCRIPT = 'kprobes-fleet-events'

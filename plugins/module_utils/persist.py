@@ -63,7 +63,7 @@ def lib_files(lib_dir):
     module_utils they import, and their entry points."""
     from ansible_collections.kprobes.fleet.plugins.module_utils import events
     files = {os.path.join(lib_dir, RESTORE_SCRIPT): RESTORE_MAIN,
-             os.path.join(lib_dir, events.FORWARD_SCRIPT): events.FORWARD_MAIN}
+             os.path.join(lib_dir, events.FORWARD_SCRIPT): FORWARD_MAIN}
     pkg = os.path.join(lib_dir, *LIB_PACKAGE)
     # Regular packages (not namespace ones): ours is found first, whatever else is installed.
     for depth in range(1, len(LIB_PACKAGE) + 1):
@@ -270,21 +270,63 @@ def is_ours(text):
     return bool(text) and text.startswith('# %s:' % names.MARK)
 
 
-# The entry point the unit runs (python -I: no PYTHONPATH, no user site; the lib dir is added).
-RESTORE_MAIN = '''#!/usr/bin/python3
-# %s: boot-time restore of probes (written by kprobes.fleet.probe_persist, do not edit).
-import argparse
-import os
-import sys
+class UnitFiles(object):
+    """What the modules that install our units share (probe_persist, event_forwarder): files below
+    ``self.root`` written only when different and never in check mode, systemctl, and the refusal to
+    touch a unit file without our mark. Needs ``self.module``, ``self.root`` and ``self.unit``."""
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ansible_collections.kprobes.fleet.plugins.module_utils import persist  # noqa: E402
+    def host(self, path):
+        return os.path.join(self.root, path.lstrip('/'))
 
-p = argparse.ArgumentParser()
-p.add_argument('--name', required=True)
-p.add_argument('--state-dir', required=True)
-a = p.parse_args()
-s = persist.restore(a.name, a.state_dir)
-print('kprobes.fleet %%s: %%s%%s' %% (a.name, 'restored: ' if s['loaded'] else 'not loaded: ', s['reason']))
-sys.exit(1 if s.get('failed') else 0)
-''' % names.MARK
+    def read(self, path):
+        try:
+            with open(self.host(path)) as f:
+                return f.read()
+        except (IOError, OSError):
+            return None
+
+    def write(self, path, text):
+        """Write when different (the unit 0644, anything else 0600); returns whether it changed."""
+        if self.read(path) == text:
+            return False
+        if not self.module.check_mode:
+            kmsg.ensure_dir(os.path.dirname(self.host(path)))
+            kmsg.atomic_write(self.host(path), text.encode('utf-8'), 0o644 if path == self.unit else 0o600)
+        return True
+
+    def systemctl(self, *args, **kw):
+        binary = self.module.get_bin_path('systemctl', required=True)
+        rc, out, err = self.module.run_command([binary] + list(args))
+        if rc != 0 and kw.get('check', True):
+            self.module.fail_json(msg='systemctl %s failed (rc=%d): %s' % (' '.join(args), rc, (err or out).strip()))
+        return rc, out.strip()
+
+    def refuse_foreign_unit(self):
+        text = self.read(self.unit)
+        if text is not None and not is_ours(text):
+            self.module.fail_json(msg='%s exists and is not ours (its first line is not "# %s: ..."); '
+                                      'refusing to change or remove it (choose another kprobes_fleet_module_name)'
+                                      % (self.unit, names.MARK))
+
+
+def entry_point(what, module, call):
+    """The program a unit of ours runs: ``python -I`` (no PYTHONPATH, no user site), the lib dir added."""
+    return (
+        '#!/usr/bin/python3\n'
+        '# %s: %s (written by kprobes.fleet, do not edit).\n'
+        'import argparse\nimport os\nimport sys\n\n'
+        'sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))\n'
+        'from ansible_collections.kprobes.fleet.plugins.module_utils import %s  # noqa: E402\n\n'
+        'p = argparse.ArgumentParser()\n'
+        "p.add_argument('--name', required=True)\n"
+        "p.add_argument('--state-dir', required=True)\n"
+        'a = p.parse_args()\n'
+        '%s\n' % (names.MARK, what, module, call))
+
+
+RESTORE_MAIN = entry_point('boot-time restore of probes', 'persist', (
+    "s = persist.restore(a.name, a.state_dir)\n"
+    "print('kprobes.fleet %s: %s%s' % (a.name, 'restored: ' if s['loaded'] else 'not loaded: ', s['reason']))\n"
+    "sys.exit(1 if s.get('failed') else 0)"))
+FORWARD_MAIN = entry_point('forwards probe matches as events', 'events',
+                           'sys.exit(events.Runner(a.name, a.state_dir).run())')

@@ -115,7 +115,7 @@ import sys
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
-from ansible_collections.kprobes.fleet.plugins.module_utils import events, kmsg, names, persist
+from ansible_collections.kprobes.fleet.plugins.module_utils import events, names, persist
 
 
 def unit_text(name, python, lib_dir, state_dir):
@@ -143,7 +143,7 @@ def unit_text(name, python, lib_dir, state_dir):
            os.path.join(lib_dir, events.FORWARD_SCRIPT), name, state_dir, state_dir))
 
 
-class EventForwarder(object):
+class EventForwarder(persist.UnitFiles):
     def __init__(self, module, root='/'):
         self.module = module
         self.root = root
@@ -166,38 +166,6 @@ class EventForwarder(object):
         self.unit = os.path.join(unit_dir, persist.events_unit_name(self.name))
         self.changed = False
 
-    def host(self, path):
-        return os.path.join(self.root, path.lstrip('/'))
-
-    def read(self, path):
-        try:
-            with open(self.host(path)) as f:
-                return f.read()
-        except (IOError, OSError):
-            return None
-
-    def write(self, path, text, mode=0o600):
-        if self.read(path) == text:
-            return False
-        if not self.module.check_mode:
-            kmsg.ensure_dir(os.path.dirname(self.host(path)))
-            kmsg.atomic_write(self.host(path), text.encode('utf-8'), mode)
-        return True
-
-    def systemctl(self, *args, **kw):
-        binary = self.module.get_bin_path('systemctl', required=True)
-        rc, out, err = self.module.run_command([binary] + list(args))
-        if rc != 0 and kw.get('check', True):
-            self.module.fail_json(msg='systemctl %s failed (rc=%d): %s' % (' '.join(args), rc, (err or out).strip()))
-        return rc, out.strip()
-
-    def refuse_foreign_unit(self):
-        text = self.read(self.unit)
-        if text is not None and not persist.is_ours(text):
-            self.module.fail_json(msg='%s exists and is not ours (its first line is not "# %s: ..."); '
-                                      'refusing to change or remove it (choose another kprobes_fleet_module_name)'
-                                      % (self.unit, names.MARK))
-
     def present(self):
         self.refuse_foreign_unit()
         restart = False
@@ -206,8 +174,7 @@ class EventForwarder(object):
         conf = json.dumps({'mark': names.MARK, 'host': self.host_name, 'config': self.config},
                           indent=1, sort_keys=True) + '\n'
         restart |= self.write(events.config_path(self.state_dir, self.name), conf)
-        unit_changed = self.write(self.unit, unit_text(self.name, sys.executable, self.lib_dir, self.state_dir),
-                                  0o644)
+        unit_changed = self.write(self.unit, unit_text(self.name, sys.executable, self.lib_dir, self.state_dir))
         self.changed = restart or unit_changed
         unit = os.path.basename(self.unit)
         if self.module.check_mode:

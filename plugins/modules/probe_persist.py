@@ -102,11 +102,11 @@ import sys
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
-from ansible_collections.kprobes.fleet.plugins.module_utils import kmsg, names, persist
+from ansible_collections.kprobes.fleet.plugins.module_utils import names, persist
 from ansible_collections.kprobes.fleet.plugins.module_utils.ownership import ModuleSysfs
 
 
-class Persister(object):
+class Persister(persist.UnitFiles):
     def __init__(self, module, root='/'):
         self.module = module
         self.root = root
@@ -122,39 +122,6 @@ class Persister(object):
             module.fail_json(msg=str(e))
         self.unit = os.path.join(unit_dir, persist.unit_name(self.name))
         self.changed = False
-
-    def host(self, path):
-        return os.path.join(self.root, path.lstrip('/'))
-
-    def read(self, path):
-        try:
-            with open(self.host(path)) as f:
-                return f.read()
-        except (IOError, OSError):
-            return None
-
-    def write(self, path, text):
-        """Write when different; returns whether it changed (nothing is written in check mode)."""
-        if self.read(path) == text:
-            return False
-        if not self.module.check_mode:
-            kmsg.ensure_dir(os.path.dirname(self.host(path)))
-            kmsg.atomic_write(self.host(path), text.encode('utf-8'), 0o644 if path == self.unit else 0o600)
-        return True
-
-    def systemctl(self, *args, **kw):
-        binary = self.module.get_bin_path('systemctl', required=True)
-        rc, out, err = self.module.run_command([binary] + list(args))
-        if rc != 0 and kw.get('check', True):
-            self.module.fail_json(msg='systemctl %s failed (rc=%d): %s' % (' '.join(args), rc, (err or out).strip()))
-        return rc, out.strip()
-
-    def refuse_foreign_unit(self):
-        text = self.read(self.unit)
-        if text is not None and not persist.is_ours(text):
-            self.module.fail_json(msg='%s exists and is not ours (its first line is not "# %s: ..."); '
-                                      'refusing to change or remove it (choose another kprobes_fleet_module_name)'
-                                      % (self.unit, names.MARK))
 
     def record(self):
         """The manifest; adopts a module of ours loaded without one (older releases)."""
