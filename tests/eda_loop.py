@@ -171,23 +171,24 @@ UNMOUNT = "umount %s 2>/dev/null; rmdir %s 2>/dev/null; true" % (MOUNT, MOUNT)
 
 
 def run_round(ssh_config, vm, rulebook, relay, n, timeout):
-    """One burst of ``n`` ENOSPC; waits for its action. Returns the round's record."""
-    before_actions = len(rulebook.actions())
+    """One burst of ``n`` ENOSPC; waits for the action of that burst. Returns the round's record."""
     before_events = len(relay.events())
     t_start = time.time()
     ssh(ssh_config, vm, BURST.format(n=n))
     t_done = time.time()
     end = t_start + timeout
-    while time.time() < end and len(rulebook.actions()) == before_actions:
+    while True:
+        events = [(at, ev) for at, ev in relay.events()[before_events:] if ev.get("comm") == "dd"]
+        bursts = sorted(set(ev["burst"] for dummy, ev in events))
+        actions = [a for a in rulebook.actions() if a["event"].get("burst") in bursts]
+        if actions or time.time() > end:
+            break
         time.sleep(0.2)
     t_seen = time.time()
-    events = [(at, ev) for at, ev in relay.events()[before_events:] if ev.get("comm") == "dd"]
-    actions = rulebook.actions()[before_actions:]
     first = actions[0] if actions else None
     return {
         "n": n, "t_start": t_start, "t_done": t_done, "t_seen": t_seen,
-        "events": len(events), "seqs": [ev["seq"] for dummy, ev in events],
-        "bursts": sorted(set(ev["burst"] for dummy, ev in events)),
+        "events": len(events), "seqs": [ev["seq"] for dummy, ev in events], "bursts": bursts,
         "t_first_event": events[0][0] if events else None,
         "actions": len(actions),
         "action_started": float(first["action_started"]) if first else None,
@@ -196,3 +197,12 @@ def run_round(ssh_config, vm, rulebook, relay, n, timeout):
         "action_host": first["kprobes_fleet_disk_full"] if first else None,
         "full_filesystems": first.get("full_filesystems") if first else None,
     }
+
+
+def actions_of(rulebook, bursts):
+    """How many actions ran for each of ``bursts`` (a late duplicate shows here)."""
+    got = dict((b, 0) for b in bursts)
+    for a in rulebook.actions():
+        if a["event"].get("burst") in got:
+            got[a["event"]["burst"]] += 1
+    return got

@@ -17,8 +17,8 @@ description:
     match our probes log (module backend - kernel-facility C(/dev/kmsg) records of our module; tracefs
     backend - our instance's buffer) becomes one event C({host, probe, function, ret, errno, pid, comm,
     ts, boot_id, seq, burst}), POSTed in batches (a JSON object with the list C(events) and C(kprobes_fleet)
-    holding C(host) and C(count)) to O(config.url), such as ansible-rulebook's C(eda.builtin.webhook) source.
-  - Bounded queue, batches, at most O(config.rate) requests a second, retries with back-off; events
+    holding C(host) and C(count)) to C(config.url), such as ansible-rulebook's C(eda.builtin.webhook) source.
+  - Bounded queue, batches, at most C(config.rate) requests a second, retries with back-off; events
     it has to give up (queue full, refused by the endpoint, still queued at a stop) are counted in
     C(dropped). Its counters are in C(<state_dir>/<name>.events-status.json), which
     M(kprobes.fleet.probe_facts) reports as C(forwarder).

@@ -350,8 +350,8 @@ def test_runner_forwards_counts_and_spools(tmp_path, receiver):
     run.forwarder.pump(0.0)
     run.save()
     sent = r.bodies[0]['events']
-    assert [(e['host'], e['seq'], e['errno'], e['boot_id']) for e in sent] == [('h1', 2, 'ENOSPC', 'boot-1'),
-                                                                              ('h1', 3, 'ENOSPC', 'boot-1')]
+    want = [('h1', 2, 'ENOSPC', 'boot-1'), ('h1', 3, 'ENOSPC', 'boot-1')]
+    assert [(e['host'], e['seq'], e['errno'], e['boot_id']) for e in sent] == want
     assert sent[0]['burst'] == sent[1]['burst']
     with open(events.spool_path(state, NAME)) as f:
         assert [json.loads(line) for line in f] == sent
