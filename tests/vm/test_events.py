@@ -129,7 +129,7 @@ def test_probe_matches_drive_the_rulebook_once_per_burst(tmp_path):
         left = eda_loop.ssh(ssh_config, VM, (
             "ls /etc/systemd/system | grep -- '-events.service' ; "
             "ls /var/lib/kprobes-fleet/state /var/lib/kprobes-fleet/lib 2>/dev/null | grep -i event ; "
-            "pgrep -af kprobes-fleet-events ; systemctl list-units --all --no-legend 'kprobes-fleet-*' ; true"))
+            "pgrep -af '[k]probes-fleet-events' ; systemctl list-units --all --no-legend 'kprobes-fleet-*' ; true"))
         assert left.strip() == "", left
     finally:
         for thing in (tunnel, relay, rulebook):
