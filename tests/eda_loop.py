@@ -178,7 +178,9 @@ def run_round(ssh_config, vm, rulebook, relay, n, timeout):
     t_done = time.time()
     end = t_start + timeout
     while True:
-        events = [(at, ev) for at, ev in relay.events()[before_events:] if ev.get("comm") == "dd"]
+        # not by comm: tracefs names a process that has exited from the kernel's saved_cmdlines cache,
+        # "<...>" once its slot is reused (README "Events")
+        events = [(at, ev) for at, ev in relay.events()[before_events:] if ev.get("errno") == "ENOSPC"]
         bursts = sorted(set(ev["burst"] for dummy, ev in events))
         actions = [a for a in rulebook.actions() if a["event"].get("burst") in bursts]
         if actions or time.time() > end:

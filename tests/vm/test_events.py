@@ -81,7 +81,9 @@ def test_probe_matches_drive_the_rulebook_once_per_burst(tmp_path):
         rounds = []
         for dummy in range(ROUNDS):
             time.sleep(EVENTS["burst_gap_s"] + 1)  # a new burst
-            rounds.append(eda_loop.run_round(ssh_config, VM, rulebook, relay, BURST, BOUND_S + 30))
+            # the action is seen when its report is printed (a minute or more on a loaded machine);
+            # the bound is checked on when it started
+            rounds.append(eda_loop.run_round(ssh_config, VM, rulebook, relay, BURST, BOUND_S + 240))
         time.sleep(5)  # a late duplicate action would show up now
         (tmp_path / "rounds.json").write_text(json.dumps(rounds, indent=1))
         for r in rounds:
@@ -111,12 +113,13 @@ def test_probe_matches_drive_the_rulebook_once_per_burst(tmp_path):
         f = facts(labdir, tmp_path)["forwarder"]
         assert f["dropped"] > 0 and f["dropped_why"].get("queue full") == f["dropped"], f
         assert f["received"] == f["sent"] + f["dropped"] + f["queued"], f
-        flood = [ev for dummy, ev in relay.events() if ev["comm"] != "dd"]
+        ours = set(b for r in rounds for b in r["bursts"])
+        flood = [ev for dummy, ev in relay.events() if ev["burst"] not in ours]
         assert len(flood) == f["sent"] - ROUNDS * BURST, (len(flood), f)  # what was sent arrived, once
         assert len(relay.requests) - before <= 2 + 2 * (time.time() - t0), "a flood of requests"
         flood_bursts = sorted(set(ev["burst"] for ev in flood))
         assert len(flood_bursts) == 1, flood_bursts  # one burst
-        for dummy in range(60):  # its action comes after the rounds' reports
+        for dummy in range(240):  # its action comes after the rounds' reports
             if eda_loop.actions_of(rulebook, flood_bursts)[flood_bursts[0]]:
                 break
             time.sleep(1)
