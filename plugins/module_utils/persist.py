@@ -18,9 +18,11 @@ without Ansible.
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
+import inspect
 import json
 import os
 import subprocess
+import sys
 import time
 
 from ansible_collections.kprobes.fleet.plugins.module_utils import kmsg, names
@@ -30,7 +32,8 @@ from ansible_collections.kprobes.fleet.plugins.module_utils.ownership import Mod
 BACKENDS = ('module', 'tracefs')
 UNIT_DIR = '/etc/systemd/system'
 # The module_utils the restore needs (persist and what it imports), as shipped to <host_dir>/lib.
-LIB_MODULES = ('persist', 'names', 'kmsg', 'ownership', 'hostfs', 'probe_spec', 'tracefs')
+# The event forwarder (events, unit kprobes-fleet-<name>-events.service) runs from the same copy.
+LIB_MODULES = ('persist', 'names', 'kmsg', 'ownership', 'hostfs', 'probe_spec', 'tracefs', 'events')
 LIB_PACKAGE = ('ansible_collections', 'kprobes', 'fleet', 'plugins', 'module_utils')
 RESTORE_SCRIPT = 'kprobes-fleet-restore'
 
@@ -49,6 +52,55 @@ def status_path(state_dir, name):
 
 def unit_name(name):
     return 'kprobes-fleet-%s.service' % names.module_name(name, 'name')
+
+
+def events_unit_name(name):
+    return 'kprobes-fleet-%s-events.service' % names.module_name(name, 'name')
+
+
+def lib_files(lib_dir):
+    """{path: text} of the programs our units run (the boot-time restore, the event forwarder): the
+    module_utils they import, and their entry points."""
+    from ansible_collections.kprobes.fleet.plugins.module_utils import events
+    files = {os.path.join(lib_dir, RESTORE_SCRIPT): RESTORE_MAIN,
+             os.path.join(lib_dir, events.FORWARD_SCRIPT): FORWARD_MAIN}
+    pkg = os.path.join(lib_dir, *LIB_PACKAGE)
+    # Regular packages (not namespace ones): ours is found first, whatever else is installed.
+    for depth in range(1, len(LIB_PACKAGE) + 1):
+        files[os.path.join(lib_dir, *(LIB_PACKAGE[:depth] + ('__init__.py',)))] = ''
+    for mod in LIB_MODULES:
+        full = 'ansible_collections.kprobes.fleet.plugins.module_utils.%s' % mod
+        __import__(full)
+        files[os.path.join(pkg, mod + '.py')] = inspect.getsource(sys.modules[full])
+    return files
+
+
+def remove_lib(lib_dir, root='/', check_mode=False):
+    """Remove the files lib_files() writes, then the directories they leave empty; returns whether
+    anything was (or, in check mode, would be) removed."""
+    def host(path):
+        return os.path.join(root, path.lstrip('/'))
+    changed = False
+    for path in lib_files(lib_dir):
+        if os.path.exists(host(path)):
+            changed = True
+            if not check_mode:
+                os.unlink(host(path))
+    if check_mode:
+        return changed
+    for dirpath, dirnames, filenames in os.walk(host(lib_dir), topdown=False):
+        for d in dirnames:
+            full = os.path.join(dirpath, d)
+            if os.path.isdir(full) and not os.listdir(full) and d in LIB_PACKAGE + ('__pycache__',):
+                os.rmdir(full)
+        for f in [f for f in filenames if f.endswith('.pyc')]:
+            os.unlink(os.path.join(dirpath, f))
+    for d in (os.path.join(host(lib_dir), '__pycache__'), host(lib_dir)):
+        try:
+            os.rmdir(d)
+        except OSError:
+            pass
+    return changed
 
 
 def running_kernel():
@@ -201,21 +253,63 @@ def is_ours(text):
     return bool(text) and text.startswith('# %s:' % names.MARK)
 
 
-# The entry point the unit runs (python -I: no PYTHONPATH, no user site; the lib dir is added).
-RESTORE_MAIN = '''#!/usr/bin/python3
-# %s: boot-time restore of probes (written by kprobes.fleet.probe_persist, do not edit).
-import argparse
-import os
-import sys
+class UnitFiles(object):
+    """What the modules that install our units share (probe_persist, event_forwarder): files below
+    ``self.root`` written only when different and never in check mode, systemctl, and the refusal to
+    touch a unit file without our mark. Needs ``self.module``, ``self.root`` and ``self.unit``."""
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ansible_collections.kprobes.fleet.plugins.module_utils import persist  # noqa: E402
+    def host(self, path):
+        return os.path.join(self.root, path.lstrip('/'))
 
-p = argparse.ArgumentParser()
-p.add_argument('--name', required=True)
-p.add_argument('--state-dir', required=True)
-a = p.parse_args()
-s = persist.restore(a.name, a.state_dir)
-print('kprobes.fleet %%s: %%s%%s' %% (a.name, 'restored: ' if s['loaded'] else 'not loaded: ', s['reason']))
-sys.exit(1 if s.get('failed') else 0)
-''' % names.MARK
+    def read(self, path):
+        try:
+            with open(self.host(path)) as f:
+                return f.read()
+        except (IOError, OSError):
+            return None
+
+    def write(self, path, text):
+        """Write when different (the unit 0644, anything else 0600); returns whether it changed."""
+        if self.read(path) == text:
+            return False
+        if not self.module.check_mode:
+            kmsg.ensure_dir(os.path.dirname(self.host(path)))
+            kmsg.atomic_write(self.host(path), text.encode('utf-8'), 0o644 if path == self.unit else 0o600)
+        return True
+
+    def systemctl(self, *args, **kw):
+        binary = self.module.get_bin_path('systemctl', required=True)
+        rc, out, err = self.module.run_command([binary] + list(args))
+        if rc != 0 and kw.get('check', True):
+            self.module.fail_json(msg='systemctl %s failed (rc=%d): %s' % (' '.join(args), rc, (err or out).strip()))
+        return rc, out.strip()
+
+    def refuse_foreign_unit(self):
+        text = self.read(self.unit)
+        if text is not None and not is_ours(text):
+            self.module.fail_json(msg='%s exists and is not ours (its first line is not "# %s: ..."); '
+                                      'refusing to change or remove it (choose another kprobes_fleet_module_name)'
+                                      % (self.unit, names.MARK))
+
+
+def entry_point(what, module, call):
+    """The program a unit of ours runs: ``python -I`` (no PYTHONPATH, no user site), the lib dir added."""
+    return (
+        '#!/usr/bin/python3\n'
+        '# %s: %s (written by kprobes.fleet, do not edit).\n'
+        'import argparse\nimport os\nimport sys\n\n'
+        'sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))\n'
+        'from ansible_collections.kprobes.fleet.plugins.module_utils import %s  # noqa: E402\n\n'
+        'p = argparse.ArgumentParser()\n'
+        "p.add_argument('--name', required=True)\n"
+        "p.add_argument('--state-dir', required=True)\n"
+        'a = p.parse_args()\n'
+        '%s\n' % (names.MARK, what, module, call))
+
+
+RESTORE_MAIN = entry_point('boot-time restore of probes', 'persist', (
+    "s = persist.restore(a.name, a.state_dir)\n"
+    "print('kprobes.fleet %s: %s%s' % (a.name, 'restored: ' if s['loaded'] else 'not loaded: ', s['reason']))\n"
+    "sys.exit(1 if s.get('failed') else 0)"))
+FORWARD_MAIN = entry_point('forwards probe matches as events', 'events',
+                           'sys.exit(events.Runner(a.name, a.state_dir).run())')

@@ -239,6 +239,20 @@ ansible_facts:
           type: int
           returned: always
           sample: 0
+        forwarder:
+          description:
+            - The event forwarder's status (C(kprobes_fleet_events), M(kprobes.fleet.event_forwarder)) as it
+              last wrote it, V(null) when it is not installed - C(running) (its process is alive),
+              C(received), C(sent), C(dropped) (given up - C(dropped_why) says why - queue full, refused by
+              the endpoint, still queued when it stopped), C(queued), C(requests), C(failures), C(lost)
+              (kernel log records or trace events overwritten before it read them), C(last_error),
+              C(last_error_at), C(last_sent_at) (epoch seconds), C(url), C(boot_id), C(started), C(updated).
+            - Counters run from the forwarder's first start in this boot; C(received) = C(sent) + C(dropped)
+              + C(queued).
+          type: dict
+          returned: always
+          sample: {running: true, received: 12, sent: 12, dropped: 0, queued: 0, requests: 3, failures: 0,
+                   lost: 0, last_error: null, url: "http://127.0.0.1:5000/kprobes-fleet"}
         cursor:
           description: Where the next run starts (saved when O(advance_cursor=true) and not
             in check mode); C(boot_id) and C(next_seq) with both backends, plus C(ts_usec) and
@@ -253,7 +267,7 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
-from ansible_collections.kprobes.fleet.plugins.module_utils import deltas, kmsg, names, persist
+from ansible_collections.kprobes.fleet.plugins.module_utils import deltas, events, kmsg, names, persist
 from ansible_collections.kprobes.fleet.plugins.module_utils.ownership import ModuleSysfs
 from ansible_collections.kprobes.fleet.plugins.module_utils.tracefs import TraceBackend, TracefsError
 
@@ -360,6 +374,11 @@ class ProbeFacts(object):
         return facts
 
     def gather(self):
+        facts = self.gather_backend()
+        facts['forwarder'] = events.read_status(self.state_dir, self.name)
+        return facts
+
+    def gather_backend(self):
         if self.max_events < 0:
             self.module.fail_json(msg='max_events must be >= 0, got %d' % self.max_events)
         facts = self.gather_tracefs()

@@ -95,33 +95,18 @@ msg:
   type: str
 '''
 
-import inspect
 import os
 import sys
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
-from ansible_collections.kprobes.fleet.plugins.module_utils import kmsg, names, persist
+from ansible_collections.kprobes.fleet.plugins.module_utils import names, persist
 from ansible_collections.kprobes.fleet.plugins.module_utils.hostfs import file_sha256
 from ansible_collections.kprobes.fleet.plugins.module_utils.ownership import ModuleSysfs
 
 
-def lib_files(lib_dir):
-    """{path: text} of the restore program: the module_utils it imports, and its entry point."""
-    files = {os.path.join(lib_dir, persist.RESTORE_SCRIPT): persist.RESTORE_MAIN}
-    pkg = os.path.join(lib_dir, *persist.LIB_PACKAGE)
-    # Regular packages (not namespace ones): ours is found first, whatever else is installed.
-    for depth in range(1, len(persist.LIB_PACKAGE) + 1):
-        files[os.path.join(lib_dir, *(persist.LIB_PACKAGE[:depth] + ('__init__.py',)))] = ''
-    for mod in persist.LIB_MODULES:
-        full = 'ansible_collections.kprobes.fleet.plugins.module_utils.%s' % mod
-        __import__(full)
-        files[os.path.join(pkg, mod + '.py')] = inspect.getsource(sys.modules[full])
-    return files
-
-
-class Persister(object):
+class Persister(persist.UnitFiles):
     def __init__(self, module, root='/'):
         self.module = module
         self.root = root
@@ -137,39 +122,6 @@ class Persister(object):
             module.fail_json(msg=str(e))
         self.unit = os.path.join(unit_dir, persist.unit_name(self.name))
         self.changed = False
-
-    def host(self, path):
-        return os.path.join(self.root, path.lstrip('/'))
-
-    def read(self, path):
-        try:
-            with open(self.host(path)) as f:
-                return f.read()
-        except (IOError, OSError):
-            return None
-
-    def write(self, path, text):
-        """Write when different; returns whether it changed (nothing is written in check mode)."""
-        if self.read(path) == text:
-            return False
-        if not self.module.check_mode:
-            kmsg.ensure_dir(os.path.dirname(self.host(path)))
-            kmsg.atomic_write(self.host(path), text.encode('utf-8'), 0o644 if path == self.unit else 0o600)
-        return True
-
-    def systemctl(self, *args, **kw):
-        binary = self.module.get_bin_path('systemctl', required=True)
-        rc, out, err = self.module.run_command([binary] + list(args))
-        if rc != 0 and kw.get('check', True):
-            self.module.fail_json(msg='systemctl %s failed (rc=%d): %s' % (' '.join(args), rc, (err or out).strip()))
-        return rc, out.strip()
-
-    def refuse_foreign_unit(self):
-        text = self.read(self.unit)
-        if text is not None and not persist.is_ours(text):
-            self.module.fail_json(msg='%s exists and is not ours (its first line is not "# %s: ..."); '
-                                      'refusing to change or remove it (choose another kprobes_fleet_module_name)'
-                                      % (self.unit, names.MARK))
 
     def record(self):
         """The manifest; adopts a module of ours loaded without one (older releases)."""
@@ -190,7 +142,7 @@ class Persister(object):
     def present(self):
         self.refuse_foreign_unit()
         recorded = self.record()
-        for path, text in sorted(lib_files(self.lib_dir).items()):
+        for path, text in sorted(persist.lib_files(self.lib_dir).items()):
             self.changed |= self.write(path, text)
         unit_changed = self.write(self.unit, persist.unit_text(self.name, sys.executable, self.lib_dir, self.state_dir))
         self.changed |= unit_changed
@@ -206,29 +158,6 @@ class Persister(object):
                 'recorded': dict((k, recorded[k]) for k in ('backend', 'kernel', 'spec_hash')) if recorded else None,
                 'msg': '%s %s' % (unit, 'installed and enabled' if self.changed else 'in place')}
 
-    def remove_tree(self, top):
-        """Remove the restore program: the files we write, then the directories left empty."""
-        for path in lib_files(self.lib_dir):
-            if os.path.exists(self.host(path)):
-                self.changed = True
-                if not self.module.check_mode:
-                    os.unlink(self.host(path))
-        if self.module.check_mode:
-            return
-        for dirpath, dirnames, filenames in os.walk(self.host(top), topdown=False):
-            for d in dirnames:
-                full = os.path.join(dirpath, d)
-                if os.path.isdir(full) and not os.listdir(full) and d in persist.LIB_PACKAGE + ('__pycache__',):
-                    os.rmdir(full)
-            pycache = [f for f in filenames if f.endswith('.pyc')]
-            for f in pycache:
-                os.unlink(os.path.join(dirpath, f))
-        for d in (os.path.join(self.host(top), '__pycache__'), self.host(top)):
-            try:
-                os.rmdir(d)
-            except OSError:
-                pass
-
     def absent(self):
         self.refuse_foreign_unit()
         unit = os.path.basename(self.unit)
@@ -239,7 +168,10 @@ class Persister(object):
                 os.unlink(self.host(self.unit))
                 self.systemctl('daemon-reload')
         try:
-            self.remove_tree(self.lib_dir)
+            # the event forwarder runs from the same copy: it stays while that unit is installed
+            if not os.path.exists(self.host(os.path.join(os.path.dirname(self.unit),
+                                                         persist.events_unit_name(self.name)))):
+                self.changed |= persist.remove_lib(self.lib_dir, self.root, self.module.check_mode)
         except (IOError, OSError) as e:
             self.module.fail_json(msg='cannot remove %s: %s' % (self.lib_dir, to_native(e)))
         return {'changed': self.changed, 'unit': self.unit, 'enabled': False, 'recorded': None,

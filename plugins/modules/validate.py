@@ -60,6 +60,13 @@ options:
         if it is a regular file holding a kprobes.fleet report; symbolic links, devices and other
         files are refused.
     type: raw
+  kprobes_fleet_events:
+    description:
+      - Empty (no events) or the event forwarder's settings - a mapping with C(url) (http only to the host's
+        loopback, else https), optional C(token) and the integer knobs of README "Events", each within its
+        bounds. Unknown keys, other schemes, credentials in the URL and shell or template characters are
+        refused.
+    type: raw
   check_probes:
     description: Check C(kprobes_fleet_probes) (with C(kprobes_fleet_state=present)).
     type: bool

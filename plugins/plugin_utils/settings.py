@@ -18,7 +18,7 @@ import os
 import re
 import stat
 
-from ansible_collections.kprobes.fleet.plugins.module_utils import names, probe_spec
+from ansible_collections.kprobes.fleet.plugins.module_utils import events, names, probe_spec
 from ansible_collections.kprobes.fleet.plugins.plugin_utils.module_cache import (
     ModuleCache, check_trusted, template_sha)
 
@@ -310,6 +310,7 @@ PUBLIC = {
     'kprobes_fleet_persist': (True, _bool),
     'kprobes_fleet_lock_wait': (300, _lock_wait),
     'kprobes_fleet_report': ('', _report),
+    'kprobes_fleet_events': ({}, lambda name, value: events.check_config(value, name)),
 }
 
 

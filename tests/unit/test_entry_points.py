@@ -80,6 +80,18 @@ REFUSED = [
      "must be an integer, got string 'lots'"),
     ("deploy-probes.yml", {"kprobes_fleet_probes": [{"name": "p", "function": "vfs_write", "report": {}}]},
      "got an empty mapping"),
+    # kprobes_fleet_events: scheme, plain http off the host, shell characters, numbers out of bounds
+    ("deploy-probes.yml", {"kprobes_fleet_events": {"url": "ftp://127.0.0.1/x"}},
+     "kprobes_fleet_events.url: the scheme must be http or https"),
+    ("deploy-probes.yml", {"kprobes_fleet_events": {"url": "http://198.51.100.7:5000/hook"}},
+     "plain http only to the host's own loopback"),
+    ("deploy-probes.yml", {"kprobes_fleet_events": {"url": "http://127.0.0.1:5000/x;$(reboot)"}},
+     "holds a character a URL of an endpoint never needs"),
+    ("deploy-probes.yml", {"kprobes_fleet_events": {"url": "https://eda.example.com/hook", "rate": -5}},
+     "kprobes_fleet_events.rate: must be between 1 and 100"),
+    ("role:kprobes.fleet.probe_deploy", {"kprobes_fleet_events": {"url": "https://eda.example.com/x",
+                                                                  "queue_size": 10 ** 12}},
+     "kprobes_fleet_events.queue_size: must be between 1 and 1000000"),
     # roles used alone: the same guard
     ("role:kprobes.fleet.probe_deploy", {"kprobes_fleet_host_dir": "/var/lib"}, "shared system directory"),
     ("role:kprobes.fleet.probe_build", {"kprobes_fleet_module_name": "x\n$(shell id)",
@@ -125,6 +137,7 @@ def test_a_cache_others_can_write_is_refused(repo, tmp_path):
     ("playbooks/collect.yml", {"kprobes_fleet_probes": "garbage"}),
     # -e gives strings: they read as YAML would
     ("deploy-probes.yml", {"kprobes_fleet_fail_on_lockdown": "no", "kprobes_fleet_build_timeout": "600"}),
+    ("deploy-probes.yml", {"kprobes_fleet_events": {"url": "http://127.0.0.1:5000/kprobes-fleet", "rate": "3"}}),
 ])
 def test_accepted_and_reaches_the_hosts(repo, tmp_path, target, extra):
     rc, out = play(repo, tmp_path, target, extra)
