@@ -39,7 +39,6 @@ class FakeModule(fakes.FakeModule):
         return self.handler(argv)
 
 
-
 class Host(object):
     """A fake host tree (sysfs, /dev/kmsg, boot_id) plus a fake kmod behaving like the kernel."""
 
