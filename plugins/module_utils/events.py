@@ -31,6 +31,7 @@ import signal
 import time
 
 from ansible_collections.kprobes.fleet.plugins.module_utils import kmsg, names, tracefs
+from ansible_collections.kprobes.fleet.plugins.module_utils.hostfs import read_json
 
 from http.client import HTTPException
 from urllib import request as urlrequest
@@ -410,12 +411,8 @@ class TraceSource(object):
 # -- status, seen by probe_facts -----------------------------------------------------------------------------
 def read_status(state_dir, name, pid_alive=None):
     """The forwarder's last status, plus ``running`` (its process is alive), or None when it never ran."""
-    try:
-        with open(status_path(state_dir, name)) as f:
-            data = json.load(f)
-    except (IOError, OSError, ValueError):
-        return None
-    if not isinstance(data, dict) or data.get('mark') != names.MARK:
+    data = read_json(status_path(state_dir, name))
+    if data is None or data.get('mark') != names.MARK:
         return None
     pid = data.get('pid')
     alive = pid_alive or _pid_alive
@@ -448,7 +445,7 @@ class Runner(object):
             raise EventsError('%s: no endpoint configured' % config_path(state_dir, self.name))
         self.boot_id = kmsg.read_boot_id(os.path.join(root, kmsg.BOOT_ID_PATH.lstrip('/')))
         self.stopping = False
-        saved = self._load(cursor_path(state_dir, self.name)) or {}
+        saved = read_json(cursor_path(state_dir, self.name)) or {}
         status = read_status(state_dir, self.name) or {}
         self.forwarder = Forwarder(self.cfg, HttpSender(self.cfg, self.host))
         if status.get('boot_id') == self.boot_id:  # counters continue within a boot
@@ -464,15 +461,6 @@ class Runner(object):
         self.spool = Spool(spool_path(state_dir, self.name), self.cfg['spool_max_kb'] * 1024) \
             if self.cfg['spool'] else None
         self.started = time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())
-
-    @staticmethod
-    def _load(path):
-        try:
-            with open(path) as f:
-                data = json.load(f)
-        except (IOError, OSError, ValueError):
-            return None
-        return data if isinstance(data, dict) else None
 
     def save(self, stopped=False):
         status = self.forwarder.status()
