@@ -18,7 +18,11 @@ description:
     lock (O(owner), since when). A lock is taken over, and the take-over reported, when the host
     rebooted since it was taken (the holder died with it; C(/run) is emptied at boot anyway) or when it
     is older than O(stale_after) seconds (its run died without releasing it).
-  - Never reports a change (a lock is not configuration), so re-runs stay C(changed=0).
+  - Never reports a change (a lock is not configuration), so re-runs stay C(changed=0); RV(released) says
+    whether V(absent) released one.
+  - V(absent) with the O(run_id) of a run known to have died (named in the message of a run that found
+    the lock taken) releases that run's lock before it goes stale; the playbook C(kprobes.fleet.unlock)
+    does that for a fleet.
 author:
   - kprobes.fleet developers (@kprobes-fleet)
 options:
@@ -85,6 +89,12 @@ waited:
   description: Seconds spent waiting for another run.
   returned: always
   type: float
+released:
+  description:
+    - Whether O(state=absent) released a lock that O(run_id) held (or would, in check mode). Only the
+      lock of that run is ever released; another run's lock stays and is returned in RV(held_by).
+  returned: always
+  type: bool
 '''
 
 import fcntl
@@ -193,7 +203,7 @@ class HostLock(object):
             waited = round(self.clock() - start, 1)
             if taken:
                 result = {'changed': False, 'path': self.host_path, 'held_by': holder, 'took_over': took_over,
-                          'waited': waited}
+                          'waited': waited, 'released': False}
                 if took_over:
                     self.module.warn('took over the stale lock %s of %s (%s)' % (
                         self.host_path, describe(took_over), took_over['why']))
@@ -201,22 +211,26 @@ class HostLock(object):
             if waited >= self.module.params['wait']:
                 self.module.fail_json(
                     msg='another kprobes.fleet run is changing the probes %s on this host: %s (lock %s); '
-                        'waited %d s (kprobes_fleet_lock_wait). Re-run when it has finished; a lock whose run '
-                        'died is taken over after a reboot or after %d s (kprobes_fleet_lock_stale_after)'
-                        % (self.name, describe(holder), self.host_path, waited, self.module.params['stale_after']),
-                    path=self.host_path, held_by=holder, took_over=None, waited=waited)
+                        'waited %d s (kprobes_fleet_lock_wait). Re-run when it has finished. A lock whose run '
+                        'died is taken over after a reboot or after %d s; when you know that run is gone '
+                        '(a cancelled job, a killed ansible-playbook), release it now with: ansible-playbook '
+                        'kprobes.fleet.unlock -l <this host> -e kprobes_fleet_unlock=%s'
+                        % (self.name, describe(holder), self.host_path, waited, self.module.params['stale_after'],
+                           holder.get('run_id') if holder else '<run id>'),
+                    path=self.host_path, held_by=holder, took_over=None, waited=waited, released=False)
             self.sleep(POLL)
 
     def absent(self):
         def release():
             info = self.read()
             if info is None or info.get('run_id') != self.run_id:
-                return info
+                return info, False
             if not self.module.check_mode:
                 os.unlink(self.path)
-            return None
-        info = self.guarded(release) if os.path.isdir(self.dir) else None
-        return {'changed': False, 'path': self.host_path, 'held_by': info, 'took_over': None, 'waited': 0.0}
+            return None, True
+        info, released = self.guarded(release) if os.path.isdir(self.dir) else (None, False)
+        return {'changed': False, 'path': self.host_path, 'held_by': info, 'took_over': None, 'waited': 0.0,
+                'released': released}
 
     def apply(self):
         return self.present() if self.module.params['state'] == 'present' else self.absent()

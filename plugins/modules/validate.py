@@ -60,6 +60,9 @@ options:
         if it is a regular file holding a kprobes.fleet report; symbolic links, devices and other
         files are refused.
     type: raw
+  kprobes_fleet_persist: {description: Boolean., type: raw}
+  kprobes_fleet_lock_wait: {description: Seconds (0-86400)., type: raw}
+  kprobes_fleet_unlock: {description: Empty or a run id (16 lower-case hex digits)., type: raw}
   kprobes_fleet_events:
     description:
       - Empty (no events) or the event forwarder's settings - a mapping with C(url) (http only to the host's

@@ -51,6 +51,16 @@ def _lock_wait(name, value):
     return names.as_int(name, value, 0, 86400, 'seconds to wait for another run on the same host')
 
 
+def _run_id(name, value):
+    if value in (None, ''):
+        return ''
+    if not isinstance(value, str) or not re.fullmatch(r'[0-9a-f]{16}', value):
+        raise names.InvalidValue('%s: must be empty or the run id (16 lower-case hex digits) a lock message '
+                                 'names, got %s' % (name, repr(str(value)) if isinstance(value, str)
+                                                    else names.type_name(value)))
+    return str(value)
+
+
 def _cache_dir(name, value):
     if not isinstance(value, str) or not value.strip():
         raise names.InvalidValue('%s: must be a directory path on the controller, got %s'
@@ -309,6 +319,7 @@ PUBLIC = {
     'kprobes_fleet_signing_cert': ('', _signing_cert),
     'kprobes_fleet_persist': (True, _bool),
     'kprobes_fleet_lock_wait': (300, _lock_wait),
+    'kprobes_fleet_unlock': ('', _run_id),
     'kprobes_fleet_report': ('', _report),
     'kprobes_fleet_events': ({}, lambda name, value: events.check_config(value, name)),
 }

@@ -107,6 +107,13 @@ REFUSED = [
      "kprobes_fleet_headers_release"),
     ("role:kprobes.fleet.kernel_headers", {"kprobes_fleet_headers_extra_packages": ["gcc", "-o Dpkg::x=y"]},
      "is not a package name"),
+    # unlock: a run id and nothing else; none at all is a clear error too
+    ("playbooks/unlock.yml", {"kprobes_fleet_unlock": "*"}, "kprobes_fleet_unlock: must be empty or the run id"),
+    ("playbooks/unlock.yml", {"kprobes_fleet_unlock": "feedfacefeedface/../x"}, "16 lower-case hex digits"),
+    ("playbooks/unlock.yml", {}, "kprobes_fleet_unlock: give the run id of the dead run"),
+    ("playbooks/unlock.yml", {"kprobes_fleet_unlock": "feedfacefeedface", "kprobes_fleet_module_name": "mm"},
+     "kprobes_fleet_module_name"),
+    ("deploy-probes.yml", {"kprobes_fleet_unlock": 12345}, "kprobes_fleet_unlock"),
 ]
 
 
@@ -138,6 +145,7 @@ def test_a_cache_others_can_write_is_refused(repo, tmp_path):
     # -e gives strings: they read as YAML would
     ("deploy-probes.yml", {"kprobes_fleet_fail_on_lockdown": "no", "kprobes_fleet_build_timeout": "600"}),
     ("deploy-probes.yml", {"kprobes_fleet_events": {"url": "http://127.0.0.1:5000/kprobes-fleet", "rate": "3"}}),
+    ("playbooks/unlock.yml", {"kprobes_fleet_unlock": "feedfacefeedface"}),
 ])
 def test_accepted_and_reaches_the_hosts(repo, tmp_path, target, extra):
     rc, out = play(repo, tmp_path, target, extra)

@@ -101,9 +101,25 @@ def test_a_dead_runs_lock_is_taken_over(host, how):
 
 def test_release_only_our_own(host):
     host.run(A)
-    assert host.run(B, state='absent')['held_by']['run_id'] == A and os.path.exists(host.path)
-    assert host.run(A, state='absent')['held_by'] is None and not os.path.exists(host.path)
-    assert host.run(A, state='absent')['held_by'] is None
+    r = host.run(B, state='absent')
+    assert r['held_by']['run_id'] == A and r['released'] is False and os.path.exists(host.path)
+    r = host.run(A, state='absent')
+    assert r['held_by'] is None and r['released'] is True and not os.path.exists(host.path)
+    r = host.run(A, state='absent')
+    assert r['held_by'] is None and r['released'] is False and r['changed'] is False
+
+
+def test_the_message_names_the_way_to_release_a_dead_runs_lock(host):
+    # kprobes.fleet.unlock is host_lock state=absent with the dead run's id: the message gives that id
+    host.run(A, owner='alice@ctl (AWX job 42)')
+    with pytest.raises(Failed) as e:
+        host.run(B)
+    assert 'kprobes.fleet.unlock' in str(e.value) and 'kprobes_fleet_unlock=%s' % A in str(e.value)
+    assert 'kprobes_fleet_lock_stale_after' not in str(e.value)  # not a variable anyone can set
+    module, lock = host.lock(A, state='absent', check_mode=True)
+    assert lock.apply()['released'] is True and os.path.exists(host.path)  # check mode: would, does not
+    assert host.run(A, state='absent')['released'] is True
+    assert host.run(B)['held_by']['run_id'] == B
 
 
 def test_check_mode_takes_nothing(host):
