@@ -2,7 +2,7 @@
 #   make demo       lab up + deploy probes + cause failures + per-host summary + the fleet report (.lab/kprobes-fleet-report.html)
 #   make test       lint + sanity + unit tests (incl. the report in headless chromium, build/install/EE/changelog) + molecule on real kernels in QEMU (5.10, 6.1, 6.12)
 #   make test-lifecycle  reboots, a kernel upgrade, faults on real kernels (molecule lifecycle; not in make test: 33 min of reboots and a kernel install)
-#   make test-events  the Event-Driven Ansible loop on a real kernel, tracefs then module backend (not in make test: 6-9 min each here)
+#   make test-events  the Event-Driven Ansible loop on a real kernel, tracefs then module backend (not in make test: 3 + 6 min here)
 #   make test-extended  molecule (same converge + verify, plus tracefs forced) on Debian sid (newest kernel, 7.x) and bookworm-arm64 (6.1 on arm64)
 #   make ee         the execution environment's build context (ansible-builder create, offline) in build/ee-context
 #   make dist       the collection tarball users install, in build/
@@ -104,8 +104,8 @@ test-lifecycle: deps
 	@echo "make test-lifecycle: all passed"
 
 # The EDA loop (tests/vm/test_events.py), one VM, on tracefs then on the module backend (headers and a
-# build in the VM). Not in make test: measured 6.3 and 9.3 min for the tracefs run alone on this 2-core
-# machine shared with other VMs, over the ~6 min a make test addition may take.
+# build in the VM). Not in make test: 3.2 + 6.2 min on the idle 2-core machine (2026-11-29; 6-9 min for
+# the tracefs run alone while other VMs ran), over the ~6 min a make test addition may take.
 test-events: deps
 	EVENTS_BACKEND=tracefs $(BIN)/pytest -q tests/vm/test_events.py
 	EVENTS_BACKEND=module $(BIN)/pytest -q tests/vm/test_events.py
