@@ -100,7 +100,6 @@ released:
 import fcntl
 import json
 import os
-import re
 import time
 
 from ansible.module_utils.basic import AnsibleModule
@@ -126,10 +125,9 @@ class HostLock(object):
         p = module.params
         try:
             self.name = names.module_name(p['name'], 'name')
+            names.hex16(p['run_id'], 'run_id')
         except names.InvalidValue as e:
             module.fail_json(msg=str(e))
-        if not re.fullmatch(r'[0-9a-f]{16}', p['run_id'] or ''):
-            module.fail_json(msg='run_id must be 16 lower-case hex digits, got %r' % (p['run_id'],))
         if len(p['owner']) > 300 or not p['owner'].isprintable():
             module.fail_json(msg='owner must be printable and at most 300 characters')
         for key, low, high in (('wait', 0, 86400), ('stale_after', 60, 7 * 86400)):
@@ -216,7 +214,7 @@ class HostLock(object):
                         '(a cancelled job, a killed ansible-playbook), release it now with: ansible-playbook '
                         'kprobes.fleet.unlock -l <this host> -e kprobes_fleet_unlock=%s'
                         % (self.name, describe(holder), self.host_path, waited, self.module.params['stale_after'],
-                           holder.get('run_id') if holder else '<run id>'),
+                           holder.get('run_id')),
                     path=self.host_path, held_by=holder, took_over=None, waited=waited, released=False)
             self.sleep(POLL)
 

@@ -54,11 +54,12 @@ def _lock_wait(name, value):
 def _run_id(name, value):
     if value in (None, ''):
         return ''
-    if not isinstance(value, str) or not re.fullmatch(r'[0-9a-f]{16}', value):
+    try:
+        return names.hex16(value, name)
+    except names.InvalidValue:
         raise names.InvalidValue('%s: must be empty or the run id (16 lower-case hex digits) a lock message '
                                  'names, got %s' % (name, repr(str(value)) if isinstance(value, str)
                                                     else names.type_name(value)))
-    return str(value)
 
 
 def _cache_dir(name, value):
