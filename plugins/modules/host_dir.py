@@ -17,6 +17,8 @@ description:
     content and without the mark is someone else's and is refused, as is a symbolic link, a
     path that is not a directory, or one below a directory that is not root-owned or is
     writable by group or others.
+  - With O(state=present) and O(stale_after), what a run that died left inside a directory that is
+    ours is removed too (see O(stale_after)), so a warm re-run needs no other task for it.
   - With O(state=absent) the directory is deleted only when it carries the mark.
   - The path must be absolute, normalised, and not a shared system directory (C(/), C(/var/lib),
     C(/tmp), ...); the same rule as the controller's validation.
@@ -37,6 +39,15 @@ options:
     type: str
     choices: [present, absent]
     default: present
+  stale_after:
+    description:
+      - With O(state=present), remove what a run that died left in the directory (only when it is
+        already ours), that is every transfer copy C(modules/*.ko) (this runs under the host lock, so
+        no other run is copying) and every build directory C(build/<hex key>) made before this boot
+        or more than O(stale_after) seconds ago (a live build on a build host is younger).
+      - Only regular files and real directories are removed, never what a symbolic link points to.
+      - Unset, nothing is removed.
+    type: int
 attributes:
   check_mode:
     support: full
@@ -54,7 +65,8 @@ EXAMPLES = r'''
 - name: Create the working directory
   kprobes.fleet.host_dir:
     path: /var/lib/kprobes-fleet
-    subdirs: [modules, state]
+    subdirs: [modules, state, build]
+    stale_after: 4200  # and remove what a run that died left in it
 
 - name: Delete it (only if it carries our mark)
   kprobes.fleet.host_dir:
@@ -68,6 +80,12 @@ path:
   returned: always
   type: str
   sample: /var/lib/kprobes-fleet
+removed:
+  description: What was removed (or would be, in check mode) as left by a run that died.
+  returned: always
+  type: list
+  elements: str
+  sample: [/var/lib/kprobes-fleet/modules/kprobes_fleet.ko]
 msg:
   description: What was done.
   returned: always
@@ -75,9 +93,11 @@ msg:
   sample: created /var/lib/kprobes-fleet
 '''
 
+import fnmatch
 import os
 import shutil
 import stat
+import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
@@ -88,12 +108,22 @@ MARK_TEXT = ('This directory belongs to kprobes.fleet (%s). It is deleted, with 
              'by the kprobes.fleet.remove playbook with kprobes_fleet_load_purge=true.\n' % names.MARK)
 
 
+# Left by a run that died: (sub-directory, name pattern, is a directory, removed at any age).
+LEFTOVERS = (('modules', '*.ko', False, True), ('build', '[0-9a-f]*', True, False))
+
+
+def uptime():
+    with open('/proc/uptime') as f:
+        return float(f.read().split()[0])
+
+
 class HostDir(object):
 
     def __init__(self, module):
         self.module = module
         self.state = module.params['state']
         self.subdirs = module.params['subdirs']
+        self.stale_after = module.params.get('stale_after')
         try:
             self.path = names.host_path(module.params['path'], 'path')
             for sub in self.subdirs:
@@ -168,14 +198,50 @@ class HostDir(object):
             changed = True
         return changed
 
+    def leftovers(self):
+        """Paths below our directory that a run that died left (LEFTOVERS), oldest rule first."""
+        if self.stale_after is None:
+            return []
+        now = time.time()
+        min_age = min(uptime(), max(self.stale_after, 0))
+        found = []
+        for sub, pattern, is_dir, any_age in LEFTOVERS:
+            top = os.path.join(self.path, sub)
+            try:
+                if not stat.S_ISDIR(os.lstat(top).st_mode):  # not a symbolic link to elsewhere
+                    continue
+                names_ = sorted(os.listdir(top))
+            except OSError:
+                continue
+            for name in fnmatch.filter(names_, pattern):
+                path = os.path.join(top, name)
+                st = os.lstat(path)
+                if (stat.S_ISDIR(st.st_mode) if is_dir else stat.S_ISREG(st.st_mode)) and \
+                        (any_age or now - st.st_mtime >= min_age):
+                    found.append(path)
+        return found
+
+    def remove(self, paths):
+        for path in paths:
+            try:
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path)
+                else:
+                    os.unlink(path)
+            except OSError as e:
+                self.module.fail_json(msg='cannot remove %s: %s' % (path, to_native(e)), path=self.path)
+
     def present(self):
         self.check_parents()
         found = self.inspect()
         todo = found != 'ours' or any(not self._right(p) for p in
                                       [self.path] + [os.path.join(self.path, s) for s in self.subdirs])
+        stale = self.leftovers() if found == 'ours' else []
         if self.module.check_mode:
-            return {'changed': todo, 'msg': 'would create %s' % self.path if todo else '%s is ours' % self.path}
-        changed = self._dir(self.path)
+            return {'changed': todo or bool(stale), 'removed': stale,
+                    'msg': 'would create %s' % self.path if todo else '%s is ours' % self.path}
+        self.remove(stale)
+        changed = self._dir(self.path) or bool(stale)
         if found != 'ours':
             with open(os.path.join(self.path, names.HOST_DIR_MARK), 'w') as f:
                 f.write(MARK_TEXT)
@@ -183,14 +249,15 @@ class HostDir(object):
             changed = True
         for sub in self.subdirs:
             changed = self._dir(os.path.join(self.path, sub)) or changed
-        return {'changed': changed, 'msg': ('%s %s' % ('adopted empty' if found == 'empty' else 'created', self.path))
+        return {'changed': changed, 'removed': stale,
+                'msg': ('%s %s' % ('adopted empty' if found == 'empty' else 'created', self.path))
                 if found != 'ours' else '%s is ours' % self.path}
 
     def absent(self):
         try:
             st = os.lstat(self.path)
         except OSError:
-            return {'changed': False, 'msg': '%s does not exist' % self.path}
+            return {'changed': False, 'removed': [], 'msg': '%s does not exist' % self.path}
         if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
             self.fail('it is not a directory')
         if not host_dir_owned(self.path):
@@ -200,7 +267,7 @@ class HostDir(object):
                 shutil.rmtree(self.path)
             except OSError as e:
                 self.module.fail_json(msg='cannot delete %s: %s' % (self.path, to_native(e)))
-        return {'changed': True, 'msg': 'deleted %s' % self.path}
+        return {'changed': True, 'removed': [], 'msg': 'deleted %s' % self.path}
 
     def apply(self):
         result = self.present() if self.state == 'present' else self.absent()
@@ -214,6 +281,7 @@ def build_module():
             path=dict(type='str', required=True),
             subdirs=dict(type='list', elements='str', default=[]),
             state=dict(type='str', default='present', choices=['present', 'absent']),
+            stale_after=dict(type='int'),
         ),
         supports_check_mode=True,
     )

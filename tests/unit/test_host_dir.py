@@ -13,6 +13,7 @@ __metaclass__ = type
 
 import os
 import stat
+import time
 
 import pytest
 
@@ -24,9 +25,9 @@ from fakes import Failed, FakeModule
 MARK = names.HOST_DIR_MARK
 
 
-def make(path, state='present', subdirs=None, check_mode=False):
-    return HostDir(FakeModule({'path': str(path), 'state': state, 'subdirs': list(subdirs or [])},
-                              check_mode=check_mode))
+def make(path, state='present', subdirs=None, check_mode=False, stale_after=None):
+    return HostDir(FakeModule({'path': str(path), 'state': state, 'subdirs': list(subdirs or []),
+                               'stale_after': stale_after}, check_mode=check_mode))
 
 
 def run(path, **kwargs):
@@ -245,13 +246,112 @@ def test_check_mode_reports_a_mode_a_real_run_would_fix(base):
     assert run(path, subdirs=['state'], check_mode=True)['changed'] is False
 
 
+# -- what a run that died left (stale_after) -------------------------------------------------
+SUBS = ['modules', 'state', 'build']
+
+
+def aged(path, seconds):
+    t = time.time() - seconds
+    os.utime(str(path), (t, t))
+
+
+@pytest.fixture
+def ours(base, monkeypatch):
+    """Our directory as a deploy leaves it, on a host up for 10,000 s."""
+    monkeypatch.setattr(host_dir, 'uptime', lambda: 10000.0)
+    path = base / 'kf'
+    run(path, subdirs=SUBS)
+    return path
+
+
+def test_stale_after_removes_transfer_copies_of_any_age(ours):
+    ko = ours / 'modules' / 'kprobes_fleet.ko'
+    ko.write_bytes(b'\x7fELF')
+    result = run(ours, subdirs=SUBS, stale_after=4200)
+    assert result['changed'] is True and result['removed'] == [str(ko)]
+    assert not ko.exists()
+    assert run(ours, subdirs=SUBS, stale_after=4200) == dict(result, changed=False, removed=[])
+
+
+def test_stale_after_removes_old_build_dirs_and_keeps_a_live_build(ours):
+    old, young = ours / 'build' / '0123456789abcdef', ours / 'build' / 'fedcba9876543210'
+    for d in (old, young):
+        d.mkdir()
+        (d / 'kf.c').write_text('x')
+    aged(old, 5000)
+    aged(young, 60)  # a build host may be building it for another host now
+    result = run(ours, subdirs=SUBS, stale_after=4200)
+    assert result['removed'] == [str(old)]
+    assert not old.exists() and (young / 'kf.c').exists()
+
+
+def test_a_build_dir_from_before_this_boot_is_stale_whatever_stale_after(ours, monkeypatch):
+    d = ours / 'build' / 'abcdef0123456789'
+    d.mkdir()
+    aged(d, 700)
+    monkeypatch.setattr(host_dir, 'uptime', lambda: 600.0)  # rebooted 600 s ago
+    assert run(ours, subdirs=SUBS, stale_after=86400)['removed'] == [str(d)]
+
+
+def test_stale_after_leaves_what_does_not_match_or_is_a_link(ours, tmp_path):
+    outside = tmp_path / 'outside'
+    outside.mkdir()
+    (outside / 'keep').write_text('x')
+    keep = [ours / 'modules' / 'notes.txt', ours / 'state' / 'x.ko', ours / 'build' / 'README']
+    for f in keep:
+        f.write_text('x')
+        aged(f, 99999)
+    os.mkdir(str(ours / 'modules' / 'dir.ko'))
+    os.symlink(str(outside), str(ours / 'build' / 'abc'))  # a link with a hex name: the link is not a build
+    os.symlink(str(outside / 'keep'), str(ours / 'modules' / 'link.ko'))
+    aged(ours / 'build', 99999)
+    assert run(ours, subdirs=SUBS, stale_after=0)['removed'] == []
+    assert all(f.exists() for f in keep) and (outside / 'keep').exists()
+    assert (ours / 'modules' / 'dir.ko').is_dir()
+
+
+def test_a_symlinked_modules_dir_is_not_walked(base, monkeypatch, tmp_path):
+    monkeypatch.setattr(host_dir, 'uptime', lambda: 10000.0)
+    path = base / 'kf'
+    run(path, subdirs=['state'])
+    elsewhere = tmp_path / 'elsewhere'
+    elsewhere.mkdir()
+    (elsewhere / 'precious.ko').write_text('x')
+    os.symlink(str(elsewhere), str(path / 'modules'))
+    with pytest.raises(Failed):
+        run(path, subdirs=SUBS, stale_after=0)
+    assert (elsewhere / 'precious.ko').exists()
+
+
+def test_stale_after_in_check_mode_reports_and_removes_nothing(ours):
+    ko = ours / 'modules' / 'kprobes_fleet.ko'
+    ko.write_text('x')
+    result = run(ours, subdirs=SUBS, stale_after=4200, check_mode=True)
+    assert result['changed'] is True and result['removed'] == [str(ko)]
+    assert ko.exists()
+
+
+def test_without_stale_after_nothing_is_removed(ours):
+    ko = ours / 'modules' / 'kprobes_fleet.ko'
+    ko.write_text('x')
+    assert run(ours, subdirs=SUBS)['removed'] == [] and ko.exists()
+
+
+def test_a_directory_that_is_not_ours_yet_is_not_cleaned(base, monkeypatch):
+    monkeypatch.setattr(host_dir, 'uptime', lambda: 10000.0)
+    path = base / 'kf'
+    path.mkdir()
+    result = run(path, subdirs=SUBS, stale_after=0)
+    assert result['removed'] == [] and result['msg'] == 'adopted empty %s' % path
+
+
 # -- absent -----------------------------------------------------------------------------
 def test_absent_deletes_a_marked_directory_with_its_content(base):
     path = base / 'kf'
     run(path, subdirs=['state'])
     (path / 'state' / 'cursor').write_text('{}')
     result = run(path, state='absent')
-    assert result == {'changed': True, 'msg': 'deleted %s' % path, 'path': str(path)}
+    assert result == {'changed': True, 'msg': 'deleted %s' % path, 'path': str(path), 'removed': []}
     assert not os.path.lexists(str(path))
     assert base.is_dir()
 

@@ -33,3 +33,30 @@ def test_the_validate_role_documents_it(name):
 def test_nothing_passed_that_is_not_public():
     args = load("roles", "validate", "tasks", "main.yml")[0]["kprobes.fleet.validate"]
     assert set(a for a in args if a.startswith("kprobes_fleet_")) == set(settings.PUBLIC)
+
+
+def role_defaults():
+    for role in sorted(os.listdir(os.path.join(REPO, "roles"))):
+        path = os.path.join(REPO, "roles", role, "defaults", "main.yml")
+        if os.path.exists(path):
+            for name, value in (load(path) or {}).items():
+                yield role, name, value
+
+
+@pytest.mark.parametrize("role,name,value", list(role_defaults()))
+def test_a_role_default_is_the_validator_default(role, name, value):
+    # kprobes.fleet.deploy validates in its first play (validate role: no defaults, the validator's)
+    # and deploys in its second with probe_deploy's defaults, without validating again.
+    assert name in settings.PUBLIC, "roles/%s/defaults: %s is not a public variable" % (role, name)
+    assert value == settings.PUBLIC[name][0], "roles/%s/defaults: %s" % (role, name)
+
+
+def test_deploy_validates_in_its_first_play_and_deploys_with_those_values():
+    first, second = load("playbooks", "deploy.yml")
+    assert [r["role"] for r in first["roles"]] == ["kprobes.fleet.validate"] and first["any_errors_fatal"] is True
+    assert first["hosts"] == second["hosts"] and "vars" not in second and "roles" not in second
+    task, = second["tasks"]
+    assert task["ansible.builtin.import_role"] == {"name": "kprobes.fleet.probe_deploy", "tasks_from": "run"}
+    main = load("roles", "probe_deploy", "tasks", "main.yml")
+    assert main[0]["ansible.builtin.import_role"] == {"name": "kprobes.fleet.validate"}
+    assert main[1]["ansible.builtin.import_tasks"] == "run.yml"
