@@ -199,7 +199,7 @@ class HostDir(object):
         return changed
 
     def leftovers(self):
-        """Paths below our directory that a run that died left (LEFTOVERS), oldest rule first."""
+        """Paths below our directory that a run that died left (LEFTOVERS); none without stale_after."""
         if self.stale_after is None:
             return []
         now = time.time()
