@@ -92,6 +92,11 @@ def as_bool(field, value):
     raise InvalidValue('%s: must be a boolean (true/false), got %s' % (field, _describe(value)))
 
 
+# Bounds of stale_after (host_lock, host_dir): the age, in seconds, at which a lock or a build
+# directory of a run that died is taken over or removed.
+STALE_AFTER_BOUNDS = (60, 7 * 86400)
+
+
 def as_int(field, value, low, high, why=''):
     """One rule for integers: an integer, or a string of digits (``-e var=600``), in [low, high]."""
     number = None

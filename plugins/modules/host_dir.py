@@ -46,7 +46,7 @@ options:
         no other run is copying) and every build directory C(build/<hex key>) made before this boot
         or more than O(stale_after) seconds ago (a live build on a build host is younger).
       - Only regular files and real directories are removed, never what a symbolic link points to.
-      - Unset, nothing is removed.
+      - Unset, nothing is removed. Set, it must be between 60 and 604800 (as for M(kprobes.fleet.host_lock)).
     type: int
 attributes:
   check_mode:
@@ -125,6 +125,8 @@ class HostDir(object):
         self.subdirs = module.params['subdirs']
         self.stale_after = module.params.get('stale_after')
         try:
+            if self.stale_after is not None:
+                names.as_int('stale_after', self.stale_after, *names.STALE_AFTER_BOUNDS)
             self.path = names.host_path(module.params['path'], 'path')
             for sub in self.subdirs:
                 names.host_path(os.path.join(self.path, sub), 'subdirs')
@@ -203,7 +205,7 @@ class HostDir(object):
         if self.stale_after is None:
             return []
         now = time.time()
-        min_age = min(uptime(), max(self.stale_after, 0))
+        min_age = min(uptime(), self.stale_after)
         found = []
         for sub, pattern, is_dir, any_age in LEFTOVERS:
             top = os.path.join(self.path, sub)

@@ -130,7 +130,7 @@ class HostLock(object):
             module.fail_json(msg=str(e))
         if len(p['owner']) > 300 or not p['owner'].isprintable():
             module.fail_json(msg='owner must be printable and at most 300 characters')
-        for key, low, high in (('wait', 0, 86400), ('stale_after', 60, 7 * 86400)):
+        for key, low, high in (('wait', 0, 86400), ('stale_after',) + names.STALE_AFTER_BOUNDS):
             if not low <= p[key] <= high:
                 module.fail_json(msg='%s must be %d-%d seconds, got %d' % (key, low, high, p[key]))
         self.run_id, self.owner = p['run_id'], p['owner']

@@ -304,8 +304,10 @@ def test_stale_after_leaves_what_does_not_match_or_is_a_link(ours, tmp_path):
     os.mkdir(str(ours / 'modules' / 'dir.ko'))
     os.symlink(str(outside), str(ours / 'build' / 'abc'))  # a link with a hex name: the link is not a build
     os.symlink(str(outside / 'keep'), str(ours / 'modules' / 'link.ko'))
-    aged(ours / 'build', 99999)
-    assert run(ours, subdirs=SUBS, stale_after=0)['removed'] == []
+    old = time.time() - 99999  # the link and what it points to look stale: only the type keeps them
+    os.utime(str(ours / 'build' / 'abc'), (old, old), follow_symlinks=False)
+    aged(outside, 99999)
+    assert run(ours, subdirs=SUBS, stale_after=60)['removed'] == []
     assert all(f.exists() for f in keep) and (outside / 'keep').exists()
     assert (ours / 'modules' / 'dir.ko').is_dir()
 
@@ -319,8 +321,18 @@ def test_a_symlinked_modules_dir_is_not_walked(base, monkeypatch, tmp_path):
     (elsewhere / 'precious.ko').write_text('x')
     os.symlink(str(elsewhere), str(path / 'modules'))
     with pytest.raises(Failed):
-        run(path, subdirs=SUBS, stale_after=0)
+        run(path, subdirs=SUBS, stale_after=60)
     assert (elsewhere / 'precious.ko').exists()
+
+
+@pytest.mark.parametrize('value', [0, -1, 59, 7 * 86400 + 1])
+def test_a_stale_after_out_of_bounds_fails_before_anything_is_touched(ours, value):
+    ko = ours / 'modules' / 'kprobes_fleet.ko'
+    ko.write_text('x')
+    with pytest.raises(Failed) as e:
+        run(ours, subdirs=SUBS, stale_after=value)
+    assert 'stale_after: must be between 60 and 604800' in str(e.value)
+    assert ko.exists()
 
 
 def test_stale_after_in_check_mode_reports_and_removes_nothing(ours):
@@ -341,7 +353,7 @@ def test_a_directory_that_is_not_ours_yet_is_not_cleaned(base, monkeypatch):
     monkeypatch.setattr(host_dir, 'uptime', lambda: 10000.0)
     path = base / 'kf'
     path.mkdir()
-    result = run(path, subdirs=SUBS, stale_after=0)
+    result = run(path, subdirs=SUBS, stale_after=60)
     assert result['removed'] == [] and result['msg'] == 'adopted empty %s' % path
 
 
