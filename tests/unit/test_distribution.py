@@ -17,6 +17,7 @@ import yaml
 
 from report_fixtures import lab_fleet
 from test_report_playbook import SEED
+from unreachable import inventory_yaml
 
 BIN = os.path.dirname(sys.executable)
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -113,7 +114,7 @@ def test_deploy_from_the_installed_copy_validates_first(dist, tmp_path):
     is refused on the controller before any host (these do not exist) is tried."""
     dummy, cols = dist
     inv = tmp_path / "inventory.yml"
-    inv.write_text("all:\n  hosts:\n    ghost1: {ansible_host: 192.0.2.1}\n")
+    inv.write_text(inventory_yaml(["ghost1"]))
     rc, out = sh([os.path.join(BIN, "ansible-playbook"), "-i", str(inv), "kprobes.fleet.deploy",
                   "-e", "kprobes_fleet_host_dir=/var/lib"], tmp_path, env=installed_env(tmp_path, cols))
     assert rc != 0 and "shared system directory" in out and "UNREACHABLE" not in out, out
@@ -123,8 +124,7 @@ def test_report_from_the_installed_copy(dist, tmp_path):
     dummy, cols = dist
     fleet = lab_fleet()
     inv = tmp_path / "inventory.yml"
-    lines = ["    %s: {ansible_host: 192.0.2.%d}\n" % (h, i + 1) for i, h in enumerate(sorted(fleet))]
-    inv.write_text("all:\n  hosts:\n" + "".join(lines))
+    inv.write_text(inventory_yaml(sorted(fleet)))
     env = installed_env(tmp_path, cols, ANSIBLE_CACHE_PLUGIN="ansible.builtin.jsonfile",
                         ANSIBLE_CACHE_PLUGIN_CONNECTION=str(tmp_path / "facts"))
     (tmp_path / "seed.yml").write_text(SEED)

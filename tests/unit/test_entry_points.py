@@ -1,7 +1,7 @@
 """Every entry point refuses careless or hostile variables before any task touches a host.
 
 Runs the real playbooks and roles with ansible-playbook against hosts that do not exist
-(TEST-NET addresses): a task that reached a host would report UNREACHABLE instead of the
+(127.0.0.1, closed port: tests/unit/unreachable.py): a task that reached a host would report UNREACHABLE instead of the
 refusal. One message for the play, not one per host.
 """
 import json
@@ -11,7 +11,9 @@ import sys
 
 import pytest
 
-GHOSTS = "all:\n  hosts:\n    ghost1: {ansible_host: 192.0.2.1}\n    ghost2: {ansible_host: 192.0.2.2}\n"
+from unreachable import inventory_yaml
+
+GHOSTS = inventory_yaml(["ghost1", "ghost2"])
 PLAN = {"build_key": "0123456789abcdef", "spec_hash": "0123456789abcdef", "ko": "/etc/passwd",
         "staged": "/etc/passwd", "probes": [{"name": "p", "functions": ["vfs_write"], "function": "vfs_write",
                                              "returns": "long", "report": "negative", "errnos": [],
@@ -83,13 +85,13 @@ REFUSED = [
     # kprobes_fleet_events: scheme, plain http off the host, shell characters, numbers out of bounds
     ("deploy-probes.yml", {"kprobes_fleet_events": {"url": "ftp://127.0.0.1/x"}},
      "kprobes_fleet_events.url: the scheme must be http or https"),
-    ("deploy-probes.yml", {"kprobes_fleet_events": {"url": "http://198.51.100.7:5000/hook"}},
+    ("deploy-probes.yml", {"kprobes_fleet_events": {"url": "http://eda.example.invalid:5000/hook"}},
      "plain http only to the host's own loopback"),
     ("deploy-probes.yml", {"kprobes_fleet_events": {"url": "http://127.0.0.1:5000/x;$(reboot)"}},
      "holds a character a URL of an endpoint never needs"),
-    ("deploy-probes.yml", {"kprobes_fleet_events": {"url": "https://eda.example.com/hook", "rate": -5}},
+    ("deploy-probes.yml", {"kprobes_fleet_events": {"url": "https://eda.example.invalid/hook", "rate": -5}},
      "kprobes_fleet_events.rate: must be between 1 and 100"),
-    ("role:kprobes.fleet.probe_deploy", {"kprobes_fleet_events": {"url": "https://eda.example.com/x",
+    ("role:kprobes.fleet.probe_deploy", {"kprobes_fleet_events": {"url": "https://eda.example.invalid/x",
                                                                   "queue_size": 10 ** 12}},
      "kprobes_fleet_events.queue_size: must be between 1 and 1000000"),
     # roles used alone: the same guard

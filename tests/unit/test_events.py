@@ -48,14 +48,14 @@ def test_settings_default_and_normalise():
     assert got['rate'] == 7 and got['spool'] is True and got['batch_size'] == 100 and got['token'] == ''
     assert set(got) == set(events.KEYS)
     assert events.check_config(None) == events.check_config('') == events.check_config({}) == {}
-    for url in ('https://eda.example.com/hook', 'http://localhost:5000/', 'http://[::1]:5000/x', 'http://127.0.0.2/x'):
+    for url in ('https://eda.example.invalid/hook', 'http://localhost:5000/', 'http://[::1]:5000/x', 'http://127.0.0.2/x'):
         assert events.check_config({'url': url})['url'] == url
 
 
 @pytest.mark.parametrize('value, words', [
     ({'url': 'ftp://127.0.0.1/x'}, 'scheme must be http or https'),
     ({'url': 'file:///etc/passwd'}, 'scheme must be http or https'),
-    ({'url': 'http://192.0.2.10:5000/x'}, 'plain http only to the host\'s own loopback'),
+    ({'url': 'http://eda.example.invalid:5000/x'}, 'plain http only to the host\'s own loopback'),
     ({'url': 'http://user:pw@127.0.0.1/x'}, 'no user or password'),
     ({'url': 'http://127.0.0.1/x;reboot'}, 'holds a character'),
     ({'url': 'http://127.0.0.1/$(id)'}, 'holds a character'),
@@ -82,7 +82,7 @@ def test_bad_settings_are_refused_with_the_field_named(value, words):
 
 
 def test_the_variable_is_checked_with_every_other():
-    values, errors, dummy = settings.check({'kprobes_fleet_events': {'url': 'http://10.0.0.1/x'}}, 'h1', ['h1'],
+    values, errors, dummy = settings.check({'kprobes_fleet_events': {'url': 'http://eda.example.invalid/x'}}, 'h1', ['h1'],
                                            check_probes=False)
     assert len(errors) == 1 and 'kprobes_fleet_events.url' in errors[0]
     values, errors, dummy = settings.check({}, 'h1', ['h1'], check_probes=False)
@@ -475,7 +475,7 @@ def test_a_unit_that_is_not_ours_is_never_changed_or_removed(tmp_path):
 
 
 @pytest.mark.parametrize('params, words', [
-    ({'config': {'url': 'http://203.0.113.5/x'}}, 'loopback'),
+    ({'config': {'url': 'http://eda.example.invalid/x'}}, 'loopback'),
     ({'config': {}}, 'needs at least config.url'),
     ({'host': 'a;b'}, 'inventory host name'),
     ({'name': '../x'}, 'name'),

@@ -10,6 +10,8 @@ import sys
 
 import pytest
 
+from unreachable import inventory_yaml
+
 BAD_SPECS = [
     ([{"name": "disk full", "function": "vfs_write"}], "name"),
     ([{"name": "bad'quote", "function": "vfs_write"}], "name"),
@@ -26,7 +28,7 @@ BAD_SPECS = [
 
 def run_deploy(repo, tmp_path, probes):
     inv = tmp_path / "inventory.yml"
-    inv.write_text("all:\n  hosts:\n    ghost1: {ansible_host: 192.0.2.1}\n    ghost2: {ansible_host: 192.0.2.2}\n")
+    inv.write_text(inventory_yaml(["ghost1", "ghost2"]))
     extra = tmp_path / "vars.json"
     extra.write_text(json.dumps({"kprobes_fleet_probes": probes}))
     env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(repo, "ansible.cfg"), ANSIBLE_NOCOLOR="1",

@@ -44,7 +44,7 @@ def test_the_detector_sees_errors(tmp_path, browser):
     csp = tmp_path / "csp.html"
     csp.write_text("<!DOCTYPE html><html><head><meta http-equiv=\"Content-Security-Policy\" "
                    "content=\"default-src 'none'\"><title>csp</title></head><body>"
-                   "<img src=\"http://192.0.2.1/x.png\"></body></html>")
+                   "<img src=\"http://127.0.0.1:1/x.png\"></body></html>")
     assert any("Content Security Policy" in e for e in browser.open(url(csp)).errors)
 
 

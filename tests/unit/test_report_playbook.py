@@ -14,14 +14,14 @@ from ansible_collections.kprobes.fleet.plugins.plugin_utils import settings
 from ansible_collections.kprobes.fleet.plugins.module_utils import names
 
 from report_fixtures import lab_fleet
+from unreachable import inventory_yaml
 
 BIN = os.path.dirname(sys.executable)
 
 
 def inventory(tmp_path, hosts):
     inv = tmp_path / "inventory.yml"
-    lines = ["    %s: {ansible_host: 192.0.2.%d}\n" % (h, i + 1) for i, h in enumerate(hosts)]
-    inv.write_text("all:\n  hosts:\n" + "".join(lines))
+    inv.write_text(inventory_yaml(hosts))
     return inv
 
 
@@ -119,8 +119,8 @@ def test_collect_writes_the_report_with_the_hosts_that_failed(repo, tmp_path):
     """collect in check mode on this machine (read-only there) and on a host that does not exist."""
     path = str(tmp_path / "collect.html")
     inv = tmp_path / "inventory.yml"
-    inv.write_text("all:\n  hosts:\n    ghost1: {ansible_host: 192.0.2.1}\n    localhost:\n"
-                   "      ansible_connection: local\n      ansible_python_interpreter: %s\n" % sys.executable)
+    inv.write_text(inventory_yaml(["ghost1"], "    localhost:\n      ansible_connection: local\n"
+                                   "      ansible_python_interpreter: %s\n" % sys.executable))
     env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(repo, "ansible.cfg"), ANSIBLE_NOCOLOR="1",
                ANSIBLE_TIMEOUT="2", HOME=str(tmp_path))
     res = subprocess.run([os.path.join(BIN, "ansible-playbook"), "-i", str(inv), "--check", "-e",
