@@ -468,8 +468,12 @@ class ProbeLoader(object):
         holds kprobes.fleet.host_lock anyway, a role or module used alone does not): never two
         loads or unloads racing."""
         run = os.path.join(self.root, 'run', 'kprobes-fleet')
+        lock = os.path.join(run, '%s.load' % self.name)
+        if self.module.check_mode and not os.path.exists(lock):
+            # a check run changes nothing, not even /run: with no lock file no run of ours is loading
+            return self.absent() if self.state == 'absent' else self.present()
         kmsg.ensure_dir(run)
-        fd = os.open(os.path.join(run, '%s.load' % self.name), os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             if self.state == 'absent':

@@ -154,14 +154,3 @@ def test_accepted_and_reaches_the_hosts(repo, tmp_path, target, extra):
     assert rc != 0 and "UNREACHABLE" in out, out  # the ghosts: the first host task was tried
     assert "invalid variables" not in out and "Validating arguments" in out, out
 
-
-def test_deploy_tasks_without_a_validation_stop_before_any_host_task(repo, tmp_path):
-    # kprobes.fleet.deploy's second play runs probe_deploy's run.yml on the first play's validation;
-    # imported alone, it stops with the reason before the host lock or any other host task.
-    book = tmp_path / "run-alone.yml"
-    book.write_text("- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.import_role:\n"
-                    "        name: kprobes.fleet.probe_deploy\n        tasks_from: run\n")
-    rc, out = play(repo, tmp_path, str(book), {})
-    assert rc != 0, out
-    assert "needs kprobes.fleet.validate to have run first" in out, out
-    assert "UNREACHABLE" not in out, out
