@@ -56,17 +56,23 @@ class Relay(object):
             def do_POST(self):  # noqa: N802 - http.server's name
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 at = time.time()
+                headers = {"Content-Type": "application/json"}
+                if self.headers.get("Authorization") is not None:  # the webhook authenticates the sender
+                    headers["Authorization"] = self.headers["Authorization"]
                 try:
-                    req = urllib.request.Request(target, data=body, method="POST",
-                                                 headers={"Content-Type": "application/json"})
+                    req = urllib.request.Request(target, data=body, method="POST", headers=headers)
                     with urllib.request.urlopen(req, timeout=10) as res:
                         code = res.status
                 except urllib.error.HTTPError as e:
                     code = e.code
                 except OSError:
                     code = 502
+                try:
+                    parsed = json.loads(body or b"null")
+                except ValueError:
+                    parsed = None
                 with outer.lock:
-                    outer.requests.append({"at": at, "code": code, "body": json.loads(body or b"null")})
+                    outer.requests.append({"at": at, "code": code, "body": parsed})
                 self.send_response(code)
                 self.end_headers()
 
@@ -89,14 +95,16 @@ class Relay(object):
 
 
 class Rulebook(object):
-    """ansible-rulebook with kprobes.fleet.disk_full against an inventory, its webhook on 127.0.0.1:port."""
+    """ansible-rulebook with kprobes.fleet.disk_full against an inventory, its webhook on 127.0.0.1:port,
+    checking tokens against ``key_file`` (the deploy's kprobes_fleet_events.key_file)."""
 
-    def __init__(self, inventory, workdir, port=None):
+    def __init__(self, inventory, workdir, key_file, burst_gap_s=60, port=None):
         self.port = port or free_port()
         self.log_path = os.path.join(workdir, "ansible-rulebook.log")
         varsfile = os.path.join(workdir, "rulebook-vars.yml")
         with open(varsfile, "w") as f:
-            f.write("kprobes_fleet_eda_host: 127.0.0.1\nkprobes_fleet_eda_port: %d\n" % self.port)
+            f.write("kprobes_fleet_eda_host: 127.0.0.1\nkprobes_fleet_eda_port: %d\nkprobes_fleet_eda_key_file: %s\n"
+                    "kprobes_fleet_eda_burst_gap_s: %s\n" % (self.port, json.dumps(key_file), burst_gap_s))
         env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"), ANSIBLE_NOCOLOR="1",
                    ANSIBLE_CALLBACK_RESULT_FORMAT="json", ANSIBLE_FORCE_COLOR="0",
                    PATH=BIN + os.pathsep + os.environ.get("PATH", ""))
@@ -168,6 +176,46 @@ FILL = ("mkdir -p {m} && (mountpoint -q {m} || mount -t tmpfs -o size=256k kprob
 BURST = ("for i in $(seq {n}); do dd if=/dev/zero of=%s/fill bs=4k count=1 oflag=append conv=notrunc "
          "2>/dev/null; done; true") % MOUNT
 UNMOUNT = "umount %s 2>/dev/null; rmdir %s 2>/dev/null; true" % (MOUNT, MOUNT)
+
+
+# Posts made on the VM, as any local user could, to the tunnel's port, one per burst name, back to back:
+# prints each HTTP status. argv: sender, token ('' = none), the events' host, burst names. Its events
+# carry boot_id "forged" (never a real boot's).
+POST = r"""python3 - "$@" <<'EOF'
+import json, sys, urllib.error, urllib.request
+sender, token, host = sys.argv[1:4]
+for seq, burst in enumerate(sys.argv[4:]):
+    ev = {"host": host, "probe": "disk_full", "function": "vfs_write", "ret": -28, "errno": "ENOSPC", "pid": 1,
+          "comm": "forger", "ts": 1.0, "boot_id": "forged", "seq": seq, "burst": burst}
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = "Bearer " + token
+    body = json.dumps({"kprobes_fleet": {"host": sender, "count": 1}, "events": [ev]}).encode()
+    req = urllib.request.Request("%s", method="POST", headers=headers, data=body)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as res:
+            print(res.status)
+    except urllib.error.HTTPError as e:
+        print(e.code)
+EOF""" % URL
+FORGED_BOOT_ID = "forged"
+
+
+def token_for(key, host):
+    """A host's token as the deploy derives it (the rule of the event sources, probe_events.py)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        "kprobes_fleet_probe_events", os.path.join(REPO, "extensions/eda/plugins/event_source/probe_events.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.token_for(key, host)
+
+
+def forge(ssh_config, vm, sender, token, host, *bursts):
+    """POST one event per burst name from the VM through the tunnel; the HTTP statuses the webhook answered."""
+    import shlex
+    script = "set -- %s\n%s" % (" ".join(shlex.quote(a) for a in (sender, token, host) + bursts), POST)
+    return [int(line) for line in ssh(ssh_config, vm, script).split()]
 
 
 def run_round(ssh_config, vm, rulebook, relay, n, timeout):

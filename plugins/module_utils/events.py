@@ -23,6 +23,9 @@ from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
 import collections
+import hashlib
+import hmac
+import ipaddress
 import json
 import os
 import re
@@ -57,8 +60,14 @@ KEYS = STRINGS + tuple(NUMBERS) + tuple(BOOLS)
 LOOPBACK_HOSTS = ('localhost', '::1')
 RETRY_FIRST_S = 0.5
 EVENT_KEYS = ('host', 'probe', 'function', 'ret', 'errno', 'pid', 'comm', 'ts', 'boot_id', 'seq', 'burst')
-_TOKEN_RE = re.compile(r'[A-Za-z0-9._~+/=-]{1,512}')
+_TOKEN_RE = re.compile(r'[A-Za-z0-9._~+/=-]{16,512}')
 _HOST_RE = re.compile(r'[A-Za-z0-9_][A-Za-z0-9_.:-]{0,254}')
+# Group names every inventory has: as a playbook limit they mean every host.
+RESERVED_HOSTS = ('all', 'ungrouped')
+# A host's bearer token is derived from the controller's events key and its inventory name
+# (token_for); the event source kprobes.fleet.webhook derives it again to authenticate the sender.
+TOKEN_CONTEXT = b'kprobes.fleet events token v1\0'
+KEY_HEX_LEN = 64
 _URL_BAD = re.compile(r'[\s\'"`$;&|<>\\{}^!*()]')
 _URL_HOST_RE = re.compile(r'[a-z0-9]([a-z0-9.-]{0,252}[a-z0-9])?|[0-9a-f:.]{2,45}')
 
@@ -103,23 +112,21 @@ def check_url(field, value):
     return value
 
 
-def check_config(value, field=VARIABLE):
-    """``kprobes_fleet_events`` as the user wrote it -> {} (off) or the full, normalised settings."""
-    if value in (None, '', {}):
+def check_config(value, field=VARIABLE, controller_keys=()):
+    """``kprobes_fleet_events`` as the user wrote it -> {} (off) or the full, normalised settings.
+
+    ``controller_keys`` (the controller's own, such as key_file) are allowed and left out of the result."""
+    if value is None or (isinstance(value, (str, dict)) and not value):
         return {}
     if not isinstance(value, dict):
         raise names.InvalidValue('%s: must be a mapping with at least url (or empty: no events), got %s'
                                  % (field, names.type_name(value)))
-    unknown = sorted(str(k) for k in value if k not in KEYS)
+    known = KEYS + tuple(controller_keys)
+    unknown = sorted(str(k) for k in value if k not in known)
     if unknown:
-        raise names.InvalidValue('%s: unknown key(s) %s; known: %s' % (field, ', '.join(unknown), ', '.join(KEYS)))
+        raise names.InvalidValue('%s: unknown key(s) %s; known: %s' % (field, ', '.join(unknown), ', '.join(known)))
     out = {'url': check_url('%s.url' % field, value.get('url'))}
-    token = value.get('token') or ''
-    if token and (not isinstance(token, str) or not _TOKEN_RE.fullmatch(token)):
-        raise names.InvalidValue('%s.token: must be a bearer token (letters, digits, ._~+/=-, at most 512), '
-                                 'got %s' % (field, names.type_name(token) if not isinstance(token, str)
-                                             else 'a string with other characters'))
-    out['token'] = str(token)
+    out['token'] = check_token(value.get('token'), '%s.token' % field)
     for key, (default, low, high, why) in NUMBERS.items():
         out[key] = names.as_int('%s.%s' % (field, key), value.get(key, default), low, high, why)
     for key, default in BOOLS.items():
@@ -127,10 +134,55 @@ def check_config(value, field=VARIABLE):
     return out
 
 
-def check_host(value, field='host'):
-    if not isinstance(value, str) or not _HOST_RE.fullmatch(value):
-        raise names.InvalidValue('%s: must be an inventory host name, got %r' % (field, value))
+def check_token(value, field='%s.token' % VARIABLE):
+    """Unset (None or '': the deploy derives the host's own token) or a bearer token string.
+
+    Anything else is a mistake, never "no token": ``0``, ``false``, ``no`` (YAML reads them as a number
+    or a boolean), ``[]``, a mapping, or a string too short to be a secret."""
+    if value is None or value == '':
+        return ''
+    if not isinstance(value, str):
+        raise names.InvalidValue('%s: must be a bearer token string of 16 to 512 characters (or unset: the deploy '
+                                 'gives each host a token of its own), got %s; quote it if it is meant as text'
+                                 % (field, names.type_name(value)))
+    if not _TOKEN_RE.fullmatch(value):
+        raise names.InvalidValue('%s: must be a bearer token of 16 to 512 characters (letters, digits, ._~+/=-), '
+                                 'got a string of %d characters%s' % (
+                                     field, len(value), '' if re.fullmatch(r'[A-Za-z0-9._~+/=-]*', value)
+                                     else ' with other characters'))
     return value
+
+
+def check_host(value, field='host'):
+    """One inventory host name, as an event carries it and a playbook limit takes it: never a group
+    every inventory has (all, ungrouped), a pattern (globs, commas, ranges, ~regex, !, &) or a list.
+    A colon only in an IPv6 address (elsewhere it separates patterns)."""
+    if not isinstance(value, str) or not _HOST_RE.fullmatch(value):
+        raise names.InvalidValue('%s: must be one inventory host name (letters, digits, _.-), got %r' % (field, value))
+    if value.lower() in RESERVED_HOSTS:
+        raise names.InvalidValue('%s: %r names every host as a limit, not one host' % (field, value))
+    if ':' in value:
+        try:
+            ipaddress.IPv6Address(value)
+        except ValueError:
+            raise names.InvalidValue('%s: %r is a host pattern (a colon joins patterns), not one host name'
+                                     % (field, value))
+    return value
+
+
+def check_key(data, where):
+    """The events key file's content (bytes): 64 hex digits and a newline -> the key (bytes)."""
+    text = data.decode('ascii', 'replace').strip()
+    if len(text) != KEY_HEX_LEN or not re.fullmatch(r'[0-9a-f]+', text):
+        raise names.InvalidValue('%s does not hold an events key (%d lower-case hex digits); remove it and '
+                                 'deploy again to make a new one (every forwarder gets a new token)'
+                                 % (where, KEY_HEX_LEN))
+    return bytes.fromhex(text)
+
+
+def token_for(key, host):
+    """The bearer token of ``host`` (its inventory name): HMAC-SHA256 of the name under the key, hex."""
+    return hmac.new(key, TOKEN_CONTEXT + host.encode('utf-8'), hashlib.sha256).hexdigest()
 
 
 # -- paths ----------------------------------------------------------------------------------------

@@ -46,7 +46,8 @@ options:
   config:
     description:
       - The settings (C(kprobes_fleet_events)) - C(url) (required; plain http only to the host's loopback),
-        C(token) (bearer token of the webhook), C(batch_size), C(batch_wait_ms), C(queue_size), C(rate),
+        C(token) (bearer token sent with every post; the deploy gives each host its own, derived on the controller
+        from the events key and the inventory name, which C(kprobes.fleet.webhook) checks), C(batch_size), C(batch_wait_ms), C(queue_size), C(rate),
         C(retry_max_s), C(timeout_s), C(burst_gap_s), C(poll_ms), C(spool), C(spool_max_kb); checked with
         the same rules as on the controller.
       - Required with O(state=present).

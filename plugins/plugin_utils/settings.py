@@ -299,6 +299,105 @@ def _report(name, value):
     return path
 
 
+# -- kprobes_fleet_events: the controller's events key and each host's own token --------------------
+EVENTS_KEY_FILE = '~/.config/kprobes-fleet/events.key'
+
+
+def _events_key_path(name, value):
+    field = '%s.key_file' % name
+    if value is None or value == '':
+        value = EVENTS_KEY_FILE
+    if not isinstance(value, str) or any(c in value for c in '\n\r\0'):
+        raise names.InvalidValue('%s: must be a file path on the controller, got %s' % (field, names.type_name(value)))
+    path = os.path.expanduser(value)
+    if not os.path.isabs(path):
+        raise names.InvalidValue('%s: must be an absolute path on the controller (or start with ~/), got %r'
+                                 % (field, value))
+    return os.path.normpath(path)
+
+
+def _events_key_dir(field, path):
+    directory = os.path.dirname(path)
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        st = os.stat(directory)
+    except OSError as e:
+        raise names.InvalidValue('%s: cannot make the directory %s on the controller: %s'
+                                 % (field, directory, e.strerror or e))
+    if not stat.S_ISDIR(st.st_mode):
+        raise names.InvalidValue('%s: %s is not a directory' % (field, directory))
+    if st.st_uid not in (0, os.geteuid()) or st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+        raise names.InvalidValue('%s: the directory %s may be changed by other users (owner uid %d, mode %04o); '
+                                 'keep the events key in a directory of yours' % (field, directory, st.st_uid,
+                                                                                 stat.S_IMODE(st.st_mode)))
+
+
+def events_key(name, value):
+    """The events key (bytes) from ``value`` (kprobes_fleet_events.key_file): made on first use (32
+    random bytes, hex, mode 0600; two validations racing make one key), then only read, and only
+    from a regular file of ours that no one else may read."""
+    import secrets
+    field = '%s.key_file' % name
+    path = _events_key_path(name, value)
+    if not os.path.lexists(path):
+        _events_key_dir(field, path)
+        tmp = '%s.%d.%s.tmp' % (path, os.getpid(), secrets.token_hex(4))
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            try:
+                os.write(fd, (secrets.token_hex(32) + '\n').encode('ascii'))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            try:
+                os.link(tmp, path)  # never replaces a key: the first of racing validations wins
+            except FileExistsError:
+                pass
+        except OSError as e:
+            raise names.InvalidValue('%s: cannot write the events key %s on the controller: %s'
+                                     % (field, path, e.strerror or e))
+        finally:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as e:
+        raise names.InvalidValue('%s: cannot read the events key %s on the controller: %s%s'
+                                 % (field, path, e.strerror or e, ' (a symbolic link?)' if os.path.islink(path) else ''))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise names.InvalidValue('%s: %s is not a regular file' % (field, path))
+        if st.st_uid != os.geteuid() or st.st_mode & 0o077:
+            raise names.InvalidValue('%s: the events key %s must be yours and readable by you alone (owner uid %d, '
+                                     'mode %04o; chmod 600): whoever reads it can post events as any host'
+                                     % (field, path, st.st_uid, stat.S_IMODE(st.st_mode)))
+        data = os.read(fd, 4096)
+    finally:
+        os.close(fd)
+    try:
+        return events.check_key(data, '%s: %s' % (field, path))
+    except names.InvalidValue as e:
+        raise names.InvalidValue(str(e))
+
+
+def _events(name, value, host):
+    """kprobes_fleet_events, checked; without a token of the user's, the host gets its own one,
+    derived from the controller's events key and its inventory name (events.token_for)."""
+    config = events.check_config(value, name, controller_keys=('key_file',))
+    if not config:
+        return config
+    try:
+        events.check_host(host, 'inventory host name')
+    except names.InvalidValue as e:
+        raise names.InvalidValue('%s: the events of this host carry its name, and %s' % (name, e))
+    if not config['token']:
+        config['token'] = events.token_for(events_key(name, value.get('key_file')), host)
+    return config
+
+
 # name: (default, check). A check takes (name, value) and returns the normalised value.
 PUBLIC = {
     'kprobes_fleet_probes': ([], None),  # probe_spec.normalize(), only with state present
@@ -322,7 +421,7 @@ PUBLIC = {
     'kprobes_fleet_lock_wait': (300, _lock_wait),
     'kprobes_fleet_unlock': ('', _run_id),
     'kprobes_fleet_report': ('', _report),
-    'kprobes_fleet_events': ({}, lambda name, value: events.check_config(value, name)),
+    'kprobes_fleet_events': ({}, None),  # needs the host's name: _events
 }
 
 
@@ -397,6 +496,8 @@ def check(values, host, inventory, check_probes=True, plans=None):
         try:
             if name == 'kprobes_fleet_build_host':
                 result[name] = _build_host(name, value, inventory)
+            elif name == 'kprobes_fleet_events':
+                result[name] = _events(name, value, host)
             elif rule is not None:
                 result[name] = rule(name, value)
             else:

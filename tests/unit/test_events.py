@@ -298,10 +298,10 @@ def receiver():
 
 def test_http_posts_a_batch_as_the_webhook_expects(receiver):
     r = receiver()
-    send = events.HttpSender(events.check_config({'url': r.url, 'token': 'tok-1'}), 'h1')
+    send = events.HttpSender(events.check_config({'url': r.url, 'token': 'tok-1-0123456789abcdef'}), 'h1')
     send([ev(1), ev(2)])
     assert r.bodies == [{'kprobes_fleet': {'host': 'h1', 'count': 2}, 'events': [ev(1), ev(2)]}]
-    assert r.headers[0]['Authorization'] == 'Bearer tok-1' and r.headers[0]['Content-Type'] == 'application/json'
+    assert r.headers[0]['Authorization'] == 'Bearer tok-1-0123456789abcdef' and r.headers[0]['Content-Type'] == 'application/json'
 
 
 @pytest.mark.parametrize('code, permanent', [(400, True), (401, True), (429, False), (500, False), (503, False)])

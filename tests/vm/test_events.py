@@ -6,7 +6,10 @@ ansible-rulebook (kprobes.fleet.disk_full) on this machine, its webhook behind a
 of the VM makes bursts of ENOSPC. Fails when an event is lost or duplicated on the way, when a burst
 gets no action, or more than one, or its action starts later than BOUND_S after the burst began, when
 the drop counter of a flood is missing from the facts, or when state=absent leaves a unit, a file or
-a process of the forwarder behind.
+a process of the forwarder behind. Forged posts from the VM through the tunnel (#20): without a token,
+with a wrong one, with another host's, as the sender "all", the VM's own token with events of "all" or
+of another host - all refused, no action; new burst names on every post with the VM's own token - one
+action, not one per post.
 """
 import json
 import os
@@ -61,13 +64,14 @@ def test_probe_matches_drive_the_rulebook_once_per_burst(tmp_path):
         assert up.returncode == 0, up.stderr
         os.makedirs(str(tmp_path / "cache"), mode=0o700)
         eda_loop.ssh(ssh_config, VM, eda_loop.FILL)
-        (tmp_path / "vars.json").write_text(json.dumps({"kprobes_fleet_events": EVENTS,
+        key_file = str(tmp_path / "events.key")  # the deploy makes it; the rulebook's webhook reads it
+        (tmp_path / "vars.json").write_text(json.dumps({"kprobes_fleet_events": dict(EVENTS, key_file=key_file),
                                                         "kprobes_fleet_probes": ["disk_full"],
                                                         "kprobes_fleet_backend": BACKEND}))
         rc, out = ansible(labdir, tmp_path, "ansible-playbook", os.path.join(REPO, "deploy-probes.yml"),
                           "-e", "@%s" % (tmp_path / "vars.json"))
         assert rc == 0, out
-        rulebook = eda_loop.Rulebook(str(labdir / "inventory.yml"), str(tmp_path))
+        rulebook = eda_loop.Rulebook(str(labdir / "inventory.yml"), str(tmp_path), key_file, EVENTS["burst_gap_s"])
         relay = eda_loop.Relay("http://127.0.0.1:%d/kprobes-fleet" % rulebook.port)
         tunnel = eda_loop.Tunnel(ssh_config, VM, relay.port)
         probe = "python3 -c \"import socket; socket.create_connection(('127.0.0.1', %d), 2)\"" % eda_loop.VM_PORT
@@ -104,6 +108,33 @@ def test_probe_matches_drive_the_rulebook_once_per_burst(tmp_path):
         assert f["running"] is True and f["dropped"] == 0 and f["lost"] == 0, f
         assert f["received"] == f["sent"] == ROUNDS * BURST, f
 
+        # Forged posts from the VM through the tunnel (anyone on the VM can reach the port)
+        with open(key_file) as fk:
+            key = bytes.fromhex(fk.read().strip())
+        actions_before = len(rulebook.actions())
+        for sender, token, host, want in (
+                (VM, "", VM, 401),                                                  # no token
+                (VM, "not-the-token-0123456789abcdef", VM, 401),                    # a wrong one
+                (VM, eda_loop.token_for(key, "another-host"), VM, 401),         # another host's
+                ("another-host", eda_loop.token_for(key, "another-host"), VM, 403),  # ... for its own name
+                ("all", eda_loop.token_for(key, "all"), "all", 400)):           # every host
+            assert eda_loop.forge(ssh_config, VM, sender, token, host, "forged-x") == [want], (sender, host)
+        own = json.loads(eda_loop.ssh(ssh_config, VM, "cat /var/lib/kprobes-fleet/state/kprobes_fleet.events.json"))
+        own_token = own["config"]["token"]
+        assert own_token == eda_loop.token_for(key, VM)  # the deploy gave the VM its own token
+        for host, want in (("all", 400), ("another-host", 403), ("%s,all" % VM, 400)):  # root of the VM, others' events
+            assert eda_loop.forge(ssh_config, VM, VM, own_token, host, "forged-y") == [want], host
+        forged = ["forged-burst-%d" % i for i in range(6)]  # a new burst name on every post
+        assert eda_loop.forge(ssh_config, VM, VM, own_token, VM, *forged) == [200] * len(forged)
+        for dummy in range(240):
+            if sum(eda_loop.actions_of(rulebook, forged).values()):
+                break
+            time.sleep(1)
+        time.sleep(5)
+        assert sum(eda_loop.actions_of(rulebook, forged).values()) == 1, eda_loop.actions_of(rulebook, forged)
+        assert all(a["kprobes_fleet_disk_full"] == VM for a in rulebook.actions()[actions_before:])
+        assert eda_loop.actions_of(rulebook, ["forged-x", "forged-y"]) == {"forged-x": 0, "forged-y": 0}
+
         # A flood: 300 ENOSPC (the module logs at most log_burst=100 of them per 5 s; tracefs all). The queue holds 8,
         # at most 2 requests a second leave: the rest is dropped, and counted in the facts.
         t0 = time.time()
@@ -114,7 +145,7 @@ def test_probe_matches_drive_the_rulebook_once_per_burst(tmp_path):
         assert f["dropped"] > 0 and f["dropped_why"].get("queue full") == f["dropped"], f
         assert f["received"] == f["sent"] + f["dropped"] + f["queued"], f
         ours = set(b for r in rounds for b in r["bursts"])
-        flood = [ev for dummy, ev in relay.events() if ev["burst"] not in ours]
+        flood = [ev for dummy, ev in relay.events() if ev["burst"] not in ours and ev["boot_id"] != eda_loop.FORGED_BOOT_ID]
         assert len(flood) == f["sent"] - ROUNDS * BURST, (len(flood), f)  # what was sent arrived, once
         assert len(relay.requests) - before <= 2 + 2 * (time.time() - t0), "a flood of requests"
         flood_bursts = sorted(set(ev["burst"] for ev in flood))
