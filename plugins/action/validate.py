@@ -10,8 +10,11 @@ plugins/plugin_utils/settings.py.
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
+from ansible.errors import AnsibleError
+from ansible.parsing.vault import AnsibleVaultFormatError
 from ansible.plugins.action import ActionBase
 
+from ansible_collections.kprobes.fleet.plugins.module_utils import names
 from ansible_collections.kprobes.fleet.plugins.plugin_utils import settings
 
 ARGUMENT_SPEC = dict(
@@ -20,6 +23,7 @@ ARGUMENT_SPEC = dict(
     build_plan={'type': 'raw'},
     load_plan={'type': 'raw'},
     report={'type': 'dict'},
+    report_file={'type': 'raw'},
 )
 
 
@@ -33,6 +37,18 @@ class ActionModule(ActionBase):
         result = super(ActionModule, self).run(tmp, task_vars)
         del tmp
         dummy, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
+        if args['report_file'] is not None:
+            # the fleet_report role, right before it writes: the same rule as kprobes_fleet_report
+            try:
+                path = settings.PUBLIC['kprobes_fleet_report'][1]('kprobes_fleet_report', args['report_file'])
+            except names.InvalidValue as e:
+                result.update(failed=True, msg='kprobes.fleet: nothing was written: %s' % e)
+                return result
+            if not path:
+                result.update(failed=True, msg='kprobes.fleet: nothing was written: kprobes_fleet_report is empty')
+                return result
+            result.update(changed=False, path=path, msg='%s may be written' % path)
+            return result
         if args['report'] is not None:
             lines = settings.report(args['report'])
             if lines:
@@ -46,6 +62,23 @@ class ActionModule(ActionBase):
                      if args[role + '_plan'] is not None)
         values, errors, sha256 = settings.check(given, task_vars.get('inventory_hostname', '?'),
                                                 task_vars.get('groups', {}).get('all', []),
-                                                check_probes=args['check_probes'], plans=plans)
+                                                check_probes=args['check_probes'], plans=plans,
+                                                decrypt=self._decrypt)
         result.update(changed=False, errors=errors, values=values, sha256=sha256)
         return result
+
+    def _decrypt(self, data, path):
+        """An ansible-vault file's content, decrypted in memory with this run's vault secrets."""
+        vault = getattr(self._loader, '_vault', None)
+        if vault is None:
+            raise settings.VaultError('this Ansible gives its plugins no vault; ' + settings._VAULT_HOW)
+        if not vault.secrets:
+            raise settings.VaultError('this run has no vault password; ' + settings._VAULT_HOW)
+        try:
+            return vault.decrypt(data)
+        except (AnsibleVaultFormatError, ValueError):
+            raise settings.VaultError('it starts like one but is not a well-formed vault file (damaged, or '
+                                      'not made by ansible-vault encrypt)')
+        except AnsibleError:
+            raise settings.VaultError('none of the vault passwords of this run opens it (a wrong password '
+                                      'or vault id, or a damaged file)')

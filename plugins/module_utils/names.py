@@ -69,9 +69,39 @@ def type_name(value):
     return type(value).__name__
 
 
+_PLAIN_RE = re.compile(r'[^\x00-\x1f\x7f\\]*')
+
+
+def shown(value, limit=200):
+    """``value`` as a user writes it in YAML, for messages: 'text' (double quotes with escapes when it
+    holds a control character or a backslash), null, true/false, numbers, [a, b], {k: v}; never a
+    Python repr (None, True, u'', ['6.1'], _AnsibleTaggedStr)."""
+    if value is None:
+        text = 'null'
+    elif isinstance(value, bool):
+        text = 'true' if value else 'false'
+    elif isinstance(value, (int, float)):
+        text = str(value)
+    elif isinstance(value, str):
+        value = str(value)
+        if _PLAIN_RE.fullmatch(value):
+            text = "'%s'" % value.replace("'", "''")
+        else:
+            text = '"%s"' % ''.join(
+                {'\\': '\\\\', '"': '\\"', '\n': '\\n', '\t': '\\t', '\r': '\\r'}.get(c) or
+                (c if ord(c) >= 0x20 and ord(c) != 0x7f else '\\x%02x' % ord(c)) for c in value)
+    elif isinstance(value, dict):
+        text = '{%s}' % ', '.join('%s: %s' % (shown(k, limit), shown(v, limit)) for k, v in value.items())
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        text = '[%s]' % ', '.join(shown(v, limit) for v in value)
+    else:
+        text = 'a %s' % type_name(value)
+    return text if len(text) <= limit else text[:limit - 3] + '...'
+
+
 def _describe(value):
     if isinstance(value, str):
-        return 'string %r' % str(value) if value else 'an empty string'
+        return 'string %s' % shown(value) if value else 'an empty string'
     if isinstance(value, (dict, list, tuple)) and not value:
         return 'an empty %s' % type_name(value)
     return type_name(value)
@@ -118,8 +148,8 @@ def module_name(value, field='kprobes_fleet_module_name'):
         raise InvalidValue('%s: must match ^%s$ (a lower-case C identifier), got %s'
                            % (field, MODULE_NAME_PATTERN, _describe(value)))
     if value in SYSFS_KERNEL_ENTRIES:
-        raise InvalidValue('%s: %r is a directory the kernel itself has in /sys/kernel; our module '
-                           'creates /sys/kernel/<name>, choose another name' % (field, str(value)))
+        raise InvalidValue('%s: %s is a directory the kernel itself has in /sys/kernel; our module '
+                           'creates /sys/kernel/<name>, choose another name' % (field, shown(value)))
     return str(value)
 
 
@@ -133,23 +163,23 @@ def host_path(value, field='kprobes_fleet_host_dir'):
         raise InvalidValue('%s: must be an absolute directory path, got %s' % (field, _describe(value)))
     value = str(value)
     if not value.startswith('/') or len(value) > 200:
-        raise InvalidValue('%s: must be an absolute path (at most 200 characters), got %r' % (field, value))
+        raise InvalidValue('%s: must be an absolute path (at most 200 characters), got %s' % (field, shown(value)))
     if value == '/':
-        raise InvalidValue('%s: %r is the root directory; kprobes.fleet makes its directory '
+        raise InvalidValue('%s: %s is the root directory; kprobes.fleet makes its directory '
                            'root-only and may delete it: it is a shared system directory; use '
-                           'one of its own, such as /var/lib/kprobes-fleet' % (field, value))
+                           'one of its own, such as /var/lib/kprobes-fleet' % (field, shown(value)))
     parts = value.split('/')[1:]
     if not all(_PATH_PART_RE.fullmatch(p) for p in parts) or '..' in parts:
-        raise InvalidValue('%s: %r is not a normalised path (no empty, "." or ".." components, no '
-                           'trailing slash; letters, digits and ._+- only)' % (field, value))
+        raise InvalidValue('%s: %s is not a normalised path (no empty, "." or ".." components, no '
+                           'trailing slash; letters, digits and ._+- only)' % (field, shown(value)))
     for tree in FORBIDDEN_TREES:
         if value == tree or value.startswith(tree + '/'):
-            raise InvalidValue('%s: %r is below %s, which is world-writable or virtual; use a '
-                               'directory of its own such as /var/lib/kprobes-fleet' % (field, value, tree))
+            raise InvalidValue('%s: %s is below %s, which is world-writable or virtual; use a '
+                               'directory of its own such as /var/lib/kprobes-fleet' % (field, shown(value), tree))
     if len(parts) < 2 or value in SYSTEM_DIRS:
-        raise InvalidValue('%s: %r is a shared system directory; kprobes.fleet makes its directory '
+        raise InvalidValue('%s: %s is a shared system directory; kprobes.fleet makes its directory '
                            'root-only and may delete it, so give it one of its own, such as '
-                           '/var/lib/kprobes-fleet' % (field, value))
+                           '/var/lib/kprobes-fleet' % (field, shown(value)))
     return value
 
 

@@ -139,7 +139,7 @@ class _Probe:
     def __init__(self, index, raw):
         name = raw.get('name') if isinstance(raw, dict) else None
         if isinstance(name, str):
-            self.label = 'probe %r (#%d)' % (str(name), index)
+            self.label = 'probe %s (#%d)' % (names.shown(name), index)
         else:
             self.label = 'probe #%d' % index
 
@@ -162,7 +162,7 @@ _CANDIDATE_KEYS = ('function', 'returns')
 
 def _check_returns(ctx, field, value, where=''):
     if not isinstance(value, str) or value not in RETURNS:
-        got = repr(value) if isinstance(value, str) else _type_name(value)
+        got = names.shown(value) if isinstance(value, str) else _type_name(value)
         ctx.fail(field, '%smust be one of %s, got %s' % (where, ', '.join(RETURNS), got))
     return str(value)
 
@@ -188,8 +188,8 @@ def _check_functions(ctx, value, returns):
         if isinstance(func, dict):
             unknown = sorted(str(k) for k in func if k not in _CANDIDATE_KEYS)
             if unknown:
-                ctx.fail('function', 'candidate %s: unknown key %r (a candidate mapping has '
-                         'function and returns)' % (_candidate_label(func), unknown[0]))
+                ctx.fail('function', 'candidate %s: unknown key %s (a candidate mapping has '
+                         'function and returns)' % (_candidate_label(func), names.shown(unknown[0])))
             if 'function' not in func:
                 ctx.fail('function', 'candidate %s: has no function (write {function: symbol, '
                          'returns: %s})' % (_candidate_label(func), '|'.join(RETURNS)))
@@ -205,17 +205,17 @@ def _check_functions(ctx, value, returns):
             if '.' in func:
                 hint = ('; compiler clones (.isra/.part/.cold/.constprop) cannot be '
                         'probed, use the base name')
-            ctx.fail('function', '%r must match %s (a kernel symbol name)%s'
-                     % (func, FUNCTION_PATTERN, hint))
+            ctx.fail('function', '%s must match %s (a kernel symbol name)%s'
+                     % (names.shown(func), FUNCTION_PATTERN, hint))
         if func in [c['function'] for c in result]:
-            ctx.fail('function', 'candidate %r is listed twice' % func)
+            ctx.fail('function', 'candidate %s is listed twice' % names.shown(func))
         result.append({'function': str(func), 'returns': own})
     return result
 
 
 def _candidate_label(func):
     name = func.get('function')
-    return repr(str(name)) if isinstance(name, str) else str(dict((str(k), v) for k, v in func.items()))
+    return names.shown(name) if isinstance(name, str) else names.shown(func)
 
 
 def candidate_symbols(probe):
@@ -224,17 +224,17 @@ def candidate_symbols(probe):
 
 
 def _check_errnos(ctx, field, value):
-    names = _str_list(value)
-    if names is None:
+    errnos = _str_list(value)
+    if errnos is None:
         ctx.fail(field, 'the errno list must be a list of errno names, got %s'
                  % _type_name(value))
-    if not names:
+    if not errnos:
         ctx.fail(field, 'the errno list must not be empty')
     result = set()
-    for name in names:
+    for name in errnos:
         if not isinstance(name, str) or name not in ERRNO:
-            ctx.fail(field, 'unknown errno name %r (use Linux names such as ENOSPC, EDQUOT)'
-                     % (name,))
+            ctx.fail(field, 'unknown errno name %s (use Linux names such as ENOSPC, EDQUOT)'
+                     % (names.shown(name),))
         result.add(ERRNO_ALIASES.get(name, str(name)))
     return sorted(result)
 
@@ -257,7 +257,7 @@ def _check_report(ctx, raw):
             ctx.fail('report', 'must be negative, nonzero, any, a list of errno names '
                      'or {errno: [...]}; for one errno write [%s]' % value)
         ctx.fail('report', 'must be negative, nonzero, any, a list of errno names '
-                 'or {errno: [...]}, got %r' % value)
+                 'or {errno: [...]}, got %s' % names.shown(value))
     if isinstance(value, dict):
         if list(value) != ['errno']:
             ctx.fail('report', 'a mapping must have exactly one key, errno, got %s'
@@ -288,8 +288,8 @@ def _expand(index, raw):
     """A preset name becomes the preset's mapping; a mapping is returned as is."""
     if isinstance(raw, str):
         if raw not in PRESETS:
-            raise ProbeSpecError('probe #%d: %r is not a preset name (known: %s)'
-                                 % (index, raw, ', '.join(sorted(PRESETS))))
+            raise ProbeSpecError('probe #%d: %s is not a preset name (known: %s)'
+                                 % (index, names.shown(raw), ', '.join(sorted(PRESETS))))
         return preset(raw)
     if not isinstance(raw, dict):
         raise ProbeSpecError('probe #%d: must be a mapping or a preset name, got %s'
@@ -394,8 +394,8 @@ def resolve(normalized, functions):
             ctx.fail('function', 'none of the candidates is available on this host: %s'
                      % ', '.join(candidates))
         if symbol not in candidates:
-            ctx.fail('function', 'resolved symbol %r is not one of the candidates %s'
-                     % (symbol, ', '.join(candidates)))
+            ctx.fail('function', 'resolved symbol %s is not one of the candidates %s'
+                     % (names.shown(symbol), ', '.join(candidates)))
         resolved = copy.deepcopy(probe)
         resolved['function'] = str(symbol)
         resolved['returns'] = probe['functions'][candidates.index(symbol)]['returns']

@@ -21,7 +21,9 @@ description:
   - "Rules: C(kprobes_fleet_module_name) a lower-case C identifier that is not a C(/sys/kernel)
     entry; C(kprobes_fleet_host_dir) an absolute normalised path of its own (not C(/), not a
     shared system directory such as C(/var/lib), not below C(/tmp)); C(kprobes_fleet_cache_dir)
-    owned by the controller user and not group/world-writable; C(kprobes_fleet_build_timeout)
+    an absolute controller path after C(~) expansion of an existing user, without control characters,
+    not a system directory (C(/var/lib), C(/usr/bin), anything below C(/usr) or C(/etc)), not a home
+    directory itself, owned by the controller user and not group/world-writable; C(kprobes_fleet_build_timeout)
     60-86400; booleans true/false (or yes/no/on/off/1/0); C(kprobes_fleet_build_host) empty or an
     inventory host."
 author:
@@ -45,20 +47,22 @@ options:
   kprobes_fleet_signing_key:
     description:
       - Empty (modules are not signed) or the absolute controller path of the PEM private key modules are
-        signed with. Must be readable by its owner only, unless it is an ansible-vault file. Set together
-        with O(kprobes_fleet_signing_cert).
+        signed with, without a passphrase. Must be readable by its owner only, unless it is an ansible-vault
+        file (decrypted here with the run's vault passwords); never writable by others. Set together
+        with O(kprobes_fleet_signing_cert); it must be the private key of that cert.
     type: raw
   kprobes_fleet_signing_cert:
     description:
-      - Empty or the absolute controller path of the X.509 cert (PEM or DER, may be vault-encrypted) that
-        goes with O(kprobes_fleet_signing_key).
+      - Empty or the absolute controller path of the X.509 cert (PEM or DER, may be vault-encrypted, not
+        writable by others) that goes with O(kprobes_fleet_signing_key).
     type: raw
   kprobes_fleet_report:
     description:
       - Empty (no report) or the controller path of the HTML fleet report (absolute or starting with
-        C(~), ending in C(.html), in an existing directory). An existing file there is replaced only
-        if it is a regular file holding a kprobes.fleet report; symbolic links, devices and other
-        files are refused.
+        C(~), ending in C(.html), in an existing directory the controller user may write to). An existing
+        file there is replaced only if it is a regular file owned by the controller user holding a
+        kprobes.fleet report; symbolic links, devices, other files and other users' files (even reports)
+        are refused.
     type: raw
   kprobes_fleet_persist: {description: Boolean., type: raw}
   kprobes_fleet_lock_wait: {description: Seconds (0-86400)., type: raw}
@@ -83,6 +87,11 @@ options:
   report:
     description: Host name to its list of errors (the RV(errors) of the first call); fails once if any.
     type: dict
+  report_file:
+    description:
+      - Checks only this path with the rules of O(kprobes_fleet_report) and fails when it may not be written;
+        the role C(kprobes.fleet.fleet_report) calls it right before it writes.
+    type: raw
 attributes:
   action:
     support: full

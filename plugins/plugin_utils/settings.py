@@ -11,12 +11,17 @@ modules apply the same ones), the probe list rules in module_utils/probe_spec.py
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
-import base64
 import binascii
 import hashlib
 import os
+import pwd
 import re
 import stat
+
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import NameOID
 
 from ansible_collections.kprobes.fleet.plugins.module_utils import events, names, probe_spec
 from ansible_collections.kprobes.fleet.plugins.plugin_utils.module_cache import (
@@ -33,7 +38,7 @@ def _choice(*choices):
     def check(name, value):
         if value not in choices:
             raise names.InvalidValue('%s: must be one of %s, got %s' % (
-                name, ', '.join(choices), repr(str(value)) if isinstance(value, str) else names.type_name(value)))
+                name, ', '.join(choices), names.shown(value) if isinstance(value, str) else names.type_name(value)))
         return str(value)
     return check
 
@@ -58,21 +63,72 @@ def _run_id(name, value):
         return names.hex16(value, name)
     except names.InvalidValue:
         raise names.InvalidValue('%s: must be empty or the run id (16 lower-case hex digits) a lock message '
-                                 'names, got %s' % (name, repr(str(value)) if isinstance(value, str)
+                                 'names, got %s' % (name, names.shown(value) if isinstance(value, str)
                                                     else names.type_name(value)))
 
 
+# Below these nothing of a user's belongs: the operating system's own trees.
+_SYSTEM_TREES = ('/bin', '/boot', '/dev', '/etc', '/lib', '/lib32', '/lib64', '/libx32', '/proc', '/sbin',
+                 '/sys', '/usr')
+_CONTROL_RE = re.compile(r'[\x00-\x1f\x7f]')
+
+
+def _homes():
+    """The home directories of the controller's users (and $HOME): never a cache of their own."""
+    homes = set([os.path.normpath(os.path.expanduser('~'))])
+    try:
+        homes.update(os.path.normpath(p.pw_dir) for p in pwd.getpwall() if p.pw_dir.startswith('/'))
+    except (OSError, KeyError):
+        pass
+    return homes
+
+
 def _cache_dir(name, value):
+    """The controller directory of the built modules; returns it absolute and normalised.
+
+    Refused: no text, control characters (a newline), ~user of a user the controller does not have,
+    a relative path (it would depend on the directory ansible-playbook runs from), '..' components,
+    the root, a top-level or shared system directory (/var/lib, /usr/bin; also as root), anything in
+    the operating system's trees (/usr, /etc, ...), a home directory itself or ~/.cache: clearing the
+    cache is rm -rf of it. An existing one must be ours alone (module_cache.check_trusted)."""
     if not isinstance(value, str) or not value.strip():
         raise names.InvalidValue('%s: must be a directory path on the controller, got %s'
-                                 % (name, names.type_name(value)))
-    path = os.path.abspath(os.path.expanduser(value))
-    if path == '/' or os.path.dirname(path) == '/':
-        raise names.InvalidValue('%s: %r is a system directory; use a directory of its own such as '
-                                 '~/.cache/kprobes-fleet/modules' % (name, str(value)))
+                                 % (name, names.type_name(value) if not isinstance(value, str) else 'an empty string'))
+    value = str(value)
+    if _CONTROL_RE.search(value) or len(value) > 4096:
+        raise names.InvalidValue('%s: %s holds a control character (a newline?) or is longer than 4096 '
+                                 'characters; give a plain directory path' % (name, names.shown(value)))
+    path = os.path.expanduser(value)
+    if path.startswith('~'):
+        raise names.InvalidValue('%s: %s starts with %s, and the controller has no user %s'
+                                 % (name, names.shown(value), path.split('/')[0], names.shown(path.split('/')[0][1:])))
+    if not os.path.isabs(path):
+        raise names.InvalidValue('%s: must be an absolute path on the controller (or start with ~), got %s; a '
+                                 'relative one would depend on the directory ansible-playbook runs from'
+                                 % (name, names.shown(value)))
+    if '..' in path.split('/'):
+        raise names.InvalidValue('%s: %s has a ".." component; give the directory itself' % (name, names.shown(value)))
+    path = os.path.normpath(path)
+    if path.startswith('//'):
+        path = '/' + path.lstrip('/')
+    own = ('use a directory of its own such as ~/.cache/kprobes-fleet/modules (clearing the cache is '
+           'rm -rf of that directory)')
+    homes = _homes()
+    real = os.path.realpath(path)
+    for where in (path, real) if real != path else (path,):
+        what = path if where == path else '%s (which leads to %s)' % (path, where)
+        if where.count('/') < 2 or where in names.SYSTEM_DIRS or where in names.FORBIDDEN_TREES \
+                or any(where == t or where.startswith(t + '/') for t in _SYSTEM_TREES):
+            raise names.InvalidValue('%s: %s is %s, which is not ours to fill; %s'
+                                     % (name, what, 'the root directory' if where == '/' else 'a system directory',
+                                        own))
+        if where in homes or (os.path.basename(where) == '.cache' and os.path.dirname(where) in homes):
+            raise names.InvalidValue('%s: %s is %s, shared with everything else there; %s'
+                                     % (name, what, 'a home directory' if where in homes
+                                        else "a home's cache directory", own))
     if os.path.exists(path):
         check_trusted(path, follow=True)
-    return str(value)
+    return path
 
 
 def _build_host(name, value, inventory):
@@ -80,7 +136,7 @@ def _build_host(name, value, inventory):
         return ''
     if not isinstance(value, str) or value not in inventory:
         raise names.InvalidValue('%s: must be empty or a host of this inventory, got %s'
-                                 % (name, repr(str(value)) if isinstance(value, str) else names.type_name(value)))
+                                 % (name, names.shown(value) if isinstance(value, str) else names.type_name(value)))
     return str(value)
 
 
@@ -89,8 +145,18 @@ def _release(name, value):
         return ''
     if not isinstance(value, str) or not _RELEASE_RE.fullmatch(value):
         raise names.InvalidValue('%s: must be empty (the running kernel) or a kernel release such as '
-                                 '6.1.0-50-amd64, got %r' % (name, value))
+                                 '6.1.0-50-amd64, got %s' % (name, _given(value)))
     return str(value)
+
+
+def _given(value):
+    """A value a user gave, for "got ...": a string quoted, anything else its YAML type and value."""
+    if isinstance(value, str):
+        return names.shown(value) if value else 'an empty string'
+    if value is None:
+        return 'null (no value)'
+    return '%s %s' % ({'integer': 'the integer', 'float': 'the number', 'boolean': 'the boolean'}.get(
+        names.type_name(value), 'a ' + names.type_name(value)), names.shown(value))
 
 
 def _packages(name, value):
@@ -100,54 +166,61 @@ def _packages(name, value):
         raise names.InvalidValue('%s: must be a list of package names, got %s' % (name, names.type_name(value)))
     for pkg in value:
         if not isinstance(pkg, str) or not _PACKAGE_RE.fullmatch(pkg):
-            raise names.InvalidValue('%s: %r is not a package name' % (name, pkg))
+            raise names.InvalidValue('%s: %s is not a package name (letters, digits and .+_:~- only, '
+                                     'starting with a letter or digit)' % (name, _given(pkg)))
     return [str(p) for p in value]
 
 
 VAULT_HEADER = b'$ANSIBLE_VAULT'
 SIGNING = ('kprobes_fleet_signing_key', 'kprobes_fleet_signing_cert')
 _KEYID_RE = re.compile(r'[0-9a-f]{2,128}')
+_PEM_KEY_RE = re.compile(br'-----BEGIN ((?:[A-Z0-9]+ )?PRIVATE KEY)-----.*?-----END \1-----', re.S)
+_PEM_CERT_RE = re.compile(br'-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----', re.S)
+_VAULT_HOW = ('give the vault password (--ask-vault-pass, --vault-password-file or ANSIBLE_VAULT_PASSWORD_FILE; '
+              'in AWX, a vault credential)')
+
+
+class VaultError(Exception):
+    """An ansible-vault file the run cannot decrypt; the message says why, as the end of a sentence."""
 
 
 def _controller_file(name, value, private=False):
     """Empty (no signing) or a readable regular file on the controller; returns its absolute path.
 
-    A private key must be readable by its owner only, unless it is an ansible-vault file (the copy
-    to the builder decrypts it). A file in plain text is checked for what it must be: a PEM
-    private key, or an X.509 certificate (PEM or DER)."""
+    What the path and the modes allow is checked here; what the file holds (decrypted when it is an
+    ansible-vault file), and that the key belongs to the cert, by check_signing. Modes: neither file
+    may be writable by others (anyone could swap what the fleet trusts); a private key in plain text
+    must be readable by its owner only, while an ansible-vault file may be readable by anyone (its
+    content is encrypted: that is what vault is for)."""
     if value in (None, ''):
         return ''
     if not isinstance(value, str):
         raise names.InvalidValue('%s: must be empty (modules are not signed) or the path of a file on the '
                                  'controller, got %s' % (name, names.type_name(value)))
     path = os.path.expanduser(value)
-    if not os.path.isabs(path):
-        raise names.InvalidValue('%s: must be an absolute path on the controller (or start with ~), got %r'
-                                 % (name, str(value)))
+    if not os.path.isabs(path) or '\0' in path:
+        raise names.InvalidValue('%s: must be an absolute path on the controller (or start with ~), got %s'
+                                 % (name, names.shown(value)))
     path = os.path.normpath(path)
     try:
         st = os.stat(path)
         if not stat.S_ISREG(st.st_mode):  # a fifo would block the open
             raise names.InvalidValue('%s: %s is not a regular file' % (name, path))
         with open(path, 'rb') as f:
-            data = f.read(1 << 20)
+            vaulted = f.read(len(VAULT_HEADER)) == VAULT_HEADER
     except (IOError, OSError) as e:
         raise names.InvalidValue('%s: cannot read %s on the controller: %s'
                                  % (name, path, e.strerror or e))
-    if data.startswith(VAULT_HEADER):
-        return path
-    if private and st.st_mode & 0o044:
+    if st.st_mode & 0o002:
+        raise names.InvalidValue(
+            '%s: %s is writable by others (mode %04o): anyone on the controller could replace what the '
+            'fleet signs with; chmod o-w it' % (name, path, stat.S_IMODE(st.st_mode)))
+    if private and not vaulted and st.st_mode & 0o044:
         raise names.InvalidValue(
             '%s: %s is readable by %s (mode %04o): a signing key must be readable by its owner only '
             '(chmod 600 it) or encrypted with ansible-vault'
             % (name, path, ' and '.join(w for w, bit in (('its group', 0o040), ('others', 0o004))
                                         if st.st_mode & bit), stat.S_IMODE(st.st_mode)))
-    if private:
-        if not re.search(br'-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----', data):
-            raise names.InvalidValue('%s: %s is not a PEM private key (-----BEGIN PRIVATE KEY-----), '
-                                     'which the kernel\'s sign-file needs' % (name, path))
-    else:
-        signer_identity(data, '%s: %s' % (name, path))
     return path
 
 
@@ -159,96 +232,124 @@ def _signing_cert(name, value):
     return _controller_file(name, value)
 
 
-def _der(data, pos, end):
-    """(tag, start, end) of the DER element at ``pos``; ValueError when it does not fit."""
-    if pos + 2 > end:
-        raise ValueError('truncated')
-    tag, length = data[pos], data[pos + 1]
-    pos += 2
-    if length & 0x80:
-        count = length & 0x7f
-        if not 0 < count <= 4 or pos + count > end:
-            raise ValueError('bad length')
-        length = int(binascii.hexlify(data[pos:pos + count]), 16)
-        pos += count
-    if pos + length > end:
-        raise ValueError('truncated')
-    return tag, pos, pos + length
+def read_signing_file(name, path, decrypt=None):
+    """The content of a signing file, decrypted when it is an ansible-vault file.
+
+    ``decrypt(data, path)`` returns the plain bytes of vault data or raises VaultError; None means
+    this caller has no vault (a vault file is then refused)."""
+    try:
+        with open(path, 'rb') as f:
+            data = f.read(1 << 20)
+    except (IOError, OSError) as e:
+        raise names.InvalidValue('%s: cannot read %s on the controller: %s' % (name, path, e.strerror or e))
+    if not data.startswith(VAULT_HEADER):
+        return data
+    if decrypt is None:
+        raise names.InvalidValue('%s: %s is an ansible-vault file and nothing here can decrypt it' % (name, path))
+    try:
+        return decrypt(data, path)
+    except VaultError as e:
+        raise names.InvalidValue('%s: %s is an ansible-vault file that this run cannot decrypt: %s'
+                                 % (name, path, e))
 
 
-def _children(data, start, end):
-    out = []
-    while start < end:
-        tag, s, e = _der(data, start, end)
-        out.append((tag, s, e))
-        start = e
-    return out
+def private_key(data, what='kprobes_fleet_signing_key'):
+    """The private key of a PEM file (the first PRIVATE KEY block; a cert may be in the same file).
+
+    Refused: no PEM private key (sign-file reads PEM only), a key with a passphrase (sign-file would
+    ask for it on the builder, where nobody can answer), a block that does not parse."""
+    match = _PEM_KEY_RE.search(data)
+    if not match:
+        raise names.InvalidValue('%s is not a PEM private key (-----BEGIN PRIVATE KEY-----), which the kernel\'s '
+                                 'sign-file needs (openssl pkey -in key.der -inform DER -out key.pem converts '
+                                 'a DER key)' % what)
+    block = match.group(0)
+    encrypted = ('%s is protected by a passphrase, which nobody can type on the builder where sign-file runs: '
+                 'remove it (openssl pkey -in key.pem -out plain.pem) and protect the plain key with '
+                 'ansible-vault encrypt or chmod 600 instead' % what)
+    if match.group(1) == b'ENCRYPTED PRIVATE KEY' or b'Proc-Type: 4,ENCRYPTED' in block:
+        raise names.InvalidValue(encrypted)
+    try:
+        return serialization.load_pem_private_key(block, password=None)
+    except TypeError:  # cryptography: "Password was not given but private key is encrypted"
+        raise names.InvalidValue(encrypted)
+    except (ValueError, UnsupportedAlgorithm):
+        raise names.InvalidValue('%s holds a PEM private key that does not parse (damaged, or of a kind '
+                                 'OpenSSL cannot read)' % what)
 
 
-_OID_CN = b'\x55\x04\x03'      # 2.5.4.3 commonName
-_OID_SKID = b'\x55\x1d\x0e'    # 2.5.29.14 subjectKeyIdentifier
+def certificate(data, what='kprobes_fleet_signing_cert'):
+    """The X.509 certificate of a PEM (its first CERTIFICATE block) or DER file."""
+    match = _PEM_CERT_RE.search(data)
+    try:
+        cert = (x509.load_pem_x509_certificate(match.group(0)) if match
+                else x509.load_der_x509_certificate(data))
+        cert.public_key()
+        return cert
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise names.InvalidValue('%s is not an X.509 certificate (PEM or DER)' % what)
 
 
-def _is_oid(data, element, oid):
-    tag, start, end = element
-    return tag == 0x06 and data[start:end] == oid
+def _public_der(key):
+    return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
-def _common_name(data, start, end):
+def check_signing(values, decrypt=None):
+    """What the signing files hold: a plain (or vault-decrypted) PEM private key without passphrase,
+    an X.509 cert, and the key of that cert. Returns ``(errors, cert_sha256)``; cert_sha256 is the
+    sha256 of the cert's (decrypted) content, as in signer_identity, or None."""
+    errors = []
+    key = cert = cert_sha = None
+    key_path, cert_path = values.get(SIGNING[0]), values.get(SIGNING[1])
+    if key_path:
+        try:
+            key = private_key(read_signing_file(SIGNING[0], key_path, decrypt),
+                              '%s: %s' % (SIGNING[0], key_path))
+        except names.InvalidValue as e:
+            errors.append(str(e))
+    if cert_path:
+        try:
+            data = read_signing_file(SIGNING[1], cert_path, decrypt)
+            cert = certificate(data, '%s: %s' % (SIGNING[1], cert_path))
+            cert_sha = hashlib.sha256(data).hexdigest()
+        except names.InvalidValue as e:
+            errors.append(str(e))
+    if key is not None and cert is not None and _public_der(key.public_key()) != _public_der(cert.public_key()):
+        errors.append('%s: %s is not the private key of %s %s (their public keys differ): sign-file would '
+                      'make a signature no kernel that trusts this cert accepts; give the key the cert was made '
+                      'from' % (SIGNING[0], key_path, SIGNING[1], cert_path))
+    return errors, cert_sha
+
+
+def _common_name(name):
     """The first commonName of an X.501 Name (what modinfo and the kernel show), or ''."""
-    for dummy, s, e in _children(data, start, end):          # SET (RDN)
-        for dummy2, s2, e2 in _children(data, s, e):          # SEQUENCE {OID, value}
-            parts = _children(data, s2, e2)
-            if len(parts) == 2 and _is_oid(data, parts[0], _OID_CN):
-                tag, vs, ve = parts[1]
-                return data[vs:ve].decode('utf-16-be' if tag == 0x1e else 'utf-8', 'replace')
-    return ''
+    attributes = name.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(attributes[0].value) if attributes else ''
 
 
 def signer_identity(data, what='kprobes_fleet_signing_cert'):
     """What a signing cert (PEM or DER bytes) means to the kernel and to modinfo.
 
     ``sha256``: of the file's content (part of the build key); ``keyid``: the id the kernel shows
-    after the cert's name in /proc/keys (its subject key identifier, else its serial number), lower
-    case hex; ``signer``: the issuer's CN (``modinfo -F signer``); ``subject``: the subject's CN."""
-    der = data
-    match = re.search(br'-----BEGIN CERTIFICATE-----(.*?)-----END CERTIFICATE-----', data, re.S)
-    if match:
-        try:
-            der = base64.b64decode(b''.join(match.group(1).split()), validate=True)
-        except (binascii.Error, ValueError):
-            der = b''
+    after the cert's name in /proc/keys (its subject key identifier, else its serial number as DER
+    holds it), lower case hex; ``signer``: the issuer's CN (``modinfo -F signer``); ``subject``: the
+    subject's CN."""
+    cert = certificate(data, what)
     try:
-        tag, s, e = _der(der, 0, len(der))
-        if tag != 0x30:
-            raise ValueError('not a SEQUENCE')
-        cert = _children(der, s, e)
-        if len(cert) != 3 or cert[0][0] != 0x30:
-            raise ValueError('not a certificate')
-        tbs = _children(der, cert[0][1], cert[0][2])
-        if tbs and tbs[0][0] == 0xa0:
-            tbs = tbs[1:]
-        if len(tbs) < 6 or tbs[0][0] != 0x02 or any(t != 0x30 for t, dummy, dummy2 in tbs[1:6]):
-            raise ValueError('not a certificate')
-        serial = der[tbs[0][1]:tbs[0][2]]
-        skid = None
-        for tag, s, e in tbs[6:]:
-            if tag != 0xa3:
-                continue
-            seq = _children(der, s, e)
-            for dummy, xs, xe in (_children(der, seq[0][1], seq[0][2]) if seq else []):
-                ext = _children(der, xs, xe)
-                if len(ext) >= 2 and _is_oid(der, ext[0], _OID_SKID) and ext[-1][0] == 0x04:
-                    inner, ks, ke = _der(der, ext[-1][1], ext[-1][2])  # extnValue holds an OCTET STRING
-                    if inner == 0x04 and ke > ks:
-                        skid = der[ks:ke]
+        try:
+            skid = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+        except x509.ExtensionNotFound:
+            skid = None
+        serial = cert.serial_number
+        magnitude = serial if serial >= 0 else -serial - 1
+        serial_der = serial.to_bytes((magnitude.bit_length() + 8) // 8, 'big', signed=True)
         return {
             'sha256': hashlib.sha256(data).hexdigest(),
-            'keyid': binascii.hexlify(skid or serial).decode(),
-            'signer': _common_name(der, tbs[2][1], tbs[2][2]),
-            'subject': _common_name(der, tbs[4][1], tbs[4][2]),
+            'keyid': binascii.hexlify(skid or serial_der).decode(),
+            'signer': _common_name(cert.issuer),
+            'subject': _common_name(cert.subject),
         }
-    except (ValueError, IndexError):
+    except (ValueError, TypeError):
         raise names.InvalidValue('%s is not an X.509 certificate (PEM or DER)' % what)
 
 
@@ -259,9 +360,11 @@ _REPORT_SUFFIXES = ('.html', '.htm')
 def _report(name, value):
     """Empty (no report) or the controller path of the HTML fleet report; returns it absolute.
 
-    The path must end in .html, its directory must exist, and an existing file there must be a
-    regular file (not a symlink, fifo or device) that is a report we wrote (it carries REPORT_MARK),
-    so a report never replaces anything else on the controller."""
+    The path must end in .html, its directory must exist and be writable by the user running the
+    play, and an existing file there must be a regular file (not a symlink, fifo or device) owned by
+    that user that is a report we wrote (it carries REPORT_MARK), so a report never replaces anything
+    else on the controller: not even another user's report (root included). The role checks again
+    right before it writes (kprobes.fleet.validate report_file)."""
     if value in (None, ''):
         return ''
     if not isinstance(value, str):
@@ -269,15 +372,18 @@ def _report(name, value):
                                  'controller, got %s' % (name, names.type_name(value)))
     path = os.path.expanduser(str(value))
     if not os.path.isabs(path) or len(path) > 4096 or '\0' in path or '\n' in path:
-        raise names.InvalidValue('%s: must be an absolute path on the controller (or start with ~), got %r'
-                                 % (name, str(value)))
+        raise names.InvalidValue('%s: must be an absolute path on the controller (or start with ~), got %s'
+                                 % (name, names.shown(value)))
     if path.endswith('/') or not path.lower().endswith(_REPORT_SUFFIXES):
         raise names.InvalidValue('%s: must be the path of an .html file (a file name ending in .html, '
-                                 'not a directory), got %r' % (name, str(value)))
+                                 'not a directory), got %s' % (name, names.shown(value)))
     path = os.path.normpath(path)
     parent = os.path.dirname(path)
     if not os.path.isdir(parent):
         raise names.InvalidValue('%s: the directory %s does not exist on the controller' % (name, parent))
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise names.InvalidValue('%s: the directory %s is not writable by the user running Ansible (uid %d); '
+                                 'choose a directory of yours' % (name, parent, os.geteuid()))
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -288,6 +394,10 @@ def _report(name, value):
         raise names.InvalidValue('%s: %s is a symbolic link; give the path of the report itself' % (name, path))
     if not stat.S_ISREG(st.st_mode):
         raise names.InvalidValue('%s: %s exists and is not a regular file' % (name, path))
+    if st.st_uid != os.geteuid():
+        raise names.InvalidValue('%s: %s exists and belongs to uid %d, not to the user running Ansible (uid %d); '
+                                 'another user\'s file is never replaced, even a kprobes.fleet report: choose '
+                                 'another path' % (name, path, st.st_uid, os.geteuid()))
     try:
         with open(path, 'rb') as f:
             head = f.read(4096)
@@ -425,10 +535,11 @@ PUBLIC = {
 }
 
 
-def check_plan(plan, values, host, for_load):
+def check_plan(plan, values, host, for_load, cert_sha256=None):
     """A build plan handed to probe_build / probe_load: consistent with the spec rules and the cache.
 
-    Returns the module's sha256 from the cache for a load plan (None for a build plan)."""
+    ``cert_sha256``: of the signing cert's decrypted content (check_signing), when known. Returns
+    the module's sha256 from the cache for a load plan (None for a build plan)."""
     if not isinstance(plan, dict):
         raise names.InvalidValue('build plan: must be the mapping kprobes.fleet.build_plan returns, got %s'
                                  % names.type_name(plan))
@@ -450,7 +561,7 @@ def check_plan(plan, values, host, for_load):
                                  'name and these templates; use the plan kprobes.fleet.build_plan returns' % spec)
     if plan.get('ko') != cache.ko(key):
         raise names.InvalidValue('build plan: ko must be %s' % cache.ko(key))
-    _check_signer(plan.get('signer'), values)
+    _check_signer(plan.get('signer'), values, cert_sha256)
     if for_load:
         return cache.sha256_of(key)
     if plan.get('staged') != cache.staged(key, host):
@@ -458,8 +569,11 @@ def check_plan(plan, values, host, for_load):
     return None
 
 
-def _check_signer(signer, values):
-    """A plan carries the signer (build_plan's signer_identity) exactly when signing is configured."""
+def _check_signer(signer, values, cert_sha256=None):
+    """A plan carries the signer (build_plan's signer_identity) exactly when signing is configured.
+
+    Its sha256 must be ``cert_sha256`` when given; else that of the cert file (not checked for a
+    vault file, which only check_signing can decrypt)."""
     cert = values.get('kprobes_fleet_signing_cert')
     if not cert:
         if signer:
@@ -472,23 +586,27 @@ def _check_signer(signer, values):
             or not isinstance(signer.get('signer'), str) or not isinstance(signer.get('subject'), str):
         raise names.InvalidValue('build plan: kprobes_fleet_signing_cert is set, so the plan needs the signer '
                                  'kprobes.fleet.build_plan computes from it (signing_cert)')
-    try:
-        with open(cert, 'rb') as f:
-            data = f.read()
-    except (IOError, OSError) as e:
-        raise names.InvalidValue('kprobes_fleet_signing_cert: cannot read %s on the controller: %s'
-                                 % (cert, e.strerror or e))
-    if not data.startswith(VAULT_HEADER) and hashlib.sha256(data).hexdigest() != signer['sha256']:
+    if cert_sha256 is None:
+        try:
+            with open(cert, 'rb') as f:
+                data = f.read()
+        except (IOError, OSError) as e:
+            raise names.InvalidValue('kprobes_fleet_signing_cert: cannot read %s on the controller: %s'
+                                     % (cert, e.strerror or e))
+        if not data.startswith(VAULT_HEADER):
+            cert_sha256 = hashlib.sha256(data).hexdigest()
+    if cert_sha256 is not None and cert_sha256 != signer['sha256']:
         raise names.InvalidValue('build plan: signer %s is not kprobes_fleet_signing_cert %s; use the plan '
                                  'kprobes.fleet.build_plan returns' % (signer['sha256'], cert))
 
 
-def check(values, host, inventory, check_probes=True, plans=None):
+def check(values, host, inventory, check_probes=True, plans=None, decrypt=None):
     """Check ``values`` (variable -> value as the user set it; missing ones take their default).
 
     Returns ``(normalised, errors, sha256)``; ``normalised['kprobes_fleet_probes']`` is the
     normalised spec when checked. ``plans`` maps 'build'/'load' to a plan to check; ``sha256`` is
-    the cached module's digest of the load plan (else None)."""
+    the cached module's digest of the load plan (else None). ``decrypt``: see read_signing_file
+    (the validate action passes the run's vault)."""
     result = {}
     errors = []
     for name, (default, rule) in PUBLIC.items():
@@ -508,6 +626,8 @@ def check(values, host, inventory, check_probes=True, plans=None):
     if len(given) == 1:
         errors.append('%s: set both kprobes_fleet_signing_key and kprobes_fleet_signing_cert (modules are '
                       'signed) or neither (they are not), got only %s' % (' and '.join(SIGNING), given[0]))
+    signing_errors, cert_sha256 = check_signing(result, decrypt)
+    errors.extend(signing_errors)
     if check_probes and result.get('kprobes_fleet_state') == 'present':
         try:
             result['kprobes_fleet_probes'] = probe_spec.normalize(values.get('kprobes_fleet_probes'))
@@ -517,7 +637,7 @@ def check(values, host, inventory, check_probes=True, plans=None):
     if not errors:
         for role, plan in sorted((plans or {}).items()):
             try:
-                sha = check_plan(plan, result, host, role == 'load') or sha
+                sha = check_plan(plan, result, host, role == 'load', cert_sha256) or sha
             except names.InvalidValue as e:
                 errors.append(str(e))
     return result, errors, sha

@@ -188,3 +188,76 @@ def test_safe_report_paths(tmp_path, monkeypatch):
     empty = tmp_path / "empty.html"
     empty.write_text("")
     assert settings._report("kprobes_fleet_report", str(empty)) == str(empty)
+
+
+# -- another user's file is never replaced, even one that carries our mark (#20 item 8) --------
+
+def _theirs(tmp_path, uid):
+    path = tmp_path / "theirs.html"
+    path.write_text("<!DOCTYPE html>\n" + settings.REPORT_MARK + "\nsomebody else's report")
+    os.chown(str(path), uid, -1)
+    return path
+
+
+def test_another_users_report_is_refused(tmp_path, monkeypatch):
+    path = tmp_path / "r.html"
+    path.write_text("<!DOCTYPE html>\n" + settings.REPORT_MARK)
+    me = os.geteuid()
+    assert settings._report("kprobes_fleet_report", str(path)) == str(path)
+    monkeypatch.setattr(settings.os, "geteuid", lambda: me + 1)  # the same file, seen by another user
+    with pytest.raises(names.InvalidValue) as exc:
+        settings._report("kprobes_fleet_report", str(path))
+    assert str(exc.value) == (
+        "kprobes_fleet_report: %s exists and belongs to uid %d, not to the user running Ansible (uid %d); another "
+        "user's file is never replaced, even a kprobes.fleet report: choose another path" % (path, me, me + 1))
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write any directory")
+def test_a_directory_we_cannot_write_is_refused(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir(mode=0o500)
+    with pytest.raises(names.InvalidValue, match="is not writable by the user running Ansible"):
+        settings._report("kprobes_fleet_report", str(ro / "r.html"))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give a file to another user")
+def test_report_playbook_refuses_another_users_report(repo, tmp_path):
+    theirs = _theirs(tmp_path, 65534)
+    before = theirs.read_text()
+    rc, out, dummy = write_report(repo, tmp_path, path=str(theirs))
+    assert rc != 0 and "exists and belongs to uid 65534" in out and "UNREACHABLE" not in out, out
+    assert theirs.read_text() == before and os.stat(str(theirs)).st_uid == 65534
+
+
+RACE = """\
+- hosts: all
+  gather_facts: false
+  tasks:
+    - ansible.builtin.import_role:
+        name: kprobes.fleet.validate
+      vars:
+        __kprobes_fleet_validate_probes: false
+    - name: After the check, another user's report appears at the path
+      ansible.builtin.copy:
+        content: "<!DOCTYPE html>\\n{{ mark }}\\nsomebody else's report"
+        dest: "{{ kprobes_fleet_report }}"
+        owner: "65534"
+        mode: "0644"
+      delegate_to: localhost
+      run_once: true
+    - ansible.builtin.include_role:
+        name: kprobes.fleet.fleet_report
+        tasks_from: write
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give a file to another user")
+def test_write_checks_the_owner_again_right_before_writing(repo, tmp_path):
+    book = tmp_path / "race.yml"
+    book.write_text(RACE)
+    path = tmp_path / "late.html"
+    rc, out = run(repo, tmp_path, str(book), ["ghost1"], {"kprobes_fleet_report": str(path),
+                                                          "mark": settings.REPORT_MARK})
+    assert rc != 0 and "nothing was written: kprobes_fleet_report: %s exists and belongs to uid 65534" % path in out, out
+    assert "somebody else's report" in path.read_text() and os.stat(str(path)).st_uid == 65534
+    assert "Write the fleet report" not in out and "UNREACHABLE" not in out, out

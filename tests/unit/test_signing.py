@@ -2,17 +2,26 @@
 
 The loader's trust check (probe_module) is tested with the fake host in test_probe_module.py.
 """
+import datetime
 import glob
 import hashlib
+import json
 import os
 import shutil
 import subprocess
+import sys
 
 import pytest
 import yaml
 from ansible.parsing.dataloader import DataLoader
 from ansible.parsing.vault import VaultLib, VaultSecret
 from ansible.template import Templar
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+
+from ansible_collections.kprobes.fleet.plugins.action import validate as validate_action
 
 from ansible_collections.kprobes.fleet.plugins.module_utils import names, probe_spec
 from ansible_collections.kprobes.fleet.plugins.module_utils.probe_spec import build_key
@@ -20,7 +29,7 @@ from ansible_collections.kprobes.fleet.plugins.plugin_utils import settings
 from ansible_collections.kprobes.fleet.plugins.plugin_utils.module_cache import template_sha
 
 from test_build_plan_action import KERNEL, run_action
-from test_entry_points import assert_refused, play
+from test_entry_points import assert_refused
 from test_headers_vars import trusted
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -163,18 +172,59 @@ def test_not_a_cert(data):
 
 
 # -- the variables -------------------------------------------------------------------------
+# Keys and certs are made at test time with cryptography (what ansible-core depends on).
 
-def check(**values):
-    result, errors, dummy = settings.check(values, "h1", ["h1"], check_probes=False)
+def make_key():
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def key_pem(key, password=None, fmt=serialization.PrivateFormat.PKCS8):
+    encryption = (serialization.BestAvailableEncryption(password) if password
+                  else serialization.NoEncryption())
+    return key.private_bytes(serialization.Encoding.PEM, fmt, encryption)
+
+
+def make_cert(key, cn=u"kprobes.fleet unit test", encoding=serialization.Encoding.PEM):
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now)
+            .not_valid_after(now + datetime.timedelta(days=3650))
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .sign(key, hashes.SHA256()))
+    return cert.public_bytes(encoding)
+
+
+@pytest.fixture(scope="module")
+def pair():
+    key = make_key()
+    return {"key": key_pem(key), "cert": make_cert(key), "cert_der": make_cert(key, encoding=serialization.Encoding.DER),
+            "other_key": key_pem(make_key()), "key_obj": key}
+
+
+def decrypter(*passwords):
+    """The validate action's decrypt, with a loader that holds these vault passwords (as -J would)."""
+    loader = DataLoader()
+    loader.set_vault_secrets([("default", VaultSecret(p)) for p in passwords])
+
+    class Action(object):
+        _loader = loader
+    return lambda data, path: validate_action.ActionModule._decrypt(Action(), data, path)
+
+
+def check(decrypt=None, **values):
+    result, errors, dummy = settings.check(values, "h1", ["h1"], check_probes=False,
+                                           decrypt=decrypt or decrypter(VAULT_PASSWORD))
     return result, errors
 
 
 @pytest.fixture
-def files(tmp_path):
-    return {"key": write(tmp_path / "key.pem", FAKE_KEY, 0o600),
-            "cert": write(tmp_path / "cert.pem", LAB_CERT, 0o644),
-            "key_vault": write(tmp_path / "key.vault", vault(FAKE_KEY), 0o644),
-            "cert_vault": write(tmp_path / "cert.vault", vault(LAB_CERT), 0o644)}
+def files(tmp_path, pair):
+    return {"key": write(tmp_path / "key.pem", pair["key"], 0o600),
+            "cert": write(tmp_path / "cert.pem", pair["cert"], 0o644),
+            "cert_der": write(tmp_path / "cert.der", pair["cert_der"], 0o644),
+            "key_vault": write(tmp_path / "key.vault", vault(pair["key"]), 0o644),
+            "cert_vault": write(tmp_path / "cert.vault", vault(pair["cert"]), 0o644)}
 
 
 def test_default_is_unsigned():
@@ -184,11 +234,26 @@ def test_default_is_unsigned():
 
 
 @pytest.mark.parametrize("key,cert", [("key", "cert"), ("key_vault", "cert"), ("key", "cert_vault"),
-                                      ("key_vault", "cert_vault")])
+                                      ("key_vault", "cert_vault"), ("key", "cert_der")])
 def test_key_and_cert_accepted(files, key, cert):
     result, errors = check(kprobes_fleet_signing_key=files[key], kprobes_fleet_signing_cert=files[cert])
     assert errors == []
     assert result["kprobes_fleet_signing_key"] == files[key]
+
+
+def test_one_file_with_key_and_cert_accepted(tmp_path, pair):
+    # the kernel's own signing_key.pem holds both; sign-file takes it as key and as cert
+    both = write(tmp_path / "signing_key.pem", pair["cert"] + pair["key"], 0o600)
+    dummy, errors = check(kprobes_fleet_signing_key=both, kprobes_fleet_signing_cert=both)
+    assert errors == []
+
+
+def test_traditional_rsa_key_accepted(tmp_path, pair):
+    key = write(tmp_path / "rsa.pem", key_pem(pair["key_obj"], fmt=serialization.PrivateFormat.TraditionalOpenSSL),
+                0o400)
+    dummy, errors = check(kprobes_fleet_signing_key=key, kprobes_fleet_signing_cert=write(
+        tmp_path / "c.pem", pair["cert"], 0o444))
+    assert errors == []
 
 
 def test_paths_are_expanded_and_normalised(files, tmp_path, monkeypatch):
@@ -215,6 +280,24 @@ def test_key_readable_by_others_refused(files):
     os.chmod(files["key"], 0o640)
     dummy, errors = check(kprobes_fleet_signing_key=files["key"], kprobes_fleet_signing_cert=files["cert"])
     assert "readable by its group (mode 0640)" in errors[0]
+
+
+@pytest.mark.parametrize("which", ["key", "key_vault", "cert", "cert_vault"])
+def test_files_writable_by_others_refused(files, which):
+    os.chmod(files[which], 0o602 if which == "key" else 0o646)
+    values = {"kprobes_fleet_signing_key": files["key"], "kprobes_fleet_signing_cert": files["cert"]}
+    values["kprobes_fleet_signing_" + which.split("_")[0]] = files[which]
+    dummy, errors = check(**values)
+    assert errors == ["kprobes_fleet_signing_%s: %s is writable by others (mode %s): anyone on the controller could "
+                      "replace what the fleet signs with; chmod o-w it"
+                      % (which.split("_")[0], files[which], "0602" if which == "key" else "0646")]
+
+
+def test_a_vaulted_key_may_be_readable(files):
+    # documented: the content of a vault file is encrypted; the decrypted key is checked below
+    assert os.stat(files["key_vault"]).st_mode & 0o044
+    dummy, errors = check(kprobes_fleet_signing_key=files["key_vault"], kprobes_fleet_signing_cert=files["cert"])
+    assert errors == []
 
 
 @pytest.mark.parametrize("variable,value,words", [
@@ -251,10 +334,83 @@ def test_unreadable_key_refused(files):
     assert "Permission denied" in errors[0]
 
 
+# what the files hold, decrypted: each of these used to pass and fail on a builder after the build
+
+GARBAGE_VAULT = b"$ANSIBLE_VAULT;1.1;AES256\nthis is not hex\n"
+
+
+@pytest.mark.parametrize("which,content,mode,words", [
+    # a file that merely starts like a vault file, world-readable: decrypted, so refused
+    ("key", GARBAGE_VAULT, 0o644, "is an ansible-vault file that this run cannot decrypt: it starts like one but "
+                                  "is not a well-formed vault file"),
+    ("cert", b"$ANSIBLE_VAULT", 0o644, "is an ansible-vault file that this run cannot decrypt: it starts like one"),
+    # a real vault file whose content is not what it must be
+    ("key", vault(b"hello"), 0o644, "is not a PEM private key (-----BEGIN PRIVATE KEY-----)"),
+    ("cert", vault(b"hello"), 0o644, "is not an X.509 certificate (PEM or DER)"),
+    ("key", "cert_vault", 0o644, "is not a PEM private key"),
+    # vaulted with another password
+    ("key", VaultLib([("default", VaultSecret(b"other"))]).encrypt(b"x"), 0o600,
+     "cannot decrypt: none of the vault passwords of this run opens it"),
+])
+def test_vault_content_is_checked(tmp_path, files, pair, which, content, mode, words):
+    if content == "cert_vault":
+        content = vault(pair["cert"])
+    values = {"kprobes_fleet_signing_key": files["key"], "kprobes_fleet_signing_cert": files["cert"]}
+    values["kprobes_fleet_signing_" + which] = write(tmp_path / "bad", content, mode)
+    dummy, errors = check(**values)
+    assert len(errors) == 1, errors
+    assert errors[0].startswith("kprobes_fleet_signing_%s: %s " % (which, tmp_path / "bad")), errors
+    assert words in errors[0], errors
+
+
+def test_vault_file_without_a_vault_password(files):
+    dummy, errors = check(decrypter(), kprobes_fleet_signing_key=files["key_vault"],
+                          kprobes_fleet_signing_cert=files["cert"])
+    assert errors == ["kprobes_fleet_signing_key: %s is an ansible-vault file that this run cannot decrypt: this run "
+                      "has no vault password; give the vault password (--ask-vault-pass, --vault-password-file or "
+                      "ANSIBLE_VAULT_PASSWORD_FILE; in AWX, a vault credential)" % files["key_vault"]]
+
+
+@pytest.mark.parametrize("fmt", [serialization.PrivateFormat.PKCS8, serialization.PrivateFormat.TraditionalOpenSSL])
+@pytest.mark.parametrize("vaulted", [False, True])
+def test_key_with_a_passphrase_refused(tmp_path, files, pair, fmt, vaulted):
+    data = key_pem(pair["key_obj"], password=b"secret", fmt=fmt)
+    key = write(tmp_path / "enc.pem", vault(data) if vaulted else data, 0o600)
+    dummy, errors = check(kprobes_fleet_signing_key=key, kprobes_fleet_signing_cert=files["cert"])
+    assert errors == ["kprobes_fleet_signing_key: %s is protected by a passphrase, which nobody can type on the "
+                      "builder where sign-file runs: remove it (openssl pkey -in key.pem -out plain.pem) and protect "
+                      "the plain key with ansible-vault encrypt or chmod 600 instead" % key]
+
+
+@pytest.mark.parametrize("key_file,cert_file", [("other", "cert"), ("other_vault", "cert_vault"), ("other", "cert_der")])
+def test_key_of_another_cert_refused(tmp_path, files, pair, key_file, cert_file):
+    files["other"] = write(tmp_path / "other.pem", pair["other_key"], 0o600)
+    files["other_vault"] = write(tmp_path / "other.vault", vault(pair["other_key"]), 0o600)
+    dummy, errors = check(kprobes_fleet_signing_key=files[key_file], kprobes_fleet_signing_cert=files[cert_file])
+    assert errors == ["kprobes_fleet_signing_key: %s is not the private key of kprobes_fleet_signing_cert %s (their "
+                      "public keys differ): sign-file would make a signature no kernel that trusts this cert accepts; "
+                      "give the key the cert was made from" % (files[key_file], files[cert_file])]
+
+
+def test_damaged_pem_key_refused(tmp_path, files):
+    key = write(tmp_path / "bad.pem", FAKE_KEY, 0o600)
+    dummy, errors = check(kprobes_fleet_signing_key=key, kprobes_fleet_signing_cert=files["cert"])
+    assert errors == ["kprobes_fleet_signing_key: %s holds a PEM private key that does not parse (damaged, or of a "
+                      "kind OpenSSL cannot read)" % key]
+
+
+def test_plan_of_a_vaulted_cert_is_checked_against_its_content(files, pair):
+    ident = settings.signer_identity(pair["cert"])
+    values = {"kprobes_fleet_signing_cert": files["cert_vault"]}
+    settings._check_signer(ident, values, ident["sha256"])
+    with pytest.raises(names.InvalidValue, match="is not kprobes_fleet_signing_cert"):
+        settings._check_signer(dict(ident, sha256="0" * 64), values, ident["sha256"])
+
+
 # -- the signer a plan carries (settings.check_plan) ----------------------------------------
 
-def test_plan_signer_must_match_the_configuration(files):
-    ident = settings.signer_identity(LAB_CERT)
+def test_plan_signer_must_match_the_configuration(files, pair):
+    ident = settings.signer_identity(pair["cert"])
     signed = {"kprobes_fleet_signing_cert": files["cert"]}
     settings._check_signer(ident, signed)
     settings._check_signer(None, {"kprobes_fleet_signing_cert": ""})
@@ -302,26 +458,26 @@ def test_plan_without_signing_keeps_the_unsigned_key(tmp_path):
     assert result["plan"]["build_key"] == expected_key() and result["plan"]["signer"] is None
 
 
-def test_plan_with_a_signing_cert(tmp_path, files):
+def test_plan_with_a_signing_cert(tmp_path, files, pair):
     result, out = run_plan(tmp_path, {"signing_cert": files["cert"]})
     assert not result.get("failed"), out
-    ident = settings.signer_identity(LAB_CERT)
+    ident = settings.signer_identity(pair["cert"])
     assert result["plan"]["signer"] == ident
     assert result["plan"]["build_key"] == expected_key(ident["sha256"]) != expected_key()
     assert result["plan"]["build"] is True
 
 
-def test_plan_decrypts_a_vaulted_cert(tmp_path, files):
+def test_plan_decrypts_a_vaulted_cert(tmp_path, files, pair):
     result, out = run_plan(tmp_path, {"signing_cert": files["cert_vault"]}, vault_password=True)
     assert not result.get("failed"), out
-    assert result["plan"]["signer"] == settings.signer_identity(LAB_CERT)
+    assert result["plan"]["signer"] == settings.signer_identity(pair["cert"])
 
 
-def test_plan_without_the_argument_uses_the_validated_cert(tmp_path, files):
+def test_plan_without_the_argument_uses_the_validated_cert(tmp_path, files, pair):
     valid = {"__kprobes_fleet_valid": {"values": {"kprobes_fleet_signing_cert": files["cert"]}}}
     result, out = run_plan(tmp_path, {}, extra_vars=valid)
-    assert result["plan"]["signer"]["sha256"] == hashlib.sha256(LAB_CERT).hexdigest()
-    assert result["plan"]["build_key"] == expected_key(hashlib.sha256(LAB_CERT).hexdigest())
+    assert result["plan"]["signer"]["sha256"] == hashlib.sha256(pair["cert"]).hexdigest()
+    assert result["plan"]["build_key"] == expected_key(hashlib.sha256(pair["cert"]).hexdigest())
 
 
 def test_plan_with_a_file_that_is_not_a_cert(tmp_path, files):
@@ -336,6 +492,34 @@ def test_tracefs_plan_has_no_signer(tmp_path, files):
 
 
 # -- entry points: refused before any host task ------------------------------------------------
+# The inventory names loopback only (port 1: refused at once): a run that got past the check
+# reports UNREACHABLE instead of the refusal.
+
+LOOPBACK = ("all:\n  hosts:\n    ghost1: {ansible_host: 127.0.0.1, ansible_port: 1}\n"
+            "    ghost2: {ansible_host: 127.0.0.1, ansible_port: 1}\n")
+
+
+def play(repo, tmp_path, target, extra, vault_password=None):
+    """Run a playbook (a path in the repo) or a role alone ('role:NAME') against two loopback ghosts."""
+    inv = tmp_path / "inventory.yml"
+    inv.write_text(LOOPBACK)
+    if target.startswith("role:"):
+        book = tmp_path / "role.yml"
+        book.write_text("- hosts: all\n  gather_facts: false\n  roles:\n    - role: %s\n" % target[5:])
+    else:
+        book = os.path.join(repo, target)
+    (tmp_path / "vars.json").write_text(json.dumps(extra))
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(repo, "ansible.cfg"), ANSIBLE_NOCOLOR="1",
+               ANSIBLE_TIMEOUT="2", ANSIBLE_CACHE_DIR=str(tmp_path), HOME=str(tmp_path))
+    env.pop("ANSIBLE_VAULT_PASSWORD_FILE", None)
+    if vault_password is not None:
+        write(tmp_path / "vault-pass", vault_password, 0o600)
+        env["ANSIBLE_VAULT_PASSWORD_FILE"] = str(tmp_path / "vault-pass")
+    argv = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", str(inv),
+            "-e", "@%s" % (tmp_path / "vars.json"), str(book)]
+    res = subprocess.run(argv, cwd=repo, env=env, capture_output=True, text=True, timeout=300, check=False)
+    return res.returncode, res.stdout + res.stderr
+
 
 def test_entry_points_refuse_half_or_careless_signing(tmp_path, files):
     rc, out = play(REPO, tmp_path, "deploy-probes.yml", {"kprobes_fleet_signing_key": files["key"]})
@@ -344,6 +528,32 @@ def test_entry_points_refuse_half_or_careless_signing(tmp_path, files):
     rc, out = play(REPO, tmp_path, "role:kprobes.fleet.probe_deploy",
                    {"kprobes_fleet_signing_key": files["key"], "kprobes_fleet_signing_cert": files["cert"]})
     assert_refused(rc, out, "is readable by others (mode 0604)")
+
+
+@pytest.mark.parametrize("case", ["garbage_vault", "no_password", "passphrase", "other_key"])
+def test_entry_points_check_what_the_signing_files_hold(tmp_path, files, pair, case):
+    key, password = files["key_vault"], VAULT_PASSWORD
+    if case == "garbage_vault":
+        key, words = write(tmp_path / "g.pem", b"$ANSIBLE_VAULT\nanything\n", 0o644), "not a well-formed vault file"
+    elif case == "no_password":
+        password, words = None, "this run has no vault password"
+    elif case == "passphrase":
+        key = write(tmp_path / "p.vault", vault(key_pem(pair["key_obj"], password=b"pw")), 0o644)
+        words = "is protected by a passphrase"
+    else:
+        key, words = write(tmp_path / "o.vault", vault(pair["other_key"]), 0o644), "is not the private key of"
+    rc, out = play(REPO, tmp_path, "deploy-probes.yml",
+                   {"kprobes_fleet_signing_key": key, "kprobes_fleet_signing_cert": files["cert_vault"]},
+                   vault_password=password)
+    assert_refused(rc, out, "kprobes_fleet_signing_key: %s " % key, words, "[ghost1, ghost2]")
+
+
+def test_entry_point_accepts_a_vaulted_pair(tmp_path, files):
+    rc, out = play(REPO, tmp_path, "deploy-probes.yml",
+                   {"kprobes_fleet_signing_key": files["key_vault"], "kprobes_fleet_signing_cert": files["cert_vault"]},
+                   vault_password=VAULT_PASSWORD)
+    assert "kprobes_fleet_signing" not in out, out
+    assert "UNREACHABLE" in out, out  # got past the check to the (closed) loopback port
 
 
 # -- role variables: the backend choice and the builder's signing steps ------------------------
@@ -361,7 +571,8 @@ def choice(wanted, cert, lockdown="integrity", sig_enforce=False, modules_disabl
     variables = {"ansible_facts": {"kprobes_fleet_kernel": kernel},
                  "__kprobes_fleet_valid": {"values": {"kprobes_fleet_backend": wanted,
                                                       "kprobes_fleet_signing_cert": cert,
-                                                      "kprobes_fleet_fail_on_lockdown": True}}}
+                                                      "kprobes_fleet_fail_on_lockdown": True},
+                                           "errors": []}}
     return render(["probe_deploy/vars/main.yml"], variables, "__kprobes_fleet_choice")
 
 
@@ -380,8 +591,10 @@ def test_signing_lifts_the_signature_blockers_only():
 def build_vars(release, signer, headers_sign_file=True, kbuild=(), config='CONFIG_MODULE_SIG_HASH="sha512"'):
     stat = ({"exists": True, "executable": True, "path": "/lib/modules/%s/build/scripts/sign-file" % release}
             if headers_sign_file else {"exists": False})
-    return {"ansible_facts": {"kprobes_fleet_kernel": {"release": release}}, "kprobes_fleet_host_dir": "/var/lib/kf",
-            "kprobes_fleet_module_name": "kprobes_fleet",
+    return {"ansible_facts": {"kprobes_fleet_kernel": {"release": release}},
+            "__kprobes_fleet_valid": {"values": {"kprobes_fleet_host_dir": "/var/lib/kf",
+                                                 "kprobes_fleet_module_name": "kprobes_fleet",
+                                                 "kprobes_fleet_build_host": ""}, "errors": []},
             "__kprobes_fleet_build_plan": {"build_key": "0123456789abcdef", "signer": signer},
             "__kprobes_fleet_sign_headers": {"stat": stat},
             "__kprobes_fleet_sign_kbuild": {"files": [{"path": p} for p in kbuild]},
