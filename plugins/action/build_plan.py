@@ -103,7 +103,7 @@ class ActionModule(ActionBase):
             return None
         path = os.path.expanduser(str(cert))
         if not os.path.isabs(path):
-            raise names.InvalidValue("signing_cert: must be an absolute path on the controller, got %r" % cert)
+            raise names.InvalidValue("signing_cert: must be an absolute path on the controller, got %s" % names.shown(cert))
         try:
             real = self._loader.get_real_file(path, decrypt=True)  # a vault file is decrypted to a temp file
         except AnsibleError as e:

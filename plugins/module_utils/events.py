@@ -91,21 +91,21 @@ def check_url(field, value):
         raise names.InvalidValue('%s: must be the endpoint URL (http://127.0.0.1:5000/endpoint or https://...), '
                                  'got %s' % (field, names.type_name(value)))
     if len(value) > 2048 or _URL_BAD.search(value) or any(ord(c) < 32 or ord(c) > 126 for c in value):
-        raise names.InvalidValue('%s: %r holds a character a URL of an endpoint never needs (spaces, quotes, '
-                                 'shell or template characters)' % (field, value))
+        raise names.InvalidValue('%s: %s holds a character a URL of an endpoint never needs (spaces, quotes, '
+                                 'shell or template characters)' % (field, names.shown(value)))
     parts = urlsplit(value)
     if parts.scheme not in ('http', 'https'):
-        raise names.InvalidValue('%s: the scheme must be http or https, got %r' % (field, parts.scheme or value))
+        raise names.InvalidValue('%s: the scheme must be http or https, got %s' % (field, names.shown(parts.scheme or value)))
     if '@' in parts.netloc:
-        raise names.InvalidValue('%s: no user or password in the URL (use token), got %r' % (field, value))
+        raise names.InvalidValue('%s: no user or password in the URL (use token), got %s' % (field, names.shown(value)))
     if not _URL_HOST_RE.fullmatch(parts.hostname or ''):
-        raise names.InvalidValue('%s: %r has no valid host name' % (field, value))
+        raise names.InvalidValue('%s: %s has no valid host name' % (field, names.shown(value)))
     try:
         port = parts.port
     except ValueError:
         port = -1
     if port is not None and not 1 <= port <= 65535:
-        raise names.InvalidValue('%s: the port of %r must be between 1 and 65535' % (field, value))
+        raise names.InvalidValue('%s: the port of %s must be between 1 and 65535' % (field, names.shown(value)))
     if parts.scheme == 'http' and not is_loopback(parts.hostname):
         raise names.InvalidValue('%s: plain http only to the host\'s own loopback (127.0.0.1, ::1, localhost; '
                                  'a reverse SSH tunnel to the controller); use https for %s' % (field, parts.hostname))
@@ -158,15 +158,15 @@ def check_host(value, field='host'):
     every inventory has (all, ungrouped), a pattern (globs, commas, ranges, ~regex, !, &) or a list.
     A colon only in an IPv6 address (elsewhere it separates patterns)."""
     if not isinstance(value, str) or not _HOST_RE.fullmatch(value):
-        raise names.InvalidValue('%s: must be one inventory host name (letters, digits, _.-), got %r' % (field, value))
+        raise names.InvalidValue('%s: must be one inventory host name (letters, digits, _.-), got %s' % (field, names.shown(value)))
     if value.lower() in RESERVED_HOSTS:
-        raise names.InvalidValue('%s: %r names every host as a limit, not one host' % (field, value))
+        raise names.InvalidValue('%s: %s names every host as a limit, not one host' % (field, names.shown(value)))
     if ':' in value:
         try:
             ipaddress.IPv6Address(value)
         except ValueError:
-            raise names.InvalidValue('%s: %r is a host pattern (a colon joins patterns), not one host name'
-                                     % (field, value))
+            raise names.InvalidValue('%s: %s is a host pattern (a colon joins patterns), not one host name'
+                                     % (field, names.shown(value)))
     return value
 
 

@@ -421,8 +421,8 @@ def _events_key_path(name, value):
         raise names.InvalidValue('%s: must be a file path on the controller, got %s' % (field, names.type_name(value)))
     path = os.path.expanduser(value)
     if not os.path.isabs(path):
-        raise names.InvalidValue('%s: must be an absolute path on the controller (or start with ~/), got %r'
-                                 % (field, value))
+        raise names.InvalidValue('%s: must be an absolute path on the controller (or start with ~/), got %s'
+                                 % (field, names.shown(value)))
     return os.path.normpath(path)
 
 
