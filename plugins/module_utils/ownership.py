@@ -13,6 +13,7 @@ __metaclass__ = type
 
 import os
 import re
+import stat
 
 from ansible_collections.kprobes.fleet.plugins.module_utils import names
 from ansible_collections.kprobes.fleet.plugins.module_utils.hostfs import read_int, read_text
@@ -109,7 +110,64 @@ def kernel_module_names(root, release):
     return found
 
 
+def expected_owner():
+    """The (uid, gid) our directories and mark have: root's (0, 0); the running user's when a
+    module runs without root (only the unit tests do)."""
+    uid = os.geteuid()
+    return (0, 0) if uid == 0 else (uid, os.getegid())
+
+
+def host_dir_mark_problem(path):
+    """Why ``path`` is not our working directory, or None when it is.
+
+    Ours: a real directory (not a symbolic link) owned by root that holds our mark
+    ``<path>/.kprobes-fleet``, a regular file (not a link) owned by root. Only root can put such
+    a mark into a root-owned directory, so a mark someone else wrote does not make a directory ours."""
+    uid = expected_owner()[0]
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return 'it does not exist'
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        return 'it is not a directory'
+    mark_path = os.path.join(path, names.HOST_DIR_MARK)
+    try:
+        mark = os.lstat(mark_path)
+    except OSError:
+        return 'it has no %s mark' % names.HOST_DIR_MARK
+    if not stat.S_ISREG(mark.st_mode):
+        return 'its %s mark is not a regular file' % names.HOST_DIR_MARK
+    who = 'root' if uid == 0 else 'uid %d' % uid
+    if st.st_uid != uid:
+        return ('it is owned by uid %d, not by %s (a %s mark in it may be someone else\'s)'
+                % (st.st_uid, who, names.HOST_DIR_MARK))
+    if mark.st_uid != uid:
+        return ('its %s mark is owned by uid %d, not by %s (someone else put it there)'
+                % (names.HOST_DIR_MARK, mark.st_uid, who))
+    return None
+
+
 def host_dir_owned(path):
-    """``path`` carries our mark (<path>/.kprobes-fleet)."""
-    return os.path.isfile(os.path.join(path, names.HOST_DIR_MARK)) and \
-        not os.path.islink(os.path.join(path, names.HOST_DIR_MARK))
+    """``path`` is our working directory (see host_dir_mark_problem)."""
+    return host_dir_mark_problem(path) is None
+
+
+def state_dir_problem(state_dir):
+    """Why nothing may be written into ``state_dir`` (``<host_dir>/state``), or None.
+
+    Only into our working directory: its parent carries our mark (host_dir_owned), and the
+    state directory itself is missing (it is then created 0700 inside ours) or a real directory
+    owned by root. A collect on a host where nothing of ours was deployed writes nothing."""
+    host_dir = os.path.dirname(state_dir)
+    problem = host_dir_mark_problem(host_dir)
+    if problem is not None:
+        return '%s is not our working directory: %s' % (host_dir, problem)
+    try:
+        st = os.lstat(state_dir)
+    except OSError:
+        return None
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        return '%s is not a directory' % state_dir
+    if st.st_uid != expected_owner()[0]:
+        return '%s is owned by uid %d' % (state_dir, st.st_uid)
+    return None

@@ -13,13 +13,22 @@ short_description: Create or delete the kprobes.fleet working directory, only if
 description:
   - Creates the root-only (0700) working directory of kprobes.fleet on a host and its
     sub-directories, and puts our mark in it (C(<path>/.kprobes-fleet)).
-  - An existing directory is taken only when it carries the mark or is empty; a directory with
-    content and without the mark is someone else's and is refused, as is a symbolic link, a
-    path that is not a directory, or one below a directory that is not root-owned or is
-    writable by group or others.
+  - An existing directory is ours when it carries the mark, that is a regular file
+    C(<path>/.kprobes-fleet) owned by root in a real directory owned by root (only root can put it
+    there).
+  - An existing directory without the mark is adopted only when nothing in it, or about it, could
+    be lost - a real directory (not a symbolic link), owned by root:root, mode exactly 0700 and
+    empty. Anything else is refused with one sentence naming the path and what is wrong, before
+    anything is changed (in check mode too) - a directory with content, owned by another user or
+    group (a new user's empty home, C(/var/spool/cron/crontabs) root:crontab 1730), or with any
+    other mode (C(/run/sshd) 0755); so are a symbolic link, a path that is not a directory, and a
+    path below a directory that is not root-owned or is writable by group or others.
+  - A missing directory is created (0700, root:root, marked); missing parents are created root:root
+    0755 and are not marked, so a purge (O(state=absent)) leaves them in place.
   - With O(state=present) and O(stale_after), what a run that died left inside a directory that is
     ours is removed too (see O(stale_after)), so a warm re-run needs no other task for it.
-  - With O(state=absent) the directory is deleted only when it carries the mark.
+  - With O(state=absent) the directory is deleted only when it carries the mark (as above); nothing
+    above it is removed.
   - The path must be absolute, normalised, and not a shared system directory (C(/), C(/var/lib),
     C(/tmp), ...); the same rule as the controller's validation.
 author:
@@ -91,10 +100,19 @@ msg:
   returned: always
   type: str
   sample: created /var/lib/kprobes-fleet
+created_parents:
+  description: Missing parents created (root:root 0755, not marked, never removed by a purge), or
+    that would be created in check mode.
+  returned: always
+  type: list
+  elements: str
+  sample: [/srv/kprobes]
 '''
 
 import fnmatch
+import grp
 import os
+import pwd
 import shutil
 import stat
 import time
@@ -102,7 +120,7 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 from ansible_collections.kprobes.fleet.plugins.module_utils import names
-from ansible_collections.kprobes.fleet.plugins.module_utils.ownership import host_dir_owned
+from ansible_collections.kprobes.fleet.plugins.module_utils import ownership
 
 MARK_TEXT = ('This directory belongs to kprobes.fleet (%s). It is deleted, with everything in it, '
              'by the kprobes.fleet.remove playbook with kprobes_fleet_load_purge=true.\n' % names.MARK)
@@ -155,7 +173,10 @@ class HostDir(object):
             parent = os.path.dirname(parent)
 
     def inspect(self):
-        """'missing', 'ours' or 'empty'; fails for anything that may be someone else's."""
+        """'missing', 'ours' or 'empty'; fails for anything that may be someone else's.
+
+        'empty' (adopted) only when nothing could be lost: a real directory owned by root:root,
+        mode 0700 and empty; anything else without our mark is refused here, before any change."""
         try:
             st = os.lstat(self.path)
         except OSError:
@@ -164,12 +185,47 @@ class HostDir(object):
             self.fail('it is a symbolic link')
         if not stat.S_ISDIR(st.st_mode):
             self.fail('it exists and is not a directory')
-        if host_dir_owned(self.path):
+        problem = ownership.host_dir_mark_problem(self.path)
+        if problem is None:
             return 'ours'
-        if os.listdir(self.path):
+        content = sorted(os.listdir(self.path))
+        if content:
+            if os.path.lexists(os.path.join(self.path, names.HOST_DIR_MARK)):
+                self.fail('it exists, is not empty and is not ours: %s (choose another '
+                          'kprobes_fleet_host_dir)' % problem)
             self.fail('it exists, is not empty and has no %s mark, so it is not ours (choose '
-                      'another kprobes_fleet_host_dir or empty it)' % names.HOST_DIR_MARK)
+                      'another kprobes_fleet_host_dir, one that does not exist yet)%s'
+                      % (names.HOST_DIR_MARK, old_collect_hint(self.path, content)))
+        wrong = []
+        owner = ownership.expected_owner()
+        if (st.st_uid, st.st_gid) != owner:
+            wrong.append('owned by %s, not %s' % (owner_text(st.st_uid, st.st_gid), owner_text(*owner)))
+        if stat.S_IMODE(st.st_mode) != 0o700:
+            wrong.append('mode %04o, not 0700' % stat.S_IMODE(st.st_mode))
+        if wrong:
+            self.fail('it has no %s mark and is %s; an existing directory is adopted only '
+                      'when it is empty, owned by %s and mode 0700 (then nothing of anyone else\'s can '
+                      'be lost): choose another kprobes_fleet_host_dir, one that does not exist yet'
+                      % (names.HOST_DIR_MARK, ', and '.join(wrong), owner_text(*owner)))
         return 'empty'
+
+    def missing_parents(self):
+        """The ancestors of our directory that do not exist, top first."""
+        missing = []
+        parent = os.path.dirname(self.path)
+        while parent != '/' and not os.path.lexists(parent):
+            missing.insert(0, parent)
+            parent = os.path.dirname(parent)
+        return missing
+
+    def make_parents(self, parents):
+        """Create the missing ancestors root:root 0755 (whatever the umask); they are not marked,
+        so no purge ever removes them."""
+        for parent in parents:
+            os.mkdir(parent, 0o755)
+            os.chmod(parent, 0o755)
+            if os.geteuid() == 0:
+                os.chown(parent, 0, 0)
 
     @staticmethod
     def _right(path):
@@ -187,7 +243,7 @@ class HostDir(object):
         if not os.path.isdir(path):
             if os.path.lexists(path):
                 self.fail('%s exists and is not a directory' % path)
-            os.makedirs(path, 0o700)
+            os.mkdir(path, 0o700)
             changed = True
         st = os.lstat(path)
         if stat.S_ISLNK(st.st_mode):
@@ -236,13 +292,20 @@ class HostDir(object):
     def present(self):
         self.check_parents()
         found = self.inspect()
+        parents = self.missing_parents() if found == 'missing' else []
         todo = found != 'ours' or any(not self._right(p) for p in
                                       [self.path] + [os.path.join(self.path, s) for s in self.subdirs])
         stale = self.leftovers() if found == 'ours' else []
+        done = {'missing': 'created', 'empty': 'adopted empty'}.get(found)
+        with_parents = ' (and its missing parents %s, root:root 0755, which a purge leaves)' \
+            % ', '.join(parents) if parents else ''
         if self.module.check_mode:
-            return {'changed': todo or bool(stale), 'removed': stale,
-                    'msg': 'would create %s' % self.path if todo else '%s is ours' % self.path}
+            return {'changed': todo or bool(stale), 'removed': stale, 'created_parents': parents,
+                    'msg': 'would %s %s%s' % ({'created': 'create', 'adopted empty': 'adopt empty'}[done],
+                                              self.path, with_parents)
+                    if done else ('would fix %s' % self.path if todo else '%s is ours' % self.path)}
         self.remove(stale)
+        self.make_parents(parents)
         changed = self._dir(self.path) or bool(stale)
         if found != 'ours':
             with open(os.path.join(self.path, names.HOST_DIR_MARK), 'w') as f:
@@ -251,30 +314,58 @@ class HostDir(object):
             changed = True
         for sub in self.subdirs:
             changed = self._dir(os.path.join(self.path, sub)) or changed
-        return {'changed': changed, 'removed': stale,
-                'msg': ('%s %s' % ('adopted empty' if found == 'empty' else 'created', self.path))
-                if found != 'ours' else '%s is ours' % self.path}
+        return {'changed': changed, 'removed': stale, 'created_parents': parents,
+                'msg': '%s %s%s' % (done, self.path, with_parents) if done else '%s is ours' % self.path}
 
     def absent(self):
         try:
             st = os.lstat(self.path)
         except OSError:
-            return {'changed': False, 'removed': [], 'msg': '%s does not exist' % self.path}
+            return {'changed': False, 'removed': [], 'created_parents': [],
+                    'msg': '%s does not exist' % self.path}
         if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
             self.fail('it is not a directory')
-        if not host_dir_owned(self.path):
-            self.fail('it has no %s mark, so it is not ours' % names.HOST_DIR_MARK)
+        problem = ownership.host_dir_mark_problem(self.path)
+        if problem is not None:
+            self.fail('%s, so it is not ours' % problem)
         if not self.module.check_mode:
             try:
                 shutil.rmtree(self.path)
             except OSError as e:
                 self.module.fail_json(msg='cannot delete %s: %s' % (self.path, to_native(e)))
-        return {'changed': True, 'removed': [], 'msg': 'deleted %s' % self.path}
+        return {'changed': True, 'removed': [], 'created_parents': [], 'msg': 'deleted %s' % self.path}
 
     def apply(self):
         result = self.present() if self.state == 'present' else self.absent()
         result['path'] = self.path
         return result
+
+
+def owner_text(uid, gid):
+    """``root:root``, ``alice:alice``; numbers for ids without a name."""
+    try:
+        user = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        user = str(uid)
+    try:
+        group = grp.getgrgid(gid).gr_name
+    except KeyError:
+        group = str(gid)
+    return '%s:%s' % (user, group)
+
+
+def old_collect_hint(path, content):
+    """What to do when ``path`` holds only what a kprobes.fleet collect before the first deploy
+    left in earlier versions (``state/<name>.kmsg-cursor``, no mark); '' otherwise."""
+    state = os.path.join(path, 'state')
+    if content != ['state'] or os.path.islink(state) or not os.path.isdir(state):
+        return ''
+    files = os.listdir(state)
+    if not files or not all(f.endswith('.kmsg-cursor') for f in files):
+        return ''
+    return ('; it holds only %s/%s, the kernel log cursor an older kprobes.fleet collect left before '
+            'the first deploy: if nothing else uses it, delete it (rm -r %s) and deploy again'
+            % (state, ', '.join(sorted(files)), path))
 
 
 def build_module():

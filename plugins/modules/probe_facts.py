@@ -32,8 +32,14 @@ description:
     (pid, comm) and are rate limited by the module (see C(suppressed)).
   - Works when the module is not loaded (V(loaded=false), no probes); events still in the
     kernel ring buffer are reported.
-  - Never reports a change. The only write is the cursor file of the backend that is read,
-    and only when O(advance_cursor=true) and not in check mode.
+  - Never reports a change. The only writes are the cursor file of the backend that is read (and,
+    with probes active, the counters for C(delta)), only when O(advance_cursor=true), not in check
+    mode, and only into our working directory - the parent of O(state_dir) carries the
+    C(.kprobes-fleet) mark of M(kprobes.fleet.host_dir) (a root-owned regular file in a root-owned
+    directory). On a host where nothing of ours was deployed, a collect creates and writes nothing
+    and still returns every fact (V(loaded=false), C(reason)); with no cursor to keep there, events
+    of ours still in the kernel ring (left by a deployment since purged) are reported at every
+    collection.
 author:
   - kprobes.fleet developers (@kprobes-fleet)
 options:
@@ -45,8 +51,11 @@ options:
     default: kprobes_fleet
   state_dir:
     description:
-      - Directory holding the collector cursor (created 0700 when the cursor is first saved).
-        An absolute, normalised path of its own (not a shared system directory, not below C(/tmp)).
+      - Directory holding the collector cursor, C(<kprobes_fleet_host_dir>/state). An absolute,
+        normalised path of its own (not a shared system directory, not below C(/tmp)).
+      - Written only when its parent is our working directory (it carries the C(.kprobes-fleet)
+        mark); then it is created 0700 when the cursor is first saved. Never created otherwise, so a
+        collect before the first deploy leaves nothing that could block the deploy.
     type: str
     default: /var/lib/kprobes-fleet/state
   max_events:
@@ -254,8 +263,8 @@ ansible_facts:
           sample: {running: true, received: 12, sent: 12, dropped: 0, queued: 0, requests: 3, failures: 0,
                    lost: 0, last_error: null, url: "http://127.0.0.1:5000/kprobes-fleet"}
         cursor:
-          description: Where the next run starts (saved when O(advance_cursor=true) and not
-            in check mode); C(boot_id) and C(next_seq) with both backends, plus C(ts_usec) and
+          description: Where the next run starts (saved when O(advance_cursor=true), not in
+            check mode and our working directory exists); C(boot_id) and C(next_seq) with both backends, plus C(ts_usec) and
             C(at_ts) (last reported timestamp, events at it already reported) with tracefs.
           type: dict
           returned: always
@@ -268,7 +277,7 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 from ansible_collections.kprobes.fleet.plugins.module_utils import deltas, events, kmsg, names, persist
-from ansible_collections.kprobes.fleet.plugins.module_utils.ownership import ModuleSysfs
+from ansible_collections.kprobes.fleet.plugins.module_utils.ownership import ModuleSysfs, state_dir_problem
 from ansible_collections.kprobes.fleet.plugins.module_utils.tracefs import TraceBackend, TracefsError
 
 
@@ -290,6 +299,9 @@ class ProbeFacts(object):
         self.max_events = module.params['max_events']
         self.advance = module.params['advance_cursor']
         self.state_dir = self.path(state_dir.lstrip('/'))
+        # Why nothing may be written (the directory is not ours: nothing of ours was deployed), or None.
+        self.not_writable = state_dir_problem(self.state_dir)
+        self.write = self.advance and not module.check_mode and self.not_writable is None
         self.cursor_path = names.cursor_path(self.state_dir, self.name)
         self.sysfs = ModuleSysfs(self.name, root)
         self.tracefs = TraceBackend(self.name, root=root, state_dir=state_dir)
@@ -313,7 +325,7 @@ class ProbeFacts(object):
         dropped = max(0, len(events) - self.max_events)
         if dropped:
             events = events[dropped:]
-        if self.advance and not self.module.check_mode and new_cursor != cursor:
+        if self.write and new_cursor != cursor:
             try:
                 kmsg.save_cursor(self.cursor_path, new_cursor)
             except (IOError, OSError) as e:
@@ -325,7 +337,7 @@ class ProbeFacts(object):
         try:
             if not self.tracefs.status()['present']:
                 return None
-            got = self.tracefs.collect(self.max_events, self.advance, self.module.check_mode)
+            got = self.tracefs.collect(self.max_events, self.write, self.module.check_mode)
         except (TracefsError, names.InvalidValue) as e:
             self.module.fail_json(msg=str(e))
         return {
@@ -366,7 +378,7 @@ class ProbeFacts(object):
         for probe, delta in deltas.compute(prev, snap).items():
             facts['probes'][probe]['delta'] = delta
         facts['previous_boot_id'] = prev.get('boot_id') if prev else None
-        if self.advance and not self.module.check_mode and facts['loaded']:
+        if self.write and facts['loaded']:
             try:
                 deltas.save(self.state_dir, self.name, snap)
             except (IOError, OSError) as e:
@@ -375,6 +387,10 @@ class ProbeFacts(object):
 
     def gather(self):
         facts = self.gather_backend()
+        if facts['loaded'] and self.advance and not self.module.check_mode and self.not_writable:
+            self.module.warn('our probes are active, but the cursor was not saved (%s): these events '
+                             'will be reported again; collect with the kprobes_fleet_host_dir the '
+                             'probes were deployed with' % self.not_writable)
         facts['forwarder'] = events.read_status(self.state_dir, self.name)
         return facts
 

@@ -86,7 +86,7 @@ def test_creates_a_new_directory_0700_with_mark_and_subdirs(base):
 def test_adopts_an_existing_empty_directory(base):
     path = base / 'kf'
     path.mkdir()
-    os.chmod(str(path), 0o755)
+    os.chmod(str(path), 0o700)  # and owned by root:root (the test's own ids when not run as root)
     result = run(path, subdirs=['state'])
     assert result['changed'] is True
     assert result['msg'] == 'adopted empty %s' % path
@@ -219,11 +219,12 @@ def test_check_mode_creates_nothing(base):
 def test_check_mode_does_not_adopt_an_empty_directory(base):
     path = base / 'kf'
     path.mkdir()
-    os.chmod(str(path), 0o755)
+    os.chmod(str(path), 0o700)
     result = run(path, subdirs=['state'], check_mode=True)
     assert result['changed'] is True
+    assert result['msg'] == 'would adopt empty %s' % path
     assert os.listdir(str(path)) == []
-    assert mode(path) == 0o755
+    assert mode(path) == 0o700
 
 
 def test_check_mode_on_our_directory_reports_a_missing_subdir(base):
@@ -244,6 +245,137 @@ def test_check_mode_reports_a_mode_a_real_run_would_fix(base):
     assert run(path, subdirs=['state'])['changed'] is True
     assert mode(path / 'state') == 0o700
     assert run(path, subdirs=['state'], check_mode=True)['changed'] is False
+
+
+# -- never adopt someone else's directory (#20 item 3) -------------------------------------------
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason='needs root to chown')
+
+
+def empty_dir(base, dir_mode, owner=None):
+    path = base / 'theirs'
+    path.mkdir()
+    os.chmod(str(path), dir_mode)
+    if owner is not None:
+        os.chown(str(path), *owner)
+    return path
+
+
+def assert_refused_untouched(base, path, words, state='present', check_mode=False):
+    before = snapshot(base)
+    st = os.lstat(str(path))
+    with pytest.raises(Failed) as e:
+        run(path, subdirs=['modules', 'state'], state=state, check_mode=check_mode)
+    msg = str(e.value)
+    assert msg.startswith('%s: ' % path) and msg.endswith('refusing to touch it'), msg
+    for word in words:
+        assert word in msg, msg
+    after = os.lstat(str(path))
+    assert snapshot(base) == before and os.listdir(str(path)) == []  # no mark, no subdir
+    assert (after.st_mode, after.st_uid, after.st_gid) == (st.st_mode, st.st_uid, st.st_gid)
+    return msg
+
+
+@pytest.mark.parametrize('check_mode', [False, True])
+@pytest.mark.parametrize('dir_mode,shown', [
+    (0o755, '0755'),    # /run/sshd: root:root 0755, empty
+    (0o730, '0730'),    # a group may write into it
+    (0o1730, '1730'),   # /var/spool/cron/crontabs' mode
+    (0o2700, '2700'),   # setgid: no other bits either
+    (0o500, '0500'),
+])
+def test_an_empty_directory_with_another_mode_is_refused(base, dir_mode, shown, check_mode):
+    path = empty_dir(base, dir_mode)
+    msg = assert_refused_untouched(base, path, ['mode %s, not 0700' % shown, 'no .kprobes-fleet mark',
+                                                'adopted only when it is empty'], check_mode=check_mode)
+    assert 'owned by' not in msg.split('; ', maxsplit=1)[0]  # the owner is right: only what is wrong is named
+
+
+@needs_root
+@pytest.mark.parametrize('check_mode', [False, True])
+def test_a_new_users_empty_home_is_refused(base, check_mode):
+    path = empty_dir(base, 0o700, owner=(12345, 12345))
+    assert_refused_untouched(base, path, ['owned by 12345:12345, not root:root'], check_mode=check_mode)
+
+
+@needs_root
+def test_a_crontabs_like_directory_is_refused_naming_owner_and_mode(base):
+    path = empty_dir(base, 0o1730, owner=(0, 12345))  # root:crontab 1730
+    msg = assert_refused_untouched(base, path, ['owned by root:12345, not root:root', 'mode 1730, not 0700'])
+    assert msg.count('refusing') == 1
+
+
+def test_an_empty_root_0700_directory_is_adopted_and_a_purge_deletes_only_it(base):
+    path = empty_dir(base, 0o700)
+    assert run(path, subdirs=['state'])['msg'] == 'adopted empty %s' % path
+    assert (path / MARK).is_file()
+    assert run(path, state='absent')['changed'] is True
+    assert not os.path.lexists(str(path)) and base.is_dir()
+
+
+@needs_root
+def test_a_mark_someone_else_wrote_does_not_make_a_directory_ours(base):
+    path = empty_dir(base, 0o700, owner=(12345, 12345))
+    (path / MARK).write_text('kprobes.fleet\n')
+    os.chown(str(path / MARK), 12345, 12345)
+    before = snapshot(base)
+    with pytest.raises(Failed, match='is not ours: it is owned by uid 12345, not by root'):
+        run(path, subdirs=['state'])
+    with pytest.raises(Failed, match='it is owned by uid 12345, not by root .*, so it is not ours'):
+        run(path, state='absent')
+    assert snapshot(base) == before and os.lstat(str(path)).st_uid == 12345
+
+
+@needs_root
+def test_a_mark_owned_by_another_user_in_a_root_directory_is_not_ours(base):
+    path = empty_dir(base, 0o777)  # anyone may write into it
+    (path / MARK).write_text('kprobes.fleet\n')
+    os.chown(str(path / MARK), 12345, 12345)
+    with pytest.raises(Failed, match='its .kprobes-fleet mark is owned by uid 12345'):
+        run(path, state='absent')
+    with pytest.raises(Failed, match='is not ours'):
+        run(path)
+    assert (path / MARK).is_file() and mode(path) == 0o777
+
+
+def test_what_an_older_collect_left_is_refused_with_what_to_do(base):
+    path = empty_dir(base, 0o700)
+    (path / 'state').mkdir(mode=0o700)
+    (path / 'state' / 'kprobes_fleet.kmsg-cursor').write_text('{"boot_id": "b", "next_seq": 3}\n')
+    before = snapshot(base)
+    with pytest.raises(Failed) as e:
+        run(path, subdirs=SUBS)
+    msg = str(e.value)
+    assert 'has no .kprobes-fleet mark, so it is not ours' in msg
+    assert 'an older kprobes.fleet collect left' in msg and 'rm -r %s' % path in msg
+    assert snapshot(base) == before
+    (path / 'state' / 'other').write_text('x')  # anything else in it: no such hint
+    with pytest.raises(Failed) as e:
+        run(path, subdirs=SUBS)
+    assert 'older kprobes.fleet collect' not in str(e.value)
+
+
+def test_missing_parents_are_created_0755_unmarked_and_a_purge_leaves_them(base):
+    path = base / 'a' / 'b' / 'kf'
+    old = os.umask(0o077)
+    try:
+        check = run(path, subdirs=['state'], check_mode=True)
+        assert check['created_parents'] == [str(base / 'a'), str(base / 'a' / 'b')]
+        assert not os.path.lexists(str(base / 'a'))
+        result = run(path, subdirs=['state'])
+    finally:
+        os.umask(old)
+    assert result['created_parents'] == [str(base / 'a'), str(base / 'a' / 'b')]
+    assert result['msg'].startswith('created %s (and its missing parents %s, %s' % (path, base / 'a', base / 'a' / 'b'))
+    for parent in (base / 'a', base / 'a' / 'b'):
+        assert mode(parent) == 0o755 and not (parent / MARK).exists()
+        assert (os.lstat(str(parent)).st_uid, os.lstat(str(parent)).st_gid) == \
+            ((0, 0) if os.geteuid() == 0 else (os.geteuid(), os.getegid()))
+    assert mode(path) == 0o700 and (path / MARK).is_file()
+    assert run(path, subdirs=['state'])['created_parents'] == []
+    run(path, state='absent')
+    assert not os.path.lexists(str(path)) and (base / 'a' / 'b').is_dir()
+    with pytest.raises(Failed, match='no .kprobes-fleet mark'):  # a parent we made is not ours to delete
+        run(base / 'a' / 'b', state='absent')
 
 
 # -- what a run that died left (stale_after) -------------------------------------------------
@@ -353,6 +485,7 @@ def test_a_directory_that_is_not_ours_yet_is_not_cleaned(base, monkeypatch):
     monkeypatch.setattr(host_dir, 'uptime', lambda: 10000.0)
     path = base / 'kf'
     path.mkdir()
+    os.chmod(str(path), 0o700)
     result = run(path, subdirs=SUBS, stale_after=60)
     assert result['removed'] == [] and result['msg'] == 'adopted empty %s' % path
 
@@ -363,7 +496,8 @@ def test_absent_deletes_a_marked_directory_with_its_content(base):
     run(path, subdirs=['state'])
     (path / 'state' / 'cursor').write_text('{}')
     result = run(path, state='absent')
-    assert result == {'changed': True, 'msg': 'deleted %s' % path, 'path': str(path), 'removed': []}
+    assert result == {'changed': True, 'msg': 'deleted %s' % path, 'path': str(path), 'removed': [],
+                      'created_parents': []}
     assert not os.path.lexists(str(path))
     assert base.is_dir()
 

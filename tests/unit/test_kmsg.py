@@ -12,7 +12,7 @@ import stat
 
 import pytest
 
-from ansible_collections.kprobes.fleet.plugins.module_utils import kmsg
+from ansible_collections.kprobes.fleet.plugins.module_utils import kmsg, names
 from ansible_collections.kprobes.fleet.plugins.module_utils.probe_spec import ERRNO, ERRNO_ALIASES
 from fakes import Failed, FakeModule
 
@@ -332,9 +332,16 @@ def test_load_cursor_unusable(tmp_path, content):
 STATE = '/var/lib/kprobes-fleet/state'
 
 
-def fake_host(tmp_path, lines, loaded=False):
+def fake_host(tmp_path, lines, loaded=False, deployed=True):
+    """A host with these kernel log lines; ``deployed``: our working directory exists and is marked
+    (as kprobes.fleet.host_dir leaves it), else there is no /var/lib/kprobes-fleet at all."""
     root = tmp_path / 'root'
     (root / 'dev').mkdir(parents=True)
+    if deployed:
+        host_dir = root / os.path.dirname(STATE).lstrip('/')
+        host_dir.mkdir(parents=True)
+        os.chmod(str(host_dir), 0o700)
+        (host_dir / names.HOST_DIR_MARK).write_text('kprobes.fleet\n')
     (root / 'proc/sys/kernel/random').mkdir(parents=True)
     (root / 'proc/sys/kernel/random/boot_id').write_text('boot-1\n')
     (root / 'dev/kmsg').write_text(''.join('6,%d,%d,-;%s\n' % (i, i * 1000, t) for i, t in enumerate(lines)))
@@ -489,3 +496,109 @@ def test_probe_facts_not_loaded_says_why(tmp_path):
     reason = run_facts(tmp_path, root)['reason']
     assert reason.startswith('kernel changed') and '6.1.0-50-amd64' in reason
     assert os.uname().release in reason  # the running kernel, named
+
+
+# -- a collect before the first deploy (#20 item 2) ------------------------------------------
+
+def tree(top):
+    """Every path below ``top`` with its type, mode and owner: what a collect may not change."""
+    seen = {}
+    for dirpath, dirnames, filenames in os.walk(str(top)):
+        for name in dirnames + filenames:
+            p = os.path.join(dirpath, name)
+            st = os.lstat(p)
+            seen[os.path.relpath(p, str(top))] = (st.st_mode, st.st_uid, st.st_gid, st.st_size)
+    return seen
+
+
+FACT_KEYS = {'module', 'backend', 'backend_reason', 'loaded', 'reason', 'previous_boot_id', 'spec_hash',
+             'kernel', 'boot_id', 'probes', 'events', 'events_lost', 'events_dropped', 'cursor', 'forwarder'}
+
+
+def test_collect_on_a_fresh_host_creates_nothing_and_reports_well_formed_facts(tmp_path):
+    root = fake_host(tmp_path, ['noise', ev_line()], deployed=False)
+    (tmp_path / 'root' / 'var' / 'lib').mkdir(parents=True)  # the host's /var/lib, nothing of ours in it
+    before = tree(root)
+    f = run_facts(tmp_path, root)
+    assert tree(root) == before  # no /var/lib/kprobes-fleet, no state/, no cursor
+    assert set(f) == FACT_KEYS
+    assert (f['loaded'], f['backend'], f['probes'], f['spec_hash']) == (False, None, {}, None)
+    assert 'nothing of ours is deployed' in f['reason']
+    assert f['cursor'] == {'boot_id': 'boot-1', 'next_seq': 2} and f['events_lost'] == 0
+    assert [e['seq'] for e in f['events']] == [1]  # what is in the ring is still reported
+    assert f['forwarder'] is None and f['previous_boot_id'] is None
+    assert run_facts(tmp_path, root) == f and tree(root) == before  # and again: nothing to resume from
+
+
+def test_collect_then_deploy_adopts_nothing_and_creates_our_directory(tmp_path, monkeypatch):
+    """The order AWX runs them in: the hourly collect first, the deploy later (check mode, then real)."""
+    from ansible_collections.kprobes.fleet.plugins.modules.host_dir import HostDir
+    monkeypatch.setattr(names, 'FORBIDDEN_TREES', ())
+    monkeypatch.setattr(HostDir, 'check_parents', lambda self: None)
+    root = fake_host(tmp_path, [ev_line()], deployed=False)
+    (tmp_path / 'root' / 'var' / 'lib').mkdir(parents=True)
+    run_facts(tmp_path, root)
+    host_dir = os.path.join(root, 'var/lib/kprobes-fleet')
+
+    def deploy(check_mode):
+        module = FakeModule({'path': host_dir, 'state': 'present', 'subdirs': ['modules', 'state', 'build'],
+                             'stale_after': None}, check_mode=check_mode)
+        return HostDir(module).apply()
+    assert deploy(True)['msg'] == 'would create %s' % host_dir
+    assert deploy(False)['msg'].startswith('created %s' % host_dir)
+    f = run_facts(tmp_path, root)  # now ours: the cursor is kept, in a marked directory
+    assert os.path.isfile(os.path.join(host_dir, names.HOST_DIR_MARK))
+    assert kmsg.load_cursor(names.cursor_path(os.path.join(host_dir, 'state'), MOD)) == f['cursor']
+    assert run_facts(tmp_path, root)['events'] == []
+    assert deploy(False)['changed'] is False
+
+
+def test_collect_into_our_directory_creates_a_missing_state_dir_0700(tmp_path):
+    root = fake_host(tmp_path, [ev_line()])
+    state = os.path.join(root, STATE.lstrip('/'))
+    assert not os.path.exists(state)
+    f = run_facts(tmp_path, root)
+    assert stat.S_IMODE(os.lstat(state).st_mode) == 0o700
+    assert os.listdir(state) == [MOD + '.kmsg-cursor']
+    assert kmsg.load_cursor(names.cursor_path(state, MOD)) == f['cursor']
+
+
+def test_collect_writes_nothing_into_a_directory_that_is_not_ours(tmp_path):
+    root = fake_host(tmp_path, [ev_line()], deployed=False)
+    theirs = tmp_path / 'root' / 'var/lib/kprobes-fleet'
+    (theirs / 'state').mkdir(parents=True)  # someone's, or what an older collect left: no mark
+    (theirs / 'data').write_text('precious\n')
+    before = tree(root)
+    f = run_facts(tmp_path, root)
+    assert tree(root) == before and len(f['events']) == 1
+
+
+def test_collect_does_not_follow_a_symlinked_state_dir(tmp_path):
+    root = fake_host(tmp_path, [ev_line()])
+    elsewhere = tmp_path / 'elsewhere'
+    elsewhere.mkdir()
+    os.symlink(str(elsewhere), os.path.join(root, STATE.lstrip('/')))
+    run_facts(tmp_path, root)
+    assert os.listdir(str(elsewhere)) == []
+
+
+def test_collect_ignores_a_mark_someone_else_wrote(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip('needs root to chown')
+    root = fake_host(tmp_path, [ev_line()])
+    mark = os.path.join(root, os.path.dirname(STATE).lstrip('/'), names.HOST_DIR_MARK)
+    os.chown(mark, 12345, 12345)
+    before = tree(root)
+    run_facts(tmp_path, root)
+    assert tree(root) == before
+
+
+def test_collect_with_our_probes_loaded_but_no_directory_of_ours_warns_and_writes_nothing(tmp_path):
+    from ansible_collections.kprobes.fleet.plugins.modules import probe_facts
+    root = fake_host(tmp_path, [ev_line()], loaded=True, deployed=False)
+    before = tree(root)
+    module = FakeModule({'module': MOD, 'state_dir': STATE, 'max_events': 1000, 'advance_cursor': True})
+    f = probe_facts.ProbeFacts(module, root=root, release='6.1.0-56-amd64').gather()
+    assert f['loaded'] is True and tree(root) == before
+    assert len(module.warnings) == 1 and 'cursor was not saved' in module.warnings[0]
+    assert 'kprobes-fleet is not our working directory: it does not exist' in module.warnings[0]

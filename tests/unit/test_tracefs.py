@@ -289,6 +289,10 @@ class Host(object):
         self.boot('boot-1')
         self.kernel = FakeKernel(self.root, **kw)
         self.state_dir = os.path.join(self.root, STATE_DIR.lstrip('/'))
+        # the working directory as kprobes.fleet.host_dir leaves it: marked, so state may be written
+        os.makedirs(os.path.dirname(self.state_dir), 0o700)
+        with open(os.path.join(os.path.dirname(self.state_dir), '.kprobes-fleet'), 'w') as f:
+            f.write('kprobes.fleet\n')
 
     def boot(self, boot_id):
         with open(os.path.join(self.root, 'proc/sys/kernel/random/boot_id'), 'w') as f:
