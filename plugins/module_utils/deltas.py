@@ -15,20 +15,15 @@ from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
 import json
-import os
 
-from ansible_collections.kprobes.fleet.plugins.module_utils import kmsg
+from ansible_collections.kprobes.fleet.plugins.module_utils.host_state import atomic_write, state_file
 from ansible_collections.kprobes.fleet.plugins.module_utils.hostfs import read_json
 
 COUNTED = ('hits', 'matches', 'nmissed')
 
 
-def path(state_dir, name):
-    return os.path.join(state_dir, '%s.last-collect' % name)
-
-
 def load(state_dir, name):
-    data = read_json(path(state_dir, name))
+    data = read_json(state_file(state_dir, name, 'last-collect'))
     return data if data is not None and isinstance(data.get('probes'), dict) else None
 
 
@@ -38,8 +33,7 @@ def snapshot(boot_id, backend, spec_hash, now, probes):
 
 
 def save(state_dir, name, snap):
-    kmsg.ensure_dir(state_dir)
-    kmsg.atomic_write(path(state_dir, name), json.dumps(snap, sort_keys=True).encode(), 0o600)
+    atomic_write(state_file(state_dir, name, 'last-collect'), json.dumps(snap, sort_keys=True).encode(), 0o600)
 
 
 def why_reset(prev, snap):

@@ -34,6 +34,7 @@ import signal
 import time
 
 from ansible_collections.kprobes.fleet.plugins.module_utils import kmsg, names, tracefs
+from ansible_collections.kprobes.fleet.plugins.module_utils.host_state import atomic_write, state_file
 from ansible_collections.kprobes.fleet.plugins.module_utils.hostfs import read_json
 
 from http.client import HTTPException
@@ -186,27 +187,11 @@ def token_for(key, host):
 
 
 # -- paths ----------------------------------------------------------------------------------------
-def config_path(state_dir, name):
-    return os.path.join(state_dir, '%s.events.json' % name)
-
-
-def status_path(state_dir, name):
-    return os.path.join(state_dir, '%s.events-status.json' % name)
-
-
-def cursor_path(state_dir, name):
-    return os.path.join(state_dir, '%s.events-cursor' % name)
-
-
-def spool_path(state_dir, name):
-    return os.path.join(state_dir, '%s.events.jsonl' % name)
-
-
 def files(state_dir, name):
     """Every file the forwarder and its installer keep in the state directory."""
-    spool = spool_path(state_dir, name)
-    return [config_path(state_dir, name), status_path(state_dir, name), cursor_path(state_dir, name),
-            spool, spool + '.1']
+    spool = state_file(state_dir, name, 'events-spool')
+    return [state_file(state_dir, name, what) for what in ('events-config', 'events-status', 'events-cursor')] \
+        + [spool, spool + '.1']
 
 
 # -- the event --------------------------------------------------------------------------------------
@@ -463,7 +448,7 @@ class TraceSource(object):
 # -- status, seen by probe_facts -----------------------------------------------------------------------------
 def read_status(state_dir, name, pid_alive=None):
     """The forwarder's last status, plus ``running`` (its process is alive), or None when it never ran."""
-    data = read_json(status_path(state_dir, name))
+    data = read_json(state_file(state_dir, name, 'events-status'))
     if data is None or data.get('mark') != names.MARK:
         return None
     pid = data.get('pid')
@@ -489,15 +474,15 @@ class Runner(object):
         self.state_dir = os.path.join(root, host_state.lstrip('/'))
         self.root = root
         state_dir = self.state_dir
-        with open(config_path(state_dir, self.name)) as f:
+        with open(state_file(state_dir, self.name, 'events-config')) as f:
             raw = json.load(f)
         self.host = check_host(raw.get('host'))
         self.cfg = check_config(raw.get('config'))
         if not self.cfg:
-            raise EventsError('%s: no endpoint configured' % config_path(state_dir, self.name))
+            raise EventsError('%s: no endpoint configured' % state_file(state_dir, self.name, 'events-config'))
         self.boot_id = kmsg.read_boot_id(os.path.join(root, kmsg.BOOT_ID_PATH.lstrip('/')))
         self.stopping = False
-        saved = read_json(cursor_path(state_dir, self.name)) or {}
+        saved = read_json(state_file(state_dir, self.name, 'events-cursor')) or {}
         status = read_status(state_dir, self.name) or {}
         self.forwarder = Forwarder(self.cfg, HttpSender(self.cfg, self.host))
         if status.get('boot_id') == self.boot_id:  # counters continue within a boot
@@ -510,7 +495,7 @@ class Runner(object):
                                os.path.join(root, kmsg.KMSG_PATH.lstrip('/')))
         self.trace = TraceSource(self.name, self.boot_id, host_state, saved.get('tracefs'), root)
         self.bursts = Bursts(self.cfg['burst_gap_s'])
-        self.spool = Spool(spool_path(state_dir, self.name), self.cfg['spool_max_kb'] * 1024) \
+        self.spool = Spool(state_file(state_dir, self.name, 'events-spool'), self.cfg['spool_max_kb'] * 1024) \
             if self.cfg['spool'] else None
         self.started = time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())
 
@@ -519,11 +504,11 @@ class Runner(object):
         status.update(mark=names.MARK, pid=os.getpid(), boot_id=self.boot_id, host=self.host,
                       url=self.cfg['url'], started=self.started, lost=self.lost, stopped=stopped,
                       updated=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()))
-        kmsg.atomic_write(status_path(self.state_dir, self.name),
-                          json.dumps(status, indent=1, sort_keys=True).encode('utf-8'), 0o600)
-        kmsg.atomic_write(cursor_path(self.state_dir, self.name),
-                          json.dumps({'kmsg': self.kmsg.cursor, 'tracefs': self.trace.cursor},
-                                     sort_keys=True).encode('utf-8'), 0o600)
+        atomic_write(state_file(self.state_dir, self.name, 'events-status'),
+                     json.dumps(status, indent=1, sort_keys=True).encode('utf-8'), 0o600)
+        atomic_write(state_file(self.state_dir, self.name, 'events-cursor'),
+                     json.dumps({'kmsg': self.kmsg.cursor, 'tracefs': self.trace.cursor},
+                                sort_keys=True).encode('utf-8'), 0o600)
 
     def take(self, facts, lost, now):
         self.lost += lost

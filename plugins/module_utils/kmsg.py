@@ -22,8 +22,8 @@ import errno
 import json
 import os
 import re
-import tempfile
 
+from ansible_collections.kprobes.fleet.plugins.module_utils.host_state import atomic_write
 from ansible_collections.kprobes.fleet.plugins.module_utils.hostfs import read_json
 from ansible_collections.kprobes.fleet.plugins.module_utils.probe_spec import ERRNO_NAMES
 
@@ -269,50 +269,6 @@ def load_cursor(path):
     if next_seq < 0:
         return None
     return {'boot_id': boot_id, 'next_seq': next_seq}
-
-
-def ensure_dir(path, mode=0o700):
-    """Create ``path`` and any missing parents with ``mode`` (existing ones are left alone)."""
-    path = os.path.abspath(path)
-    if os.path.isdir(path):
-        return
-    ensure_dir(os.path.dirname(path), mode)
-    try:
-        os.mkdir(path, mode)
-    except OSError as e:
-        if e.errno != errno.EEXIST or not os.path.isdir(path):
-            raise
-    os.chmod(path, mode)
-
-
-def atomic_write(path, data, mode=0o600):
-    """Write ``data`` (bytes) to ``path`` via a temp file in the same dir, fsync, rename."""
-    directory = os.path.dirname(os.path.abspath(path))
-    ensure_dir(directory)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix='.%s.' % os.path.basename(path))
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.rename(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:
-        dfd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:
-        pass
-    finally:
-        os.close(dfd)
 
 
 def save_cursor(path, cursor):

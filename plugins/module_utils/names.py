@@ -11,7 +11,6 @@ applied with ``fullmatch`` (``$`` alone would accept a trailing newline).
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
-import os
 import re
 
 # What we put into everything we create, and look for before we remove or replace anything:
@@ -196,28 +195,3 @@ def sha256(value, field='sha256'):
     if not isinstance(text, str) or not _SHA256_RE.fullmatch(text):
         raise InvalidValue('%s: must be 64 hex digits, got %s' % (field, _describe(value)))
     return str(text)
-
-
-# -- paths below our directories (one place for each) -------------------------------------
-def state_dir(host_dir):
-    return os.path.join(host_dir, 'state')
-
-
-def cursor_path(state, module):
-    """The collector's cursor ``{boot_id, next_seq}`` for ``module``."""
-    return os.path.join(state, '%s.kmsg-cursor' % module)
-
-
-def loaded_ko_path(state, module):
-    """The copy of the module file loaded last (used to restore after a failed reload)."""
-    return os.path.join(state, '%s.loaded.ko' % module)
-
-
-def tracefs_state_path(state, name):
-    """Our record of what we created in tracefs for ``name`` (JSON, 0600)."""
-    return os.path.join(state, '%s.tracefs.json' % name)
-
-
-def tracefs_cursor_path(state, name):
-    """The tracefs collector's cursor for ``name`` (JSON, 0600)."""
-    return os.path.join(state, '%s.tracefs-cursor' % name)

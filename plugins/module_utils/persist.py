@@ -25,29 +25,21 @@ import subprocess
 import sys
 import time
 
-from ansible_collections.kprobes.fleet.plugins.module_utils import kmsg, names
+from ansible_collections.kprobes.fleet.plugins.module_utils import host_state, kmsg, names
+from ansible_collections.kprobes.fleet.plugins.module_utils.host_state import atomic_write, state_file
 from ansible_collections.kprobes.fleet.plugins.module_utils.hostfs import file_sha256, read_json
 from ansible_collections.kprobes.fleet.plugins.module_utils.ownership import ModuleSysfs
 
 BACKENDS = ('module', 'tracefs')
-UNIT_DIR = '/etc/systemd/system'
 # The module_utils the restore needs (persist and what it imports), as shipped to <host_dir>/lib.
 # The event forwarder (events, unit kprobes-fleet-<name>-events.service) runs from the same copy.
-LIB_MODULES = ('persist', 'names', 'kmsg', 'ownership', 'hostfs', 'probe_spec', 'tracefs', 'events')
+LIB_MODULES = ('persist', 'names', 'host_state', 'kmsg', 'ownership', 'hostfs', 'probe_spec', 'tracefs', 'events')
 LIB_PACKAGE = ('ansible_collections', 'kprobes', 'fleet', 'plugins', 'module_utils')
 RESTORE_SCRIPT = 'kprobes-fleet-restore'
 
 
 class PersistError(Exception):
     pass
-
-
-def manifest_path(state_dir, name):
-    return os.path.join(state_dir, '%s.persist.json' % name)
-
-
-def status_path(state_dir, name):
-    return os.path.join(state_dir, '%s.persist-status.json' % name)
 
 
 def unit_name(name):
@@ -110,7 +102,7 @@ def running_kernel():
 
 def load_manifest(state_dir, name):
     """The manifest of ``name``, or None when there is none (or it is not ours / malformed)."""
-    data = read_json(manifest_path(state_dir, name))
+    data = read_json(state_file(state_dir, name, 'persist'))
     if not data or data.get('mark') != names.MARK or data.get('name') != name \
             or data.get('backend') not in BACKENDS or not isinstance(data.get('kernel'), dict):
         return None
@@ -124,8 +116,7 @@ def save_manifest(state_dir, name, backend, spec_hash, detail, kernel=None):
     data = {'mark': names.MARK, 'name': names.module_name(name, 'name'), 'backend': backend,
             'kernel': kernel or running_kernel(), 'spec_hash': names.hex16(spec_hash, 'spec_hash'),
             'saved': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()), backend: detail}
-    kmsg.ensure_dir(state_dir)
-    kmsg.atomic_write(manifest_path(state_dir, name), json.dumps(data, indent=1, sort_keys=True).encode(), 0o600)
+    atomic_write(state_file(state_dir, name, 'persist'), json.dumps(data, indent=1, sort_keys=True).encode(), 0o600)
     return data
 
 
@@ -134,10 +125,10 @@ def forget(state_dir, name, backend=None):
     removed = False
     data = load_manifest(state_dir, name)
     if data is not None and (backend is None or data['backend'] == backend):
-        os.unlink(manifest_path(state_dir, name))
+        os.unlink(state_file(state_dir, name, 'persist'))
         removed = True
-    if backend is None and os.path.exists(status_path(state_dir, name)):
-        os.unlink(status_path(state_dir, name))
+    if backend is None and os.path.exists(state_file(state_dir, name, 'persist-status')):
+        os.unlink(state_file(state_dir, name, 'persist-status'))
         removed = True
     return removed
 
@@ -166,9 +157,9 @@ def _restore_module(name, manifest, root, state_dir):
                            % (name, sysfs.spec_hash(), manifest['spec_hash']))
     detail = manifest.get('module') or {}
     ko = detail.get('ko')
-    if ko != names.loaded_ko_path(state_dir, name):  # only ever our own copy
+    if ko != state_file(state_dir, name, 'loaded-ko'):  # only ever our own copy
         raise PersistError('the record names %r, not our copy %s; loading nothing'
-                           % (ko, names.loaded_ko_path(state_dir, name)))
+                           % (ko, state_file(state_dir, name, 'loaded-ko')))
     ko = os.path.join(root, ko.lstrip('/'))
     if not os.path.isfile(ko):
         raise PersistError('the recorded module file %s is gone' % ko)
@@ -206,7 +197,7 @@ def restore(name, state_dir, root='/', kernel=None):
         status['boot_id'] = None
     if manifest is None:
         status['reason'] = 'nothing recorded for %s (no %s): nothing to restore' % (
-            name, manifest_path(state_dir, name))
+            name, state_file(state_dir, name, 'persist'))
     else:
         status['backend'] = manifest['backend']
         status['reason'] = kernel_change(manifest, status['kernel'])
@@ -221,12 +212,12 @@ def restore(name, state_dir, root='/', kernel=None):
                 status['reason'] = 'restore failed: %s' % e
                 status['failed'] = True
     if os.path.isdir(host_state):
-        kmsg.atomic_write(status_path(host_state, name), json.dumps(status, indent=1, sort_keys=True).encode(), 0o600)
+        atomic_write(state_file(host_state, name, 'persist-status'), json.dumps(status, indent=1, sort_keys=True).encode(), 0o600)
     return status
 
 
 def last_status(state_dir, name):
-    return read_json(status_path(state_dir, name))
+    return read_json(state_file(state_dir, name, 'persist-status'))
 
 
 def unit_text(name, python, lib_dir, state_dir):
@@ -245,7 +236,7 @@ def unit_text(name, python, lib_dir, state_dir):
         'ExecStart=%s -I %s --name %s --state-dir %s\n\n'
         '[Install]\n'
         'WantedBy=multi-user.target\n'
-        % (names.MARK, name, name, manifest_path(state_dir, name), python,
+        % (names.MARK, name, name, state_file(state_dir, name, 'persist'), python,
            os.path.join(lib_dir, RESTORE_SCRIPT), name, state_dir))
 
 
@@ -254,9 +245,33 @@ def is_ours(text):
 
 
 class UnitFiles(object):
-    """What the modules that install our units share (probe_persist, event_forwarder): files below
-    ``self.root`` written only when different and never in check mode, systemctl, and the refusal to
-    touch a unit file without our mark. Needs ``self.module``, ``self.root`` and ``self.unit``."""
+    """What the modules that install our units share (probe_persist, event_forwarder): their options
+    (name, host_dir or the deprecated state_dir / lib_dir, unit_dir, state), files below ``self.root``
+    written only when different and never in check mode, systemctl, and the refusal to touch a unit
+    file without our mark."""
+
+    def __init__(self, module, root, unit_name_of):
+        self.module = module
+        self.root = root
+        self.changed = False
+        p = module.params
+        try:
+            self.name = names.module_name(p['name'], 'name')
+            layout = host_state.from_params(p)
+            self.state_dir, self.lib_dir = layout.state, layout.lib
+            self.unit_dir = p['unit_dir']
+            if self.unit_dir not in ('/etc/systemd/system', '/run/systemd/system'):
+                self.unit_dir = names.host_path(self.unit_dir, 'unit_dir')
+            self.check(p)
+        except names.InvalidValue as e:
+            module.fail_json(msg=str(e))
+        self.unit = os.path.join(self.unit_dir, unit_name_of(self.name))
+
+    def check(self, params):
+        """Check the module's own options (raise names.InvalidValue)."""
+
+    def apply(self):
+        return self.present() if self.module.params['state'] == 'present' else self.absent()
 
     def host(self, path):
         return os.path.join(self.root, path.lstrip('/'))
@@ -273,8 +288,7 @@ class UnitFiles(object):
         if self.read(path) == text:
             return False
         if not self.module.check_mode:
-            kmsg.ensure_dir(os.path.dirname(self.host(path)))
-            kmsg.atomic_write(self.host(path), text.encode('utf-8'), 0o644 if path == self.unit else 0o600)
+            atomic_write(self.host(path), text.encode('utf-8'), 0o644 if path == self.unit else 0o600)
         return True
 
     def systemctl(self, *args, **kw):

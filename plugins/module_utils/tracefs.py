@@ -31,11 +31,11 @@ import os
 import re
 import uuid
 
-from ansible_collections.kprobes.fleet.plugins.module_utils import kmsg, names, probe_spec
+from ansible_collections.kprobes.fleet.plugins.module_utils import host_state, kmsg, names, probe_spec
 from ansible_collections.kprobes.fleet.plugins.module_utils.hostfs import parse_lockdown, read_json, read_text
 
 TRACEFS_DIRS = ('sys/kernel/tracing', 'sys/kernel/debug/tracing')
-DEFAULT_STATE_DIR = '/var/lib/kprobes-fleet/state'
+DEFAULT_STATE_DIR = host_state.state_dir(host_state.DEFAULT_HOST_DIR)
 TRACE_CLOCK = 'mono'          # seconds since boot, like /dev/kmsg's timestamps
 BUFFER_SIZE_KB = 1024         # per CPU, our instance only
 COUNTER_BUFFER_SIZE_KB = 4    # per CPU, counting instances (the kernel keeps at least 2 pages)
@@ -49,11 +49,6 @@ PROFILE_READS = 3
 
 class TracefsError(Exception):
     """An operation failed; the message is one sentence for the user (with the kernel's words)."""
-
-
-# -- paths we own (next to names.cursor_path(): <state_dir>/<name>.<what>) -------------------
-state_path = names.tracefs_state_path
-cursor_path = names.tracefs_cursor_path
 
 
 # -- where tracefs is, and whether it can serve us --------------------------------------------
@@ -496,7 +491,7 @@ def load_cursor(path):
 
 
 def save_json(path, data):
-    kmsg.atomic_write(path, (json.dumps(data, sort_keys=True, indent=1) + '\n').encode('utf-8'), 0o600)
+    host_state.atomic_write(path, (json.dumps(data, sort_keys=True, indent=1) + '\n').encode('utf-8'), 0o600)
 
 
 def select_new(parsed, cursor_ts, cursor_at):
@@ -571,8 +566,8 @@ class TraceBackend(object):
         self.root = root
         state_dir = names.host_path(state_dir, 'state_dir')
         self.state_dir = _below(root, state_dir)
-        self.state_file = state_path(self.state_dir, self.name)
-        self.cursor_file = cursor_path(self.state_dir, self.name)
+        self.state_file = host_state.state_file(self.state_dir, self.name, 'tracefs')
+        self.cursor_file = host_state.state_file(self.state_dir, self.name, 'tracefs-cursor')
         self.io = io or TracefsIO()
         self.group = self.name
         self._tracefs = None
@@ -764,7 +759,7 @@ class TraceBackend(object):
             result['msg'] = 'would %s %s' % (verb, what)
             return result
 
-        kmsg.ensure_dir(self.state_dir)
+        host_state.ensure_dir(self.state_dir)
         if state is not None:
             self.remove(state)
         try:

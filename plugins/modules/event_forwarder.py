@@ -13,27 +13,24 @@ short_description: Send a host's probe matches as events, as they happen (Event-
 description:
   - With O(state=present), installs, enables and (re)starts the systemd unit
     C(kprobes-fleet-<name>-events.service). It runs the forwarder of this collection (standard library
-    only, from the copy of its C(module_utils) in O(lib_dir) that the boot-time restore uses too). Every
-    match our probes log (module backend - kernel-facility C(/dev/kmsg) records of our module; tracefs
+    only, from the copy of its C(module_utils) in C(<host_dir>/lib) that the boot-time restore uses too).
+    Every match our probes log (module backend - kernel-facility C(/dev/kmsg) records of our module; tracefs
     backend - our instance's buffer) becomes one event C({host, probe, function, ret, errno, pid, comm,
     ts, boot_id, seq, burst}), POSTed in batches (a JSON object with the list C(events) and C(kprobes_fleet)
     holding C(host) and C(count)) to C(config.url), such as ansible-rulebook's C(eda.builtin.webhook) source.
   - Bounded queue, batches, at most C(config.rate) requests a second, retries with back-off; events
     it has to give up (queue full, refused by the endpoint, still queued at a stop) are counted in
-    C(dropped). Its counters are in C(<state_dir>/<name>.events-status.json), which
+    C(dropped). Its counters are in C(<host_dir>/state/<name>.events-status.json), which
     M(kprobes.fleet.probe_facts) reports as C(forwarder).
   - The forwarder reads with cursors of its own; the collector's cursors and events are untouched.
   - With O(state=absent), stops, disables and removes the unit, its configuration, status, cursor and
-    spool; the program copy in O(lib_dir) too unless the boot-time restore unit still uses it.
+    spool; the program copy in C(<host_dir>/lib) too unless the boot-time restore unit still uses it.
     Only a unit file whose first line is our mark (a comment starting with C(kprobes.fleet:)) is ever
     changed or removed.
 author:
   - kprobes.fleet developers (@kprobes-fleet)
+extends_documentation_fragment: [kprobes.fleet.names, kprobes.fleet.host_state, kprobes.fleet.host_state.units]
 options:
-  name:
-    description: Module name (C(kprobes_fleet_module_name)).
-    type: str
-    required: true
   state:
     description: V(present) installs and starts the forwarder, V(absent) removes every trace of it.
     type: str
@@ -52,27 +49,8 @@ options:
         the same rules as on the controller.
       - Required with O(state=present).
     type: dict
-  state_dir:
-    description: Directory of our records (C(<kprobes_fleet_host_dir>/state)).
-    type: str
-    default: /var/lib/kprobes-fleet/state
-  lib_dir:
-    description: Where the program is kept (C(<kprobes_fleet_host_dir>/lib)).
-    type: str
-    default: /var/lib/kprobes-fleet/lib
-  unit_dir:
-    description: Directory of the unit file.
-    type: str
-    default: /etc/systemd/system
-attributes:
-  check_mode:
-    support: full
-    description: Reports what would change; writes nothing and runs no C(systemctl) command that changes anything.
-  diff_mode:
-    support: none
-    description: No diff.
 notes:
-  - Needs root and systemd. The token is kept in a root-only (0600) file, never on a command line; O(config)
+  - The token is kept in a root-only (0600) file, never on a command line; O(config)
     is not logged.
 seealso:
   - module: kprobes.fleet.probe_persist
@@ -116,7 +94,7 @@ import sys
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
-from ansible_collections.kprobes.fleet.plugins.module_utils import events, names, persist
+from ansible_collections.kprobes.fleet.plugins.module_utils import events, host_state, names, persist
 
 
 def unit_text(name, python, lib_dir, state_dir):
@@ -140,32 +118,20 @@ def unit_text(name, python, lib_dir, state_dir):
         'PrivateTmp=yes\n\n'
         '[Install]\n'
         'WantedBy=multi-user.target\n'
-        % (names.MARK, name, name, persist.unit_name(name), events.config_path(state_dir, name), python,
-           os.path.join(lib_dir, events.FORWARD_SCRIPT), name, state_dir, state_dir))
+        % (names.MARK, name, name, persist.unit_name(name), host_state.state_file(state_dir, name, 'events-config'),
+           python, os.path.join(lib_dir, events.FORWARD_SCRIPT), name, state_dir, state_dir))
 
 
 class EventForwarder(persist.UnitFiles):
     def __init__(self, module, root='/'):
-        self.module = module
-        self.root = root
-        p = module.params
-        try:
-            self.name = names.module_name(p['name'], 'name')
-            self.state_dir = names.host_path(p['state_dir'], 'state_dir')
-            self.lib_dir = names.host_path(p['lib_dir'], 'lib_dir')
-            unit_dir = p['unit_dir']
-            if unit_dir not in ('/etc/systemd/system', '/run/systemd/system'):
-                unit_dir = names.host_path(unit_dir, 'unit_dir')
-            if p['state'] == 'present':
-                self.host_name = events.check_host(p['host'], 'host')
-                self.config = events.check_config(p['config'], 'config')
-                if not self.config:
-                    raise names.InvalidValue('config: state=present needs at least config.url')
-        except names.InvalidValue as e:
-            module.fail_json(msg=str(e))
-        self.unit_dir = unit_dir
-        self.unit = os.path.join(unit_dir, persist.events_unit_name(self.name))
-        self.changed = False
+        persist.UnitFiles.__init__(self, module, root, persist.events_unit_name)
+
+    def check(self, params):
+        if params['state'] == 'present':
+            self.host_name = events.check_host(params['host'], 'host')
+            self.config = events.check_config(params['config'], 'config')
+            if not self.config:
+                raise names.InvalidValue('config: state=present needs at least config.url')
 
     def present(self):
         self.refuse_foreign_unit()
@@ -174,7 +140,7 @@ class EventForwarder(persist.UnitFiles):
             restart |= self.write(path, text)
         conf = json.dumps({'mark': names.MARK, 'host': self.host_name, 'config': self.config},
                           indent=1, sort_keys=True) + '\n'
-        restart |= self.write(events.config_path(self.state_dir, self.name), conf)
+        restart |= self.write(host_state.state_file(self.state_dir, self.name, 'events-config'), conf)
         unit_changed = self.write(self.unit, unit_text(self.name, sys.executable, self.lib_dir, self.state_dir))
         self.changed = restart or unit_changed
         unit = os.path.basename(self.unit)
@@ -220,24 +186,14 @@ class EventForwarder(persist.UnitFiles):
         return {'changed': self.changed, 'unit': self.unit, 'active': active,
                 'msg': '%s %s' % (os.path.basename(self.unit), what)}
 
-    def apply(self):
-        return self.present() if self.module.params['state'] == 'present' else self.absent()
-
 
 def build_module():
-    return AnsibleModule(
-        argument_spec=dict(
-            name=dict(type='str', required=True),
-            state=dict(type='str', default='present', choices=['present', 'absent']),
-            host=dict(type='str'),
-            config=dict(type='dict', no_log=True),
-            state_dir=dict(type='str', default='/var/lib/kprobes-fleet/state'),
-            lib_dir=dict(type='str', default='/var/lib/kprobes-fleet/lib'),
-            unit_dir=dict(type='str', default='/etc/systemd/system'),
-        ),
-        required_if=[('state', 'present', ('host', 'config'))],
-        supports_check_mode=True,
-    )
+    return AnsibleModule(**host_state.module_kwargs(dict(
+        name=dict(type='str', required=True),
+        state=dict(type='str', default='present', choices=['present', 'absent']),
+        host=dict(type='str'),
+        config=dict(type='dict', no_log=True),
+    ), units=True, required_if=[('state', 'present', ('host', 'config'))]))
 
 
 def main():

@@ -119,15 +119,14 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
-from ansible_collections.kprobes.fleet.plugins.module_utils import names
-from ansible_collections.kprobes.fleet.plugins.module_utils import ownership
+from ansible_collections.kprobes.fleet.plugins.module_utils import host_state, names, ownership
 
 MARK_TEXT = ('This directory belongs to kprobes.fleet (%s). It is deleted, with everything in it, '
              'by the kprobes.fleet.remove playbook with kprobes_fleet_load_purge=true.\n' % names.MARK)
 
 
 # Left by a run that died: (sub-directory, name pattern, is a directory, removed at any age).
-LEFTOVERS = (('modules', '*.ko', False, True), ('build', '[0-9a-f]*', True, False))
+LEFTOVERS = ((host_state.MODULES, '*.ko', False, True), (host_state.BUILD, '[0-9a-f]*', True, False))
 
 
 def uptime():
@@ -357,11 +356,11 @@ def owner_text(uid, gid):
 def old_collect_hint(path, content):
     """What to do when ``path`` holds only what a kprobes.fleet collect before the first deploy
     left in earlier versions (``state/<name>.kmsg-cursor``, no mark); '' otherwise."""
-    state = os.path.join(path, 'state')
-    if content != ['state'] or os.path.islink(state) or not os.path.isdir(state):
+    state = host_state.state_dir(path)
+    if content != [host_state.STATE] or os.path.islink(state) or not os.path.isdir(state):
         return ''
     files = os.listdir(state)
-    if not files or not all(f.endswith('.kmsg-cursor') for f in files):
+    if not files or not all(f.endswith(host_state.STATE_FILES['kmsg-cursor'] % '') for f in files):
         return ''
     return ('; it holds only %s/%s, the kernel log cursor an older kprobes.fleet collect left before '
             'the first deploy: if nothing else uses it, delete it (rm -r %s) and deploy again'

@@ -105,7 +105,7 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
-from ansible_collections.kprobes.fleet.plugins.module_utils import kmsg, names
+from ansible_collections.kprobes.fleet.plugins.module_utils import host_state, kmsg, names
 
 LOCK_DIR = '/run/kprobes-fleet'
 POLL = 2.0
@@ -164,7 +164,7 @@ class HostLock(object):
 
     def guarded(self, fn):
         """Run fn() under an flock on the lock directory: checks and takes are atomic."""
-        kmsg.ensure_dir(self.dir)
+        host_state.ensure_dir(self.dir)
         fd = os.open(self.dir, os.O_RDONLY)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
@@ -187,7 +187,7 @@ class HostLock(object):
             return True, None, took_over
         mine = {'run_id': self.run_id, 'owner': self.owner, 'boot_id': boot_id, 'since': self.clock(),
                 'mark': names.MARK}
-        kmsg.atomic_write(self.path, json.dumps(mine).encode(), 0o600)
+        host_state.atomic_write(self.path, json.dumps(mine).encode(), 0o600)
         return True, mine, took_over
 
     def present(self):

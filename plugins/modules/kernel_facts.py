@@ -27,6 +27,7 @@ description:
   - Fails when C(/proc/kallsyms) cannot be read while O(probes) is not empty.
 author:
   - kprobes.fleet developers (@kprobes-fleet)
+extends_documentation_fragment: [kprobes.fleet.names.module]
 options:
   probes:
     description:
@@ -38,11 +39,6 @@ options:
     type: list
     elements: dict
     default: []
-  module:
-    description:
-      - Name of the kprobes.fleet kernel module whose load state is reported.
-    type: str
-    default: kprobes_fleet
 attributes:
   check_mode:
     support: full

@@ -25,7 +25,7 @@ description:
     probe gets a counting instance C(instances/<name>.<probe>) instead of the hist trigger - the
     event enabled there with the report filter into a 4 KiB ring, whose per-CPU
     C(entries + overrun) is the exact number of matches.
-  - What was created is recorded in C(<state_dir>/<name>.tracefs.json) before it is created.
+  - What was created is recorded in C(<host_dir>/state/<name>.tracefs.json) before it is created.
     With O(state=present) nothing happens when the record is of this boot, has the wanted
     O(spec_hash) and everything in it is in place; otherwise our previous events and instance
     (only those on record) are removed and the probes are created again.
@@ -41,13 +41,8 @@ description:
     creates the probes again.
 author:
   - kprobes.fleet developers (@kprobes-fleet)
+extends_documentation_fragment: [kprobes.fleet.host_state, kprobes.fleet.names]
 options:
-  name:
-    description:
-      - Name of the probe set (C(^[a-z][a-z0-9_]{0,55}$), the same as C(kprobes_fleet_module_name)).
-        Used as the trace event group and as the tracing instance name.
-    type: str
-    required: true
   probes:
     description:
       - The resolved probe spec (output of the spec normalization plus C(function), the symbol
@@ -76,12 +71,6 @@ options:
     type: str
     choices: [present, absent]
     default: present
-  state_dir:
-    description:
-      - Directory holding the record and the collector cursor (created 0700). An absolute,
-        normalised path of its own (not a shared system directory, not below C(/tmp)).
-    type: str
-    default: /var/lib/kprobes-fleet/state
 attributes:
   check_mode:
     support: full
@@ -166,7 +155,7 @@ msg:
 '''
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.kprobes.fleet.plugins.module_utils import names, persist
+from ansible_collections.kprobes.fleet.plugins.module_utils import host_state, names, persist
 from ansible_collections.kprobes.fleet.plugins.module_utils.tracefs import TraceBackend, TracefsError
 
 
@@ -178,7 +167,7 @@ class ProbeEvents(object):
         params = module.params
         self.state = params['state']
         try:
-            self.backend = TraceBackend(params['name'], root=root, state_dir=params['state_dir'], io=io)
+            self.backend = TraceBackend(params['name'], root=root, state_dir=host_state.from_params(params).state, io=io)
         except names.InvalidValue as e:
             module.fail_json(msg=str(e))
         self.name = self.backend.name
@@ -238,18 +227,13 @@ class ProbeEvents(object):
 
 
 def build_module():
-    return AnsibleModule(
-        argument_spec=dict(
-            name=dict(type='str', required=True),
-            probes=dict(type='list', elements='dict'),
-            spec_hash=dict(type='str'),
-            reason=dict(type='str'),
-            state=dict(type='str', default='present', choices=['present', 'absent']),
-            state_dir=dict(type='str', default='/var/lib/kprobes-fleet/state'),
-        ),
-        required_if=[('state', 'present', ('probes', 'spec_hash'))],
-        supports_check_mode=True,
-    )
+    return AnsibleModule(**host_state.module_kwargs(dict(
+        name=dict(type='str', required=True),
+        probes=dict(type='list', elements='dict'),
+        spec_hash=dict(type='str'),
+        reason=dict(type='str'),
+        state=dict(type='str', default='present', choices=['present', 'absent']),
+    ), required_if=[('state', 'present', ('probes', 'spec_hash'))]))
 
 
 def main():

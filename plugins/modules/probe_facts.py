@@ -13,10 +13,10 @@ short_description: Collect what kprobes.fleet probes saw, as facts
 description:
   - Asks the backend that runs the probes, with one fact schema for both (C(backend) says which).
   - C(tracefs) backend (M(kprobes.fleet.probe_events)), when its record
-    C(<state_dir>/<module>.tracefs.json) is of this boot and its tracing instance exists -
+    C(<host_dir>/state/<module>.tracefs.json) is of this boot and its tracing instance exists -
     C(hits) and C(nmissed) from C(kprobe_profile), C(matches) from the hist triggers (exact;
     on kernels without hist triggers from a counting instance per probe),
-    events from the instance's C(trace) file after a cursor C(<state_dir>/<module>.tracefs-cursor)
+    events from the instance's C(trace) file after a cursor C(<host_dir>/state/<module>.tracefs-cursor)
     (timestamp and how many events at it were reported), so no event is reported twice;
     C(events_lost) counts events the ring buffer overwrote before they were read, from
     C(per_cpu/cpu*/stats). No rate limit there, so C(suppressed) is 0; C(kp_nmissed) is V(null)
@@ -25,7 +25,7 @@ description:
     kernel module from C(/sys/kernel/<module>/probes/<probe>/) and the module's event lines from
     C(/dev/kmsg).
   - Module events are read after a saved cursor C({boot_id, next_seq}) kept in
-    C(<state_dir>/<module>.kmsg-cursor), so every event is reported once. Records the kernel
+    C(<host_dir>/state/<module>.kmsg-cursor), so every event is reported once. Records the kernel
     overwrote before they could be read are counted in C(events_lost) (a gap in the sequence
     numbers); events beyond O(max_events) are counted in C(events_dropped), the oldest first.
   - Counters are the source of truth for how many times a probe matched; events add who
@@ -34,30 +34,16 @@ description:
     kernel ring buffer are reported.
   - Never reports a change. The only writes are the cursor file of the backend that is read (and,
     with probes active, the counters for C(delta)), only when O(advance_cursor=true), not in check
-    mode, and only into our working directory - the parent of O(state_dir) carries the
-    C(.kprobes-fleet) mark of M(kprobes.fleet.host_dir) (a root-owned regular file in a root-owned
-    directory). On a host where nothing of ours was deployed, a collect creates and writes nothing
-    and still returns every fact (V(loaded=false), C(reason)); with no cursor to keep there, events
-    of ours still in the kernel ring (left by a deployment since purged) are reported at every
-    collection.
+    mode, and only into our working directory - O(host_dir) carries the C(.kprobes-fleet) mark of
+    M(kprobes.fleet.host_dir) (a root-owned regular file in a root-owned directory); C(<host_dir>/state)
+    is then created 0700 when the cursor is first saved. On a host where nothing of ours was deployed,
+    a collect creates and writes nothing (nothing that could block the first deploy) and still returns
+    every fact (V(loaded=false), C(reason)); with no cursor to keep there, events of ours still in the
+    kernel ring (left by a deployment since purged) are reported at every collection.
 author:
   - kprobes.fleet developers (@kprobes-fleet)
+extends_documentation_fragment: [kprobes.fleet.host_state, kprobes.fleet.names.module]
 options:
-  module:
-    description:
-      - Name of the kprobes.fleet kernel module (C(^[a-z][a-z0-9_]{0,55}$)); for the tracefs
-        backend, the trace event group and instance name (the same name).
-    type: str
-    default: kprobes_fleet
-  state_dir:
-    description:
-      - Directory holding the collector cursor, C(<kprobes_fleet_host_dir>/state). An absolute,
-        normalised path of its own (not a shared system directory, not below C(/tmp)).
-      - Written only when its parent is our working directory (it carries the C(.kprobes-fleet)
-        mark); then it is created 0700 when the cursor is first saved. Never created otherwise, so a
-        collect before the first deploy leaves nothing that could block the deploy.
-    type: str
-    default: /var/lib/kprobes-fleet/state
   max_events:
     description:
       - At most this many events are returned (the newest); the others are counted in
@@ -276,7 +262,7 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
-from ansible_collections.kprobes.fleet.plugins.module_utils import deltas, events, kmsg, names, persist
+from ansible_collections.kprobes.fleet.plugins.module_utils import deltas, events, host_state, kmsg, names, persist
 from ansible_collections.kprobes.fleet.plugins.module_utils.ownership import ModuleSysfs, state_dir_problem
 from ansible_collections.kprobes.fleet.plugins.module_utils.tracefs import TraceBackend, TracefsError
 
@@ -293,7 +279,7 @@ class ProbeFacts(object):
         self.release = release or os.uname().release
         try:
             self.name = names.module_name(module.params['module'], 'module')
-            state_dir = names.host_path(module.params['state_dir'], 'state_dir')
+            state_dir = host_state.from_params(module.params).state
         except names.InvalidValue as e:
             module.fail_json(msg=str(e))
         self.max_events = module.params['max_events']
@@ -302,7 +288,7 @@ class ProbeFacts(object):
         # Why nothing may be written (the directory is not ours: nothing of ours was deployed), or None.
         self.not_writable = state_dir_problem(self.state_dir)
         self.write = self.advance and not module.check_mode and self.not_writable is None
-        self.cursor_path = names.cursor_path(self.state_dir, self.name)
+        self.cursor_path = host_state.state_file(self.state_dir, self.name, 'kmsg-cursor')
         self.sysfs = ModuleSysfs(self.name, root)
         self.tracefs = TraceBackend(self.name, root=root, state_dir=state_dir)
 
@@ -382,7 +368,8 @@ class ProbeFacts(object):
             try:
                 deltas.save(self.state_dir, self.name, snap)
             except (IOError, OSError) as e:
-                self.module.fail_json(msg='cannot save %s: %s' % (deltas.path(self.state_dir, self.name), to_native(e)))
+                self.module.fail_json(msg='cannot save %s: %s' % (
+                    host_state.state_file(self.state_dir, self.name, 'last-collect'), to_native(e)))
         return facts
 
     def gather(self):
@@ -421,15 +408,11 @@ class ProbeFacts(object):
 
 
 def build_module():
-    return AnsibleModule(
-        argument_spec=dict(
-            module=dict(type='str', default='kprobes_fleet'),
-            state_dir=dict(type='str', default='/var/lib/kprobes-fleet/state'),
-            max_events=dict(type='int', default=1000),
-            advance_cursor=dict(type='bool', default=True),
-        ),
-        supports_check_mode=True,
-    )
+    return AnsibleModule(**host_state.module_kwargs(dict(
+        module=dict(type='str', default='kprobes_fleet'),
+        max_events=dict(type='int', default=1000),
+        advance_cursor=dict(type='bool', default=True),
+    )))
 
 
 def main():

@@ -26,18 +26,14 @@ description:
     signed file whose key the kernel does not hold (none of the C(asymmetric) keys in C(/proc/keys)
     has its id), all before anything is unloaded. A loaded module of the same name is
     removed first. When the new module fails to load, the kernel's messages are reported and
-    the previously loaded module is restored from C(<state_dir>/<name>.loaded.ko).
+    the previously loaded module is restored from C(<host_dir>/state/<name>.loaded.ko).
   - Before the first load of a boot it saves the collector's cursor
-    (C(<state_dir>/<name>.kmsg-cursor)) so M(kprobes.fleet.probe_facts) reports events from
+    (C(<host_dir>/state/<name>.kmsg-cursor)) so M(kprobes.fleet.probe_facts) reports events from
     this load on.
 author:
   - kprobes.fleet developers (@kprobes-fleet)
+extends_documentation_fragment: [kprobes.fleet.host_state, kprobes.fleet.names]
 options:
-  name:
-    description:
-      - Kernel module name (C(^[a-z][a-z0-9_]{0,55}$), not a name the kernel uses in C(/sys/kernel)).
-    type: str
-    required: true
   path:
     description:
       - Path of the C(.ko) file on the managed host. Required with O(state=present).
@@ -58,13 +54,6 @@ options:
     type: str
     choices: [present, absent]
     default: present
-  state_dir:
-    description:
-      - Directory for the collector cursor and the copy of the last loaded module.
-        Created with mode 0700. An absolute, normalised path of its own (not a shared system
-        directory, not below C(/tmp)).
-    type: str
-    default: /var/lib/kprobes-fleet/state
 attributes:
   check_mode:
     support: full
@@ -154,7 +143,7 @@ import re
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
-from ansible_collections.kprobes.fleet.plugins.module_utils import kmsg, names, persist
+from ansible_collections.kprobes.fleet.plugins.module_utils import host_state, kmsg, names, persist
 from ansible_collections.kprobes.fleet.plugins.module_utils.hostfs import module_policy, read_text
 from ansible_collections.kprobes.fleet.plugins.module_utils.ownership import ModuleSysfs
 
@@ -197,17 +186,17 @@ class ProbeLoader(object):
         self.state = params['state']
         try:
             self.name = names.module_name(params['name'], 'name')
-            state_dir = names.host_path(params['state_dir'], 'state_dir')
+            layout = host_state.from_params(params)
             if self.state == 'present':
                 self.sha256 = names.sha256(params['sha256'], 'sha256')
                 self.spec_hash = names.hex16(params['spec_hash'], 'spec_hash')
         except names.InvalidValue as e:
             module.fail_json(msg=str(e))
         self.path = params['path']
-        self.host_state_dir = state_dir
-        self.state_dir = os.path.join(root, state_dir.lstrip('/'))
-        self.cursor_path = names.cursor_path(self.state_dir, self.name)
-        self.loaded_ko = names.loaded_ko_path(self.state_dir, self.name)
+        self.layout = layout
+        self.state_dir = os.path.join(root, layout.state.lstrip('/'))
+        self.cursor_path = host_state.state_file(self.state_dir, self.name, 'kmsg-cursor')
+        self.loaded_ko = host_state.state_file(self.state_dir, self.name, 'loaded-ko')
         self.sysfs = ModuleSysfs(self.name, root)
 
     # -- host state ---------------------------------------------------------------------
@@ -394,7 +383,7 @@ class ProbeLoader(object):
             result['msg'] = 'would %s %s' % ('reload' if loaded else 'load', self.path)
             return result
 
-        kmsg.ensure_dir(self.state_dir)
+        host_state.ensure_dir(self.state_dir)
         if loaded:
             self.rmmod()
         seq, readable = self.last_seq()
@@ -415,10 +404,10 @@ class ProbeLoader(object):
             self.module.fail_json(msg=msg, rc=rc, stdout=out, stderr=err, kernel_messages=kernel,
                                   restored=restored, previous_spec_hash=current)
 
-        kmsg.atomic_write(self.loaded_ko, data, 0o600)
+        host_state.atomic_write(self.loaded_ko, data, 0o600)
         # What runs now, for the boot-time restore (kprobes.fleet.probe_persist).
         persist.save_manifest(self.state_dir, self.name, 'module', self.spec_hash,
-                              {'ko': names.loaded_ko_path(self.host_state_dir, self.name), 'sha256': self.sha256})
+                              {'ko': self.layout.file(self.name, 'loaded-ko'), 'sha256': self.sha256})
         result['spec_hash'] = self.loaded_spec_hash()
         result['probes'] = self.probe_status()
         result['msg'] = '%s %s' % ('reloaded' if loaded else 'loaded', self.path)
@@ -472,7 +461,7 @@ class ProbeLoader(object):
         if self.module.check_mode and not os.path.exists(lock):
             # a check run changes nothing, not even /run: with no lock file no run of ours is loading
             return self.absent() if self.state == 'absent' else self.present()
-        kmsg.ensure_dir(run)
+        host_state.ensure_dir(run)
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
@@ -484,18 +473,13 @@ class ProbeLoader(object):
 
 
 def build_module():
-    return AnsibleModule(
-        argument_spec=dict(
-            name=dict(type='str', required=True),
-            path=dict(type='path'),
-            sha256=dict(type='str'),
-            spec_hash=dict(type='str'),
-            state=dict(type='str', default='present', choices=['present', 'absent']),
-            state_dir=dict(type='str', default='/var/lib/kprobes-fleet/state'),
-        ),
-        required_if=[('state', 'present', ('path', 'sha256', 'spec_hash'))],
-        supports_check_mode=True,
-    )
+    return AnsibleModule(**host_state.module_kwargs(dict(
+        name=dict(type='str', required=True),
+        path=dict(type='path'),
+        sha256=dict(type='str'),
+        spec_hash=dict(type='str'),
+        state=dict(type='str', default='present', choices=['present', 'absent']),
+    ), required_if=[('state', 'present', ('path', 'sha256', 'spec_hash'))]))
 
 
 def main():

@@ -12,12 +12,12 @@ module: probe_persist
 short_description: Bring a host's probes back after a reboot, only on the kernel they were made for
 description:
   - With O(state=present), installs and enables the systemd unit C(kprobes-fleet-<name>.service)
-    and the restore program it runs (a copy of this collection's C(module_utils) in O(lib_dir)).
+    and the restore program it runs (a copy of this collection's C(module_utils) in C(<host_dir>/lib)).
     At boot the unit loads the recorded module, or recreates the recorded tracefs events, only when
     the running kernel is exactly the one recorded (C(uname -r) and C(uname -v)); after a kernel
     upgrade it loads nothing and logs one line saying why, and M(kprobes.fleet.probe_facts) reports
     C(loaded=false) with that reason.
-  - What runs is recorded by the backends in C(<state_dir>/<name>.persist.json) -
+  - What runs is recorded by the backends in C(<host_dir>/state/<name>.persist.json) -
     M(kprobes.fleet.probe_module) after a load, M(kprobes.fleet.probe_events) after creating events.
     A module loaded by an older release of this collection, without a record, is adopted.
   - Nothing is started now, the probes already run. Only a unit file whose first line is our mark
@@ -25,37 +25,13 @@ description:
   - With O(state=absent), disables and removes the unit and the restore program.
 author:
   - kprobes.fleet developers (@kprobes-fleet)
+extends_documentation_fragment: [kprobes.fleet.names, kprobes.fleet.host_state, kprobes.fleet.host_state.units]
 options:
-  name:
-    description: Module name (C(kprobes_fleet_module_name)).
-    type: str
-    required: true
   state:
     description: V(present) installs and enables the unit, V(absent) removes it.
     type: str
     choices: [present, absent]
     default: present
-  state_dir:
-    description: Directory of the records (C(<kprobes_fleet_host_dir>/state)).
-    type: str
-    default: /var/lib/kprobes-fleet/state
-  lib_dir:
-    description: Where the restore program is kept (C(<kprobes_fleet_host_dir>/lib)).
-    type: str
-    default: /var/lib/kprobes-fleet/lib
-  unit_dir:
-    description: Directory of the unit file.
-    type: str
-    default: /etc/systemd/system
-attributes:
-  check_mode:
-    support: full
-    description: Reports what would change; writes nothing and runs no C(systemctl) command that changes anything.
-  diff_mode:
-    support: none
-    description: No diff.
-notes:
-  - Needs root and systemd.
 seealso:
   - module: kprobes.fleet.probe_module
   - module: kprobes.fleet.probe_events
@@ -101,27 +77,14 @@ import sys
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
-from ansible_collections.kprobes.fleet.plugins.module_utils import names, persist
+from ansible_collections.kprobes.fleet.plugins.module_utils import host_state, persist
 from ansible_collections.kprobes.fleet.plugins.module_utils.hostfs import file_sha256
 from ansible_collections.kprobes.fleet.plugins.module_utils.ownership import ModuleSysfs
 
 
 class Persister(persist.UnitFiles):
     def __init__(self, module, root='/'):
-        self.module = module
-        self.root = root
-        p = module.params
-        try:
-            self.name = names.module_name(p['name'], 'name')
-            self.state_dir = names.host_path(p['state_dir'], 'state_dir')
-            self.lib_dir = names.host_path(p['lib_dir'], 'lib_dir')
-            unit_dir = p['unit_dir']
-            if unit_dir not in ('/etc/systemd/system', '/run/systemd/system'):
-                unit_dir = names.host_path(unit_dir, 'unit_dir')
-        except names.InvalidValue as e:
-            module.fail_json(msg=str(e))
-        self.unit = os.path.join(unit_dir, persist.unit_name(self.name))
-        self.changed = False
+        persist.UnitFiles.__init__(self, module, root, persist.unit_name)
 
     def record(self):
         """The manifest; adopts a module of ours loaded without one (older releases)."""
@@ -130,11 +93,11 @@ class Persister(persist.UnitFiles):
         if manifest is not None:
             return manifest
         sysfs = ModuleSysfs(self.name, self.root)
-        ko = names.loaded_ko_path(state, self.name)
+        ko = host_state.state_file(state, self.name, 'loaded-ko')
         if not (sysfs.loaded() and sysfs.ours() and os.path.isfile(ko)):
             return None
         self.changed = True
-        detail = {'ko': names.loaded_ko_path(self.state_dir, self.name), 'sha256': file_sha256(ko)}
+        detail = {'ko': host_state.state_file(self.state_dir, self.name, 'loaded-ko'), 'sha256': file_sha256(ko)}
         if self.module.check_mode:
             return {'backend': 'module', 'kernel': persist.running_kernel(), 'spec_hash': sysfs.spec_hash()}
         return persist.save_manifest(state, self.name, 'module', sysfs.spec_hash(), detail)
@@ -177,21 +140,12 @@ class Persister(persist.UnitFiles):
         return {'changed': self.changed, 'unit': self.unit, 'enabled': False, 'recorded': None,
                 'msg': '%s %s' % (unit, 'removed' if self.changed else 'not installed')}
 
-    def apply(self):
-        return self.present() if self.module.params['state'] == 'present' else self.absent()
-
 
 def build_module():
-    return AnsibleModule(
-        argument_spec=dict(
-            name=dict(type='str', required=True),
-            state=dict(type='str', default='present', choices=['present', 'absent']),
-            state_dir=dict(type='str', default='/var/lib/kprobes-fleet/state'),
-            lib_dir=dict(type='str', default='/var/lib/kprobes-fleet/lib'),
-            unit_dir=dict(type='str', default='/etc/systemd/system'),
-        ),
-        supports_check_mode=True,
-    )
+    return AnsibleModule(**host_state.module_kwargs(dict(
+        name=dict(type='str', required=True),
+        state=dict(type='str', default='present', choices=['present', 'absent']),
+    ), units=True))
 
 
 def main():

@@ -20,7 +20,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from ansible_collections.kprobes.fleet.plugins.module_utils import events, names, persist
+from ansible_collections.kprobes.fleet.plugins.module_utils import events, host_state, names, persist
 from ansible_collections.kprobes.fleet.plugins.modules import event_forwarder
 from ansible_collections.kprobes.fleet.plugins.plugin_utils import settings
 
@@ -353,7 +353,7 @@ def test_runner_forwards_counts_and_spools(tmp_path, receiver):
     want = [('h1', 2, 'ENOSPC', 'boot-1'), ('h1', 3, 'ENOSPC', 'boot-1')]
     assert [(e['host'], e['seq'], e['errno'], e['boot_id']) for e in sent] == want
     assert sent[0]['burst'] == sent[1]['burst']
-    with open(events.spool_path(state, NAME)) as f:
+    with open(host_state.state_file(state, NAME, 'events-spool')) as f:
         assert [json.loads(line) for line in f] == sent
     status = events.read_status(state, NAME)
     assert (status['received'], status['sent'], status['dropped'], status['queued']) == (2, 2, 0, 0)
@@ -365,7 +365,7 @@ def test_runner_forwards_counts_and_spools(tmp_path, receiver):
 
 def test_status_of_a_dead_forwarder_says_so(tmp_path):
     state = str(tmp_path)
-    with open(events.status_path(state, NAME), 'w') as f:
+    with open(host_state.state_file(state, NAME, 'events-status'), 'w') as f:
         json.dump({'mark': names.MARK, 'pid': 123, 'sent': 1}, f)
     assert events.read_status(state, NAME, pid_alive=lambda pid: False)['running'] is False
     assert events.read_status(str(tmp_path / 'none'), NAME) is None
@@ -406,8 +406,8 @@ class Systemctl(FakeModule):
 
 
 def forwarder(tmp_path, state='present', check_mode=False, module=None, **params):
-    p = dict(name=NAME, state=state, host='h1', config={'url': URL}, state_dir=STATE_DIR,
-             lib_dir='/var/lib/kprobes-fleet/lib', unit_dir='/etc/systemd/system')
+    p = dict(name=NAME, state=state, host='h1', config={'url': URL},
+             host_dir=os.path.dirname(STATE_DIR), unit_dir='/etc/systemd/system')
     p.update(params)
     module = module or Systemctl(p, check_mode=check_mode)
     module.params, module.check_mode = p, check_mode

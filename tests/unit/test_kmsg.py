@@ -12,7 +12,7 @@ import stat
 
 import pytest
 
-from ansible_collections.kprobes.fleet.plugins.module_utils import kmsg, names
+from ansible_collections.kprobes.fleet.plugins.module_utils import host_state, kmsg, names
 from ansible_collections.kprobes.fleet.plugins.module_utils.probe_spec import ERRNO, ERRNO_ALIASES
 from fakes import Failed, FakeModule
 
@@ -361,7 +361,7 @@ def fake_host(tmp_path, lines, loaded=False, deployed=True):
 
 def run_facts(tmp_path, root, check_mode=False, **params):
     from ansible_collections.kprobes.fleet.plugins.modules import probe_facts
-    full = {'module': MOD, 'state_dir': STATE, 'max_events': 1000, 'advance_cursor': True}
+    full = {'module': MOD, 'host_dir': os.path.dirname(STATE), 'max_events': 1000, 'advance_cursor': True}
     full.update(params)
     return probe_facts.ProbeFacts(FakeModule(full, check_mode), root=root, release='6.1.0-56-amd64').gather()
 
@@ -548,7 +548,7 @@ def test_collect_then_deploy_adopts_nothing_and_creates_our_directory(tmp_path, 
     assert deploy(False)['msg'].startswith('created %s' % host_dir)
     f = run_facts(tmp_path, root)  # now ours: the cursor is kept, in a marked directory
     assert os.path.isfile(os.path.join(host_dir, names.HOST_DIR_MARK))
-    assert kmsg.load_cursor(names.cursor_path(os.path.join(host_dir, 'state'), MOD)) == f['cursor']
+    assert kmsg.load_cursor(host_state.state_file(os.path.join(host_dir, 'state'), MOD, 'kmsg-cursor')) == f['cursor']
     assert run_facts(tmp_path, root)['events'] == []
     assert deploy(False)['changed'] is False
 
@@ -560,7 +560,7 @@ def test_collect_into_our_directory_creates_a_missing_state_dir_0700(tmp_path):
     f = run_facts(tmp_path, root)
     assert stat.S_IMODE(os.lstat(state).st_mode) == 0o700
     assert os.listdir(state) == [MOD + '.kmsg-cursor']
-    assert kmsg.load_cursor(names.cursor_path(state, MOD)) == f['cursor']
+    assert kmsg.load_cursor(host_state.state_file(state, MOD, 'kmsg-cursor')) == f['cursor']
 
 
 def test_collect_writes_nothing_into_a_directory_that_is_not_ours(tmp_path):

@@ -19,7 +19,7 @@ import sys
 
 import pytest
 
-from ansible_collections.kprobes.fleet.plugins.module_utils import names, persist
+from ansible_collections.kprobes.fleet.plugins.module_utils import host_state, names, persist
 from ansible_collections.kprobes.fleet.plugins.modules import probe_persist
 
 from test_probe_module import BOOT, NAME, NEW_HASH, STATE_DIR, FakeModule, Failed, Host
@@ -62,7 +62,7 @@ def test_a_load_records_what_runs_and_on_which_kernel(host, tmp_path):
     assert m['backend'] == 'module' and m['mark'] == names.MARK
     assert m['kernel'] == KERNEL and m['spec_hash'] == NEW_HASH
     assert m['module'] == {'ko': os.path.join(STATE_DIR, NAME + '.loaded.ko'), 'sha256': digest}
-    assert oct(os.stat(persist.manifest_path(host.state_dir, NAME)).st_mode & 0o777) == '0o600'
+    assert oct(os.stat(host_state.state_file(host.state_dir, NAME, 'persist')).st_mode & 0o777) == '0o600'
 
 
 def test_unloading_removes_the_record_and_the_copy_it_would_load(host, tmp_path):
@@ -99,7 +99,7 @@ def test_forget_leaves_the_other_backends_record(host, tmp_path):
 
 def test_a_record_that_is_not_ours_is_ignored(host, tmp_path):
     loaded(host, tmp_path)
-    path = persist.manifest_path(host.state_dir, NAME)
+    path = host_state.state_file(host.state_dir, NAME, 'persist')
     data = json.load(open(path))
     data['mark'] = 'someone.else'
     json.dump(data, open(path, 'w'))
@@ -170,7 +170,7 @@ def test_restore_never_touches_a_foreign_module_of_that_name(host, tmp_path, mon
 def test_restore_loads_nothing_but_our_own_copy(host, tmp_path, monkeypatch):
     loaded(host, tmp_path)
     host.unload()
-    path = persist.manifest_path(host.state_dir, NAME)
+    path = host_state.state_file(host.state_dir, NAME, 'persist')
     data = json.load(open(path))
     data['module']['ko'] = '/lib/modules/x/kernel/fs/ext4/ext4.ko'
     json.dump(data, open(path, 'w'))
@@ -231,7 +231,7 @@ class Systemctl(FakeModule):
 
 
 def persister(host, tmp_path, state='present', check_mode=False, module=None):
-    params = {'name': NAME, 'state': state, 'state_dir': STATE_DIR, 'lib_dir': '/var/lib/kprobes-fleet/lib',
+    params = {'name': NAME, 'state': state, 'host_dir': os.path.dirname(STATE_DIR),
               'unit_dir': '/etc/systemd/system'}
     module = module or Systemctl(params, check_mode=check_mode)
     module.params, module.check_mode = params, check_mode
@@ -250,7 +250,7 @@ def test_present_installs_and_enables_the_unit_then_is_idempotent(host, tmp_path
     assert result['recorded']['backend'] == 'module' and result['recorded']['kernel'] == KERNEL
     text = open(unit_path(host)).read()
     assert persist.is_ours(text) and '--name %s' % NAME in text and sys.executable in text
-    assert persist.manifest_path(STATE_DIR, NAME) in text  # ConditionPathExists: nothing recorded, nothing run
+    assert host_state.state_file(STATE_DIR, NAME, 'persist') in text  # ConditionPathExists: nothing recorded, nothing run
     assert [c[1] for c in module.calls] == ['daemon-reload', 'is-enabled', 'enable']
     lib = os.path.join(host.root, 'var/lib/kprobes-fleet/lib')
     assert os.path.isfile(os.path.join(lib, persist.RESTORE_SCRIPT))
@@ -293,7 +293,7 @@ def test_absent_removes_the_unit_and_the_restore_program(host, tmp_path):
 
 def test_a_module_loaded_before_records_existed_is_adopted(host, tmp_path):
     digest = loaded(host, tmp_path)
-    os.unlink(persist.manifest_path(host.state_dir, NAME))
+    os.unlink(host_state.state_file(host.state_dir, NAME, 'persist'))
     module, p = persister(host, tmp_path)
     assert p.apply()['recorded']['spec_hash'] == NEW_HASH
     assert persist.load_manifest(host.state_dir, NAME)['module']['sha256'] == digest

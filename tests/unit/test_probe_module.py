@@ -136,7 +136,7 @@ class Host(object):
 
     def loader(self, check_mode=False, diff=False, **params):
         full = {'name': NAME, 'path': None, 'sha256': None, 'spec_hash': None,
-                'state': 'present', 'state_dir': STATE_DIR}
+                'state': 'present', 'host_dir': os.path.dirname(STATE_DIR)}
         full.update(params)
         module = FakeModule(full, check_mode=check_mode, diff=diff)
         module.handler = self.handler

@@ -15,7 +15,7 @@ import stat
 
 import pytest
 
-from ansible_collections.kprobes.fleet.plugins.module_utils import kmsg, probe_spec, tracefs
+from ansible_collections.kprobes.fleet.plugins.module_utils import host_state, kmsg, probe_spec, tracefs
 from ansible_collections.kprobes.fleet.plugins.module_utils.ownership import COUNTERS
 from fakes import Failed, FakeModule
 
@@ -320,7 +320,7 @@ class Host(object):
             return f.read()
 
     def state(self):
-        with open(tracefs.state_path(self.state_dir, NAME)) as f:
+        with open(host_state.state_file(self.state_dir, NAME, 'tracefs')) as f:
             return json.load(f)
 
 
@@ -543,7 +543,7 @@ def test_present_creates_everything(host, opens):
         ('boot-1', HASH, 'lockdown=integrity', NAME, NAME)
     assert [e['name'] for e in state['events']] == ['open_failures', 'disk_full', 'sleepers']
     assert 'pending' not in state
-    assert stat.S_IMODE(os.stat(tracefs.state_path(host.state_dir, NAME)).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(host_state.state_file(host.state_dir, NAME, 'tracefs')).st_mode) == 0o600
 
 
 def test_writes_never_truncate_kprobe_events_or_triggers(host, opens):
@@ -638,7 +638,7 @@ def test_absent_touches_only_what_is_ours(host):
     assert host.read('instances/theirs/events/other/x/enable') == '1\n'
     assert 'hist:keys=ret' in host.read('instances/theirs/events/other/disk_full/trigger')
     assert not os.path.exists(host.path('events/kprobes_fleet'))
-    assert not os.path.exists(tracefs.state_path(host.state_dir, NAME))
+    assert not os.path.exists(host_state.state_file(host.state_dir, NAME, 'tracefs'))
     assert b.absent()['changed'] is False
     assert b.status()['present'] is False
 
@@ -671,7 +671,7 @@ def test_present_refuses_a_name_that_is_not_ours(host, setup):
         host.backend(name).present(resolved('disk_full'), HASH, None)
     assert 'not ours' in str(e.value)
     assert k.writes == [] and (host.read('kprobe_events'), k.instances()) == before
-    assert not os.path.exists(tracefs.state_path(host.state_dir, name))
+    assert not os.path.exists(host_state.state_file(host.state_dir, name, 'tracefs'))
 
 
 def test_refused_definition_leaves_nothing_half_done(host):
@@ -683,7 +683,7 @@ def test_refused_definition_leaves_nothing_half_done(host):
     assert 'Invalid probed address or symbol' in msg and 'ENOENT' in msg
     assert host.read('kprobe_events') == ''
     assert host.kernel.instances() == []
-    assert not os.path.exists(tracefs.state_path(host.state_dir, NAME))
+    assert not os.path.exists(host_state.state_file(host.state_dir, NAME, 'tracefs'))
 
 
 def test_refused_definition_recreates_the_previous_probes(host):
@@ -808,7 +808,7 @@ def test_collect_peek_and_check_mode_do_not_move_the_cursor(host):
     host.kernel.fire('disk_full', -28, ts='10.0')
     assert len(b.collect(advance=False)['events']) == 1
     assert len(b.collect(check_mode=True)['events']) == 1
-    assert not os.path.exists(tracefs.cursor_path(host.state_dir, NAME))
+    assert not os.path.exists(host_state.state_file(host.state_dir, NAME, 'tracefs-cursor'))
     assert len(b.collect()['events']) == 1
     assert b.collect()['events'] == []
 
@@ -886,7 +886,7 @@ def test_select_new():
 # -- probe_facts: one schema for both backends ---------------------------------------------------
 def facts(root, **params):
     from ansible_collections.kprobes.fleet.plugins.modules import probe_facts
-    full = {'module': NAME, 'state_dir': STATE_DIR, 'max_events': 1000, 'advance_cursor': True}
+    full = {'module': NAME, 'host_dir': os.path.dirname(STATE_DIR), 'max_events': 1000, 'advance_cursor': True}
     full.update(params)
     return probe_facts.ProbeFacts(FakeModule(full), root=root, release='6.1.0-56-amd64').gather()
 
@@ -949,7 +949,7 @@ def test_probe_facts_stale_tracefs_record_falls_back_to_the_module(tmp_path, hos
 def run_module(host, check_mode=False, diff=False, **params):
     from ansible_collections.kprobes.fleet.plugins.modules import probe_events
     full = {'name': NAME, 'probes': resolved(*DEFAULT), 'spec_hash': HASH, 'reason': 'why',
-            'state': 'present', 'state_dir': STATE_DIR}
+            'state': 'present', 'host_dir': os.path.dirname(STATE_DIR)}
     full.update(params)
     return probe_events.ProbeEvents(FakeModule(full, check_mode, diff), root=host.root, io=host.kernel).apply()
 
@@ -986,12 +986,11 @@ def test_kmsg_cursor_untouched_by_tracefs(host):
     host.kernel.fire('disk_full', -28, ts='9.0')
     facts(host.root)
     assert not os.path.exists(kmsg_cursor(host))
-    assert os.path.exists(tracefs.cursor_path(host.state_dir, NAME))
+    assert os.path.exists(host_state.state_file(host.state_dir, NAME, 'tracefs-cursor'))
 
 
 def kmsg_cursor(host):
-    from ansible_collections.kprobes.fleet.plugins.module_utils import names
-    return names.cursor_path(host.state_dir, NAME)
+    return host_state.state_file(host.state_dir, NAME, 'kmsg-cursor')
 
 
 def test_state_file_shape(host):
@@ -999,11 +998,11 @@ def test_state_file_shape(host):
     state = host.state()
     assert set(state) >= {'boot_id', 'spec_hash', 'reason', 'group', 'instance', 'events'}
     assert state['mark'] == 'kprobes.fleet'
-    assert tracefs.load_state(tracefs.state_path(host.state_dir, NAME)) == state
-    with open(tracefs.state_path(host.state_dir, NAME), 'w') as f:
+    assert tracefs.load_state(host_state.state_file(host.state_dir, NAME, 'tracefs')) == state
+    with open(host_state.state_file(host.state_dir, NAME, 'tracefs'), 'w') as f:
         f.write(json.dumps(dict(state, mark='someone-else')))
-    assert tracefs.load_state(tracefs.state_path(host.state_dir, NAME)) is None
-    assert kmsg.load_cursor(tracefs.cursor_path(host.state_dir, NAME)) is None
+    assert tracefs.load_state(host_state.state_file(host.state_dir, NAME, 'tracefs')) is None
+    assert kmsg.load_cursor(host_state.state_file(host.state_dir, NAME, 'tracefs-cursor')) is None
 
 
 # -- kernels without hist triggers (Debian 11's 5.10): counting instances -------------------------
