@@ -291,6 +291,29 @@ class UnitFiles(object):
             atomic_write(self.host(path), text.encode('utf-8'), 0o644 if path == self.unit else 0o600)
         return True
 
+    def write_lib(self):
+        """Write the program copy in the lib dir; returns whether anything changed."""
+        changed = False
+        for path, text in sorted(lib_files(self.lib_dir).items()):
+            changed |= self.write(path, text)
+        return changed
+
+    def remove_unit(self, *disable):
+        """Disable (``systemctl disable <disable...> <unit>``) and remove our unit, when it is there."""
+        unit = os.path.basename(self.unit)
+        if self.read(self.unit) is None:
+            return
+        self.changed = True
+        if not self.module.check_mode:
+            self.systemctl(*(('disable',) + disable + (unit,)), check=False)
+            os.unlink(self.host(self.unit))
+            self.systemctl('daemon-reload')
+
+    def remove_lib_unless(self, other_unit):
+        """Remove the program copy, unless our other unit (which runs from it too) is installed."""
+        if not os.path.exists(self.host(os.path.join(self.unit_dir, other_unit))):
+            self.changed |= remove_lib(self.lib_dir, self.root, self.module.check_mode)
+
     def systemctl(self, *args, **kw):
         binary = self.module.get_bin_path('systemctl', required=True)
         rc, out, err = self.module.run_command([binary] + list(args))

@@ -135,9 +135,7 @@ class EventForwarder(persist.UnitFiles):
 
     def present(self):
         self.refuse_foreign_unit()
-        restart = False
-        for path, text in sorted(persist.lib_files(self.lib_dir).items()):
-            restart |= self.write(path, text)
+        restart = self.write_lib()
         conf = json.dumps({'mark': names.MARK, 'host': self.host_name, 'config': self.config},
                           indent=1, sort_keys=True) + '\n'
         restart |= self.write(host_state.state_file(self.state_dir, self.name, 'events-config'), conf)
@@ -161,23 +159,16 @@ class EventForwarder(persist.UnitFiles):
 
     def absent(self):
         self.refuse_foreign_unit()
-        unit = os.path.basename(self.unit)
-        if self.read(self.unit) is not None:
-            self.changed = True
-            if not self.module.check_mode:
-                self.systemctl('disable', '--now', unit, check=False)
-                os.unlink(self.host(self.unit))
-                self.systemctl('daemon-reload')
-                self.systemctl('reset-failed', unit, check=False)
+        self.remove_unit('--now')
+        if self.changed and not self.module.check_mode:
+            self.systemctl('reset-failed', os.path.basename(self.unit), check=False)
         try:
             for path in events.files(self.state_dir, self.name):
                 if os.path.lexists(self.host(path)):
                     self.changed = True
                     if not self.module.check_mode:
                         os.unlink(self.host(path))
-            # the boot-time restore runs from the same copy: it stays while that unit is installed
-            if not os.path.exists(self.host(os.path.join(self.unit_dir, persist.unit_name(self.name)))):
-                self.changed |= persist.remove_lib(self.lib_dir, self.root, self.module.check_mode)
+            self.remove_lib_unless(persist.unit_name(self.name))
         except (IOError, OSError) as e:
             self.module.fail_json(msg='cannot remove the forwarder of %s: %s' % (self.name, to_native(e)))
         return self.result(False, 'removed' if self.changed else 'not installed')

@@ -105,8 +105,7 @@ class Persister(persist.UnitFiles):
     def present(self):
         self.refuse_foreign_unit()
         recorded = self.record()
-        for path, text in sorted(persist.lib_files(self.lib_dir).items()):
-            self.changed |= self.write(path, text)
+        self.changed |= self.write_lib()
         unit_changed = self.write(self.unit, persist.unit_text(self.name, sys.executable, self.lib_dir, self.state_dir))
         self.changed |= unit_changed
         unit = os.path.basename(self.unit)
@@ -123,22 +122,13 @@ class Persister(persist.UnitFiles):
 
     def absent(self):
         self.refuse_foreign_unit()
-        unit = os.path.basename(self.unit)
-        if self.read(self.unit) is not None:
-            self.changed = True
-            if not self.module.check_mode:
-                self.systemctl('disable', unit, check=False)
-                os.unlink(self.host(self.unit))
-                self.systemctl('daemon-reload')
+        self.remove_unit()
         try:
-            # the event forwarder runs from the same copy: it stays while that unit is installed
-            if not os.path.exists(self.host(os.path.join(os.path.dirname(self.unit),
-                                                         persist.events_unit_name(self.name)))):
-                self.changed |= persist.remove_lib(self.lib_dir, self.root, self.module.check_mode)
+            self.remove_lib_unless(persist.events_unit_name(self.name))
         except (IOError, OSError) as e:
             self.module.fail_json(msg='cannot remove %s: %s' % (self.lib_dir, to_native(e)))
         return {'changed': self.changed, 'unit': self.unit, 'enabled': False, 'recorded': None,
-                'msg': '%s %s' % (unit, 'removed' if self.changed else 'not installed')}
+                'msg': '%s %s' % (os.path.basename(self.unit), 'removed' if self.changed else 'not installed')}
 
 
 def build_module():

@@ -153,4 +153,3 @@ def test_accepted_and_reaches_the_hosts(repo, tmp_path, target, extra):
     rc, out = play(repo, tmp_path, target, extra)
     assert rc != 0 and "UNREACHABLE" in out, out  # the ghosts: the first host task was tried
     assert "invalid variables" not in out and "Validating arguments" in out, out
-

@@ -120,7 +120,7 @@ def test_collect_writes_the_report_with_the_hosts_that_failed(repo, tmp_path):
     path = str(tmp_path / "collect.html")
     inv = tmp_path / "inventory.yml"
     inv.write_text(inventory_yaml(["ghost1"], "    localhost:\n      ansible_connection: local\n"
-                                   "      ansible_python_interpreter: %s\n" % sys.executable))
+                                  "      ansible_python_interpreter: %s\n" % sys.executable))
     env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(repo, "ansible.cfg"), ANSIBLE_NOCOLOR="1",
                ANSIBLE_TIMEOUT="2", HOME=str(tmp_path))
     res = subprocess.run([os.path.join(BIN, "ansible-playbook"), "-i", str(inv), "--check", "-e",
