@@ -77,10 +77,9 @@ def from_params(params):
     """The Layout a module's options give: ``host_dir`` (the working directory), or the deprecated
     ``state_dir`` / ``lib_dir`` used as given, each in place of its own directory. Every path is
     checked with names.host_path; a refused one raises names.InvalidValue naming its option."""
-    host = names.host_path(params.get('host_dir') or DEFAULT_HOST_DIR, 'host_dir')
-    state, lib = params.get('state_dir'), params.get('lib_dir')
-    return Layout(host, state=names.host_path(state, 'state_dir') if state is not None else None,
-                  lib=names.host_path(lib, 'lib_dir') if lib is not None else None)
+    given = dict((option, names.host_path(params[option], option)) for option in ('host_dir', 'state_dir', 'lib_dir')
+                 if params.get(option) is not None)
+    return Layout(given.get('host_dir', DEFAULT_HOST_DIR), state=given.get('state_dir'), lib=given.get('lib_dir'))
 
 
 def module_kwargs(options, units=False, **kwargs):

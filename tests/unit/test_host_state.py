@@ -46,6 +46,7 @@ def test_the_deprecated_options_each_replace_only_their_own_directory():
 
 
 @pytest.mark.parametrize('params, field', [({'host_dir': '/tmp/x'}, 'host_dir'), ({'host_dir': '/'}, 'host_dir'),
+                                           ({'host_dir': ''}, 'host_dir'), ({'state_dir': ''}, 'state_dir'),
                                            ({'state_dir': '/var/lib'}, 'state_dir'), ({'lib_dir': 'lib'}, 'lib_dir')])
 def test_a_refused_path_names_its_option(params, field):
     with pytest.raises(names.InvalidValue) as e:
