@@ -403,6 +403,20 @@ def resolve(normalized, functions):
     return result
 
 
+def check_resolved(probes):
+    """A resolved probe list (resolve()'s output) from elsewhere, checked again with resolve().
+
+    The one check of a resolved list, for every path that receives one (build plans on the
+    controller, the tracefs backend on a host). Returns the list resolve() makes of it."""
+    if not isinstance(probes, list):
+        raise ProbeSpecError('probes: must be a list of resolved probes')
+    for index, probe in enumerate(probes, 1):
+        if not isinstance(probe, dict):
+            raise ProbeSpecError('probes: item #%d must be a mapping' % index)
+    functions = dict((p['name'], p.get('function')) for p in probes if isinstance(p.get('name'), str))
+    return resolve([dict((k, v) for k, v in p.items() if k != 'function') for p in probes], functions)
+
+
 def _digest(data):
     text = json.dumps(data, sort_keys=True, separators=(',', ':'))
     return hashlib.sha256(text.encode('utf-8')).hexdigest()[:16]

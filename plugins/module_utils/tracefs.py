@@ -216,20 +216,6 @@ def event_record(group, probe, hist=True):
     }
 
 
-def validate_resolved(probes):
-    """The resolved probe list, checked again with the spec's own rules (probe_spec.resolve)."""
-    if not isinstance(probes, list):
-        raise names.InvalidValue('probes: must be a list of resolved probes')
-    functions = {}
-    stripped = []
-    for index, probe in enumerate(probes, 1):
-        if not isinstance(probe, dict):
-            raise names.InvalidValue('probes: item #%d must be a mapping' % index)
-        functions[probe.get('name')] = probe.get('function')
-        stripped.append(dict((k, v) for k, v in probe.items() if k != 'function'))
-    return probe_spec.resolve(stripped, functions)
-
-
 # -- what we read: parsers ---------------------------------------------------------------------
 _DEF_RE = re.compile(r'^([prf])(\d*):([^/\s]+)/(\S+)\s+(\S+)(?:\s+(.*?))?\s*$')
 
@@ -717,7 +703,7 @@ class TraceBackend(object):
         msg}. A definition the kernel refuses removes whatever this run created (the previous
         probe set, if any, is recreated) and raises TracefsError with the kernel's words."""
         spec_hash = names.hex16(spec_hash, 'spec_hash')
-        probes = validate_resolved(resolved_probes)
+        probes = probe_spec.check_resolved(resolved_probes)
         if not probes:
             raise names.InvalidValue('probes: must not be empty with state=present')
         if reason is not None and (not isinstance(reason, str) or len(reason) > 1000):

@@ -28,7 +28,7 @@ options:
     choices: [plan, wait, publish, abort]
     default: plan
   probes:
-    description: The normalized probe spec (from M(kprobes.fleet.probe_spec)); for C(op=plan).
+    description: The normalized probe spec (C(values.kprobes_fleet_probes) of M(kprobes.fleet.validate)); for C(op=plan).
     type: list
     elements: dict
   module_name:

@@ -31,11 +31,10 @@ extends_documentation_fragment: [kprobes.fleet.names.module]
 options:
   probes:
     description:
-      - The normalized probe spec (a list of dicts); only each item's C(name) and
-        C(functions) (list of candidates, in order of preference) are used.
-      - A candidate is a symbol name or a mapping whose C(function) key is the symbol (the
-        normalized spec's form, which also has the candidate's C(returns), not used here).
-      - A C(function) key (string, mapping or list) is accepted when C(functions) is absent.
+      - The probe spec (a list of dicts), checked with the rules of C(kprobes_fleet_probes) (a bad
+        item fails naming the probe and the field); each probe's candidate symbols are resolved
+        in order of preference. The normalized spec passes unchanged.
+      - An empty list resolves nothing (it does not mean the default presets here).
     type: list
     elements: dict
     default: []
@@ -278,8 +277,7 @@ import re
 import shlex
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.kprobes.fleet.plugins.module_utils import names
-from ansible_collections.kprobes.fleet.plugins.module_utils.probe_spec import FUNCTION_PATTERN
+from ansible_collections.kprobes.fleet.plugins.module_utils import names, probe_spec
 from ansible_collections.kprobes.fleet.plugins.module_utils.hostfs import module_policy, read_text
 from ansible_collections.kprobes.fleet.plugins.module_utils.ownership import ModuleSysfs
 from ansible_collections.kprobes.fleet.plugins.module_utils.tracefs import availability
@@ -300,7 +298,7 @@ CORE_WEIGHT = 0.9
 # (CONFIG_CALL_PADDING, x86 6.2+), kCFI type hashes, and the syscall metadata arrays that
 # kallsyms lists as 't' (args__mkdirat, types__mkdirat: init data, seen on 7.2).
 NOT_FUNCTION_PREFIXES = ('__pfx_', '__cfi_', 'args__', 'types__')
-_FUNCTION_RE = re.compile(FUNCTION_PATTERN[1:-1])
+_FUNCTION_RE = re.compile(probe_spec.FUNCTION_PATTERN[1:-1])
 
 SUSE_IDS = frozenset(['suse', 'sles', 'sled', 'sles_sap', 'opensuse', 'opensuse-leap',
                       'opensuse-tumbleweed', 'opensuse-microos', 'sle-micro'])
@@ -506,7 +504,7 @@ class KernelFacts(object):
             name = probe['name']
             status = {}
             chosen = None
-            for sym in probe['functions']:
+            for sym in probe_spec.candidate_symbols(probe):
                 count = symbols.get(sym, 0)
                 if count == 0:
                     status[sym] = 'absent'
@@ -521,7 +519,7 @@ class KernelFacts(object):
             functions[name] = chosen
             candidates[name] = status
             if chosen is None:
-                suggestions[name] = closest_symbols(probe['functions'], symbols, blacklisted)
+                suggestions[name] = closest_symbols(probe_spec.candidate_symbols(probe), symbols, blacklisted)
         return functions, candidates, suggestions, blacklist_readable
 
     def tracefs(self, lockdown):
@@ -578,28 +576,13 @@ class KernelFacts(object):
 
 
 def normalize_probes(module, probes):
-    """Keep each probe's name and candidate symbols; fail clearly on malformed items.
-
-    A candidate is a symbol name or a mapping with the symbol under ``function`` (the
-    normalized spec's form, which also carries the candidate's ``returns``)."""
-    result = []
-    for index, probe in enumerate(probes or []):
-        name = probe.get('name') if isinstance(probe, dict) else None
-        if not name or not isinstance(name, str):
-            module.fail_json(msg='probes[%d] has no name' % index)
-        functions = probe.get('functions')
-        if functions is None:
-            functions = probe.get('function')
-        if isinstance(functions, (str, dict)):
-            functions = [functions]
-        if isinstance(functions, list):
-            functions = [f.get('function') if isinstance(f, dict) else f for f in functions]
-        if not isinstance(functions, list) or not functions or \
-                not all(isinstance(f, str) and f for f in functions):
-            module.fail_json(msg='probe %s: functions must be a non-empty list of symbol names '
-                                 'or {function: symbol} mappings' % name)
-        result.append({'name': name, 'functions': functions})
-    return result
+    """The spec checked with probe_spec's rules (no probes: nothing to resolve, not the presets)."""
+    if not probes:
+        return []
+    try:
+        return probe_spec.normalize(probes)
+    except names.InvalidValue as e:
+        module.fail_json(msg=str(e))
 
 
 def build_module():

@@ -12,7 +12,7 @@ short_description: Check the kprobes.fleet variables of a host before any host t
 description:
   - Checks every public C(kprobes_fleet_*) variable it is given (missing ones take their
     default) with the same rules the host modules apply, and returns the normalised values.
-    The probe list is checked with M(kprobes.fleet.probe_spec)'s rules when
+    The probe list is checked (and normalised) with the spec rules when
     C(kprobes_fleet_state=present) and O(check_probes=true).
   - It does not fail by itself; it returns RV(errors). A second call with O(report) and
     C(run_once) fails once for the whole play, each distinct error once with the hosts that have

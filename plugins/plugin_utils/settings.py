@@ -547,15 +547,12 @@ def check_plan(plan, values, host, for_load, cert_sha256=None):
     spec = names.hex16(plan.get('spec_hash'), 'build plan: spec_hash')
     cache = ModuleCache(values['kprobes_fleet_cache_dir'], values['kprobes_fleet_module_name'])
     probes = plan.get('probes')
-    if not isinstance(probes, list) or not probes:
+    if not isinstance(probes, list) or not probes or not all(isinstance(p, dict) for p in probes):
         raise names.InvalidValue('build plan: probes must be the resolved probe list')
     try:
-        functions = dict((p.get('name'), p.get('function')) for p in probes)
-        resolved = probe_spec.resolve([dict((k, v) for k, v in p.items() if k != 'function') for p in probes],
-                                      functions)
-    except (AttributeError, names.InvalidValue) as e:
-        raise names.InvalidValue('build plan: %s' % (e if isinstance(e, names.InvalidValue) else
-                                                     'probes must be the resolved probe list'))
+        resolved = probe_spec.check_resolved(probes)
+    except names.InvalidValue as e:
+        raise names.InvalidValue('build plan: %s' % e)
     if resolved != probes or probe_spec.spec_hash(cache.module, resolved, template_sha()) != spec:
         raise names.InvalidValue('build plan: spec_hash %s does not belong to these probes, this module '
                                  'name and these templates; use the plan kprobes.fleet.build_plan returns' % spec)

@@ -11,6 +11,7 @@ import os
 
 import pytest
 
+from ansible_collections.kprobes.fleet.plugins.module_utils import probe_spec
 from ansible_collections.kprobes.fleet.plugins.modules import kernel_facts
 from fakes import Failed, FakeModule
 
@@ -64,8 +65,9 @@ def root(tmp_path):
 
 
 def gather(root, probes=None, name='kprobes_fleet'):
+    """What main() does: the probes as the module takes them, normalized, then resolved."""
     facts = kernel_facts.KernelFacts(FakeModule(), root=str(root), uname=UNAME)
-    return facts.gather(probes or [], name)
+    return facts.gather(kernel_facts.normalize_probes(FakeModule(), probes), name)
 
 
 PROBES = [
@@ -264,14 +266,21 @@ def test_a_kernel_sysfs_entry_named_like_the_module_is_a_conflict(root):
     assert 'already exists and is not ours' in gather(root)['loaded']['conflict']
 
 
-def test_normalize_probes():
+def test_normalize_probes_is_the_spec_rules():
     m = FakeModule()
-    assert kernel_facts.normalize_probes(m, [{'name': 'a', 'function': 'vfs_write', 'returns': 'long'}]) == \
-        [{'name': 'a', 'functions': ['vfs_write']}]
-    with pytest.raises(Failed):
+    raw = [{'name': 'a', 'function': 'vfs_write', 'returns': 'long'}]
+    assert kernel_facts.normalize_probes(m, raw) == probe_spec.normalize(raw)
+    spec = probe_spec.normalize(None)  # what the role passes: the normalized spec, unchanged
+    assert kernel_facts.normalize_probes(m, spec) == spec
+    assert kernel_facts.normalize_probes(m, []) == [] and kernel_facts.normalize_probes(m, None) == []
+    with pytest.raises(Failed, match="field 'name': is required"):
         kernel_facts.normalize_probes(m, [{'functions': ['x']}])
-    with pytest.raises(Failed):
+    with pytest.raises(Failed, match="field 'function': must list 1 to 8"):
         kernel_facts.normalize_probes(m, [{'name': 'a', 'functions': []}])
+    with pytest.raises(Failed, match="compiler clones"):
+        kernel_facts.normalize_probes(m, [{'name': 'a', 'function': 'vfs_write.cold'}])
+    with pytest.raises(Failed, match="field 'color': unknown key"):
+        kernel_facts.normalize_probes(m, [{'name': 'a', 'function': 'vfs_write', 'color': 1}])
 
 
 def test_tracefs_fact(root):
@@ -295,10 +304,9 @@ def test_normalize_probes_takes_candidate_mappings():
                                     {'function': 'do_sys_openat2', 'returns': 'int'}]},
         {'name': 'b', 'function': {'function': 'vfs_write'}},
         {'name': 'c', 'function': ['x', {'function': 'y', 'returns': 'int'}]}])
-    assert got == [{'name': 'a', 'functions': ['do_file_open', 'do_sys_openat2']},
-                   {'name': 'b', 'functions': ['vfs_write']},
-                   {'name': 'c', 'functions': ['x', 'y']}]
-    with pytest.raises(Failed, match='mappings'):
+    assert [probe_spec.candidate_symbols(p) for p in got] == [['do_file_open', 'do_sys_openat2'], ['vfs_write'],
+                                                              ['x', 'y']]
+    with pytest.raises(Failed, match='has no function'):
         kernel_facts.normalize_probes(m, [{'name': 'a', 'functions': [{'returns': 'int'}]}])
 
 

@@ -392,9 +392,35 @@ def test_resolve_takes_the_chosen_candidates_type(chosen, returns):
     normalized = ps.normalize([probe(function=candidates, returns='errptr')])
     resolved = ps.resolve(normalized, {'p': chosen})[0]
     assert (resolved['function'], resolved['returns']) == (chosen, returns)
-    # what settings.check_plan and tracefs.validate_resolved do with a plan: same result again
-    stripped = [dict((k, v) for k, v in resolved.items() if k != 'function')]
-    assert ps.resolve(stripped, {'p': chosen}) == [resolved]
+    # what settings.check_plan and the tracefs backend do with a resolved list: same result again
+    assert ps.check_resolved([resolved]) == [resolved]
+
+
+def resolved_presets():
+    return ps.resolve(ps.normalize(None), {'open_failures': 'do_file_open', 'disk_full': 'vfs_write'})
+
+
+def test_check_resolved_returns_what_resolve_made():
+    resolved = resolved_presets()
+    assert ps.check_resolved(copy.deepcopy(resolved)) == resolved
+    assert ps.check_resolved([]) == []
+    # a candidate's type follows the chosen symbol, also when checked again
+    assert [p['returns'] for p in ps.check_resolved(resolved)] == ['errptr', 'long']
+
+
+@pytest.mark.parametrize('probes,words', [
+    (None, 'probes: must be a list of resolved probes'),
+    ({'name': 'p'}, 'probes: must be a list of resolved probes'),
+    ([{'name': 'p', 'function': 'vfs_write'}, 'open_failures'], 'probes: item #2 must be a mapping'),
+    ([{'name': 'p', 'functions': ['vfs_write']}], "field 'function': none of the candidates"),
+    ([{'name': 'p', 'functions': ['vfs_write'], 'function': 'vfs_read'}], "resolved symbol 'vfs_read' is not one"),
+    ([{'name': ['p'], 'functions': ['vfs_write'], 'function': 'vfs_write'}], "field 'name': must be a string"),
+    ([{'name': 'p', 'functions': ['vfs_write'], 'function': 'vfs_write', 'x': 1}], "field 'x': unknown key"),
+])
+def test_check_resolved_refuses(probes, words):
+    with pytest.raises(ps.ProbeSpecError) as info:
+        ps.check_resolved(probes)
+    assert words in str(info.value)
 
 
 def test_spec_hash_follows_the_candidate_types():

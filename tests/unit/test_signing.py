@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from ansible_collections.kprobes.fleet.plugins.action import validate as validate_action
+from ansible_collections.kprobes.fleet.plugins.filter.backend_choice import backend_choice
 
 from ansible_collections.kprobes.fleet.plugins.module_utils import names, probe_spec
 from ansible_collections.kprobes.fleet.plugins.module_utils.probe_spec import build_key
@@ -566,14 +567,10 @@ def render(role_files, variables, name):
 
 
 def choice(wanted, cert, lockdown="integrity", sig_enforce=False, modules_disabled=False, tracefs=True):
+    """The role passes signed=(kprobes_fleet_signing_cert is set); test_backend_choice runs it."""
     kernel = {"kprobes": True, "kretprobes": True, "modules_disabled": modules_disabled, "lockdown": lockdown,
               "sig_enforce": sig_enforce, "tracefs": {"usable": tracefs, "reason": "no tracefs"}}
-    variables = {"ansible_facts": {"kprobes_fleet_kernel": kernel},
-                 "__kprobes_fleet_valid": {"values": {"kprobes_fleet_backend": wanted,
-                                                      "kprobes_fleet_signing_cert": cert,
-                                                      "kprobes_fleet_fail_on_lockdown": True},
-                                           "errors": []}}
-    return render(["probe_deploy/vars/main.yml"], variables, "__kprobes_fleet_choice")
+    return backend_choice(kernel, wanted, signed=len(cert) > 0, fail_on_lockdown=True)
 
 
 def test_signing_lifts_the_signature_blockers_only():

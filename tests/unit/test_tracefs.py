@@ -740,6 +740,11 @@ def test_present_validates_the_spec_again(host):
         b.present(resolved('disk_full'), 'nothex', None)
     with pytest.raises(tracefs.names.InvalidValue):
         b.present([], HASH, None)
+    # the one check of a resolved list (probe_spec.check_resolved), with its words
+    with pytest.raises(tracefs.names.InvalidValue, match='probes: must be a list of resolved probes'):
+        b.present({'disk_full': 'vfs_write'}, HASH, None)
+    with pytest.raises(tracefs.names.InvalidValue, match='probes: item #2 must be a mapping'):
+        b.present(resolved('disk_full') + ['open_failures'], HASH, None)
     assert host.kernel.writes == []
 
 
