@@ -127,3 +127,25 @@ def test_tasks_read_only_the_checked_values():
             for name in raw.findall(chunk):
                 bad.append("%s: %s" % (os.path.relpath(path, REPO), name))
     assert bad == [], "\n".join(bad)
+
+
+def test_a_template_is_used_as_the_value_it_was_checked_as(tmp_path):
+    """A templated host dir that renders differently once the check has run ("/etc" afterwards) is
+    used as the value checked: the purge's ownership check runs on the checked path, never on /etc.
+    kprobes.fleet.remove in check mode on this machine (local connection, read-only)."""
+    checked = "/var/lib/kprobes-fleet-unit-%s" % os.urandom(4).hex()
+    (tmp_path / "inventory.yml").write_text(
+        "all:\n  hosts:\n    localhost: {ansible_connection: local, ansible_python_interpreter: %s}\n"
+        % sys.executable)
+    (tmp_path / "vars.yml").write_text(
+        "kprobes_fleet_load_purge: true\n"
+        "kprobes_fleet_host_dir: \"{{ '/etc' if __kprobes_fleet_valid is defined else '%s' }}\"\n" % checked)
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"), ANSIBLE_NOCOLOR="1",
+               HOME=str(tmp_path))
+    res = subprocess.run([os.path.join(BIN, "ansible-playbook"), "-i", str(tmp_path / "inventory.yml"), "--check",
+                          "-e", "@%s" % (tmp_path / "vars.yml"), os.path.join(REPO, "playbooks", "remove.yml")],
+                         cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=300, check=False)
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out
+    assert "/etc" not in out.replace("/etc/systemd", ""), out
+    assert not os.path.exists(checked), out
