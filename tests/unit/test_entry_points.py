@@ -21,8 +21,9 @@ PLAN = {"build_key": "0123456789abcdef", "spec_hash": "0123456789abcdef", "ko": 
                                              "log_interval": 5}]}
 
 
-def play(repo, tmp_path, target, extra, check=False):
-    """Run a playbook (a path in the repo) or a role alone ('role:NAME') with extra vars."""
+def play(repo, tmp_path, target, extra, check=False, vault_password=None):
+    """Run a playbook (a path in the repo) or a role alone ('role:NAME') with extra vars (and this
+    vault password, or none whatever the environment says)."""
     inv = tmp_path / "inventory.yml"
     inv.write_text(GHOSTS)
     if target.startswith("role:"):
@@ -33,6 +34,11 @@ def play(repo, tmp_path, target, extra, check=False):
     (tmp_path / "vars.json").write_text(json.dumps(extra))
     env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(repo, "ansible.cfg"), ANSIBLE_NOCOLOR="1",
                ANSIBLE_TIMEOUT="2", ANSIBLE_CACHE_DIR=str(tmp_path), HOME=str(tmp_path))
+    env.pop("ANSIBLE_VAULT_PASSWORD_FILE", None)
+    if vault_password is not None:
+        (tmp_path / "vault-pass").write_bytes(vault_password)
+        os.chmod(str(tmp_path / "vault-pass"), 0o600)
+        env["ANSIBLE_VAULT_PASSWORD_FILE"] = str(tmp_path / "vault-pass")
     argv = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", str(inv),
             "-e", "@%s" % (tmp_path / "vars.json"), str(book)] + (["--check"] if check else [])
     res = subprocess.run(argv, cwd=repo, env=env, capture_output=True, text=True, timeout=300, check=False)

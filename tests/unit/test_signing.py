@@ -30,7 +30,7 @@ from ansible_collections.kprobes.fleet.plugins.plugin_utils import settings
 from ansible_collections.kprobes.fleet.plugins.plugin_utils.module_cache import template_sha
 
 from test_build_plan_action import KERNEL, run_action
-from test_entry_points import assert_refused
+from test_entry_points import assert_refused, play
 from test_headers_vars import trusted
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -495,32 +495,6 @@ def test_tracefs_plan_has_no_signer(tmp_path, files):
 # -- entry points: refused before any host task ------------------------------------------------
 # The inventory names loopback only (port 1: refused at once): a run that got past the check
 # reports UNREACHABLE instead of the refusal.
-
-LOOPBACK = ("all:\n  hosts:\n    ghost1: {ansible_host: 127.0.0.1, ansible_port: 1}\n"
-            "    ghost2: {ansible_host: 127.0.0.1, ansible_port: 1}\n")
-
-
-def play(repo, tmp_path, target, extra, vault_password=None):
-    """Run a playbook (a path in the repo) or a role alone ('role:NAME') against two loopback ghosts."""
-    inv = tmp_path / "inventory.yml"
-    inv.write_text(LOOPBACK)
-    if target.startswith("role:"):
-        book = tmp_path / "role.yml"
-        book.write_text("- hosts: all\n  gather_facts: false\n  roles:\n    - role: %s\n" % target[5:])
-    else:
-        book = os.path.join(repo, target)
-    (tmp_path / "vars.json").write_text(json.dumps(extra))
-    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(repo, "ansible.cfg"), ANSIBLE_NOCOLOR="1",
-               ANSIBLE_TIMEOUT="2", ANSIBLE_CACHE_DIR=str(tmp_path), HOME=str(tmp_path))
-    env.pop("ANSIBLE_VAULT_PASSWORD_FILE", None)
-    if vault_password is not None:
-        write(tmp_path / "vault-pass", vault_password, 0o600)
-        env["ANSIBLE_VAULT_PASSWORD_FILE"] = str(tmp_path / "vault-pass")
-    argv = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", str(inv),
-            "-e", "@%s" % (tmp_path / "vars.json"), str(book)]
-    res = subprocess.run(argv, cwd=repo, env=env, capture_output=True, text=True, timeout=300, check=False)
-    return res.returncode, res.stdout + res.stderr
-
 
 def test_entry_points_refuse_half_or_careless_signing(tmp_path, files):
     rc, out = play(REPO, tmp_path, "deploy-probes.yml", {"kprobes_fleet_signing_key": files["key"]})
