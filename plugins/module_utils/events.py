@@ -6,7 +6,7 @@
 The unit ``kprobes-fleet-<name>-events.service`` (installed by the event_forwarder module) runs
 ``run()`` through the copy of these module_utils kept in ``<host_dir>/lib``. It reads our
 module's match lines from /dev/kmsg (kernel facility only, ``kmsg.collect``) and, when the
-tracefs backend runs, our instance's ``trace`` file (``tracefs.select_new``), with cursors of its
+tracefs backend runs, our instance's ``trace`` file (``tracefs_buffer.select_new``), with cursors of its
 own (``<state_dir>/<name>.events-cursor``: the collector's cursors are never touched), turns every
 match into one event ``{host, probe, function, ret, errno, pid, comm, ts, boot_id, seq, burst}``
 and POSTs batches of them as ``{"kprobes_fleet": {...}, "events": [...]}`` to ``url`` (the
@@ -33,7 +33,9 @@ import select
 import signal
 import time
 
-from ansible_collections.kprobes.fleet.plugins.module_utils import kmsg, names, tracefs
+from ansible_collections.kprobes.fleet.plugins.module_utils import kmsg, names, tracefs_buffer, tracefs_counters
+from ansible_collections.kprobes.fleet.plugins.module_utils.tracefs_probes import TraceProbes
+from ansible_collections.kprobes.fleet.plugins.module_utils.tracefs_support import TracefsError
 from ansible_collections.kprobes.fleet.plugins.module_utils.host_state import atomic_write, state_file
 from ansible_collections.kprobes.fleet.plugins.module_utils.hostfs import read_json
 
@@ -411,7 +413,7 @@ class TraceSource(object):
     collector reads it too), after a cursor of the forwarder's own."""
 
     def __init__(self, name, boot_id, state_dir, cursor=None, root='/'):
-        self.backend = tracefs.TraceBackend(name, root=root, state_dir=state_dir)
+        self.backend = TraceProbes(name, root=root, state_dir=state_dir)
         self.boot_id = boot_id
         self.cursor = cursor if cursor and cursor.get('boot_id') == boot_id else None
 
@@ -420,9 +422,9 @@ class TraceSource(object):
         if state is None or self.backend.tracefs is None or not os.path.isdir(self.backend.instance_dir()):
             return [], 0
         try:
-            parsed = self.backend.read_events(state)
-            stats = self.backend.cpu_stats()
-        except tracefs.TracefsError:
+            parsed = tracefs_buffer.read_events(self.backend, state)
+            stats = tracefs_counters.cpu_stats(self.backend)
+        except TracefsError:
             return [], 0
         cur = self.cursor
         if cur is None or cur.get('instance') != state.get('created'):
@@ -431,13 +433,13 @@ class TraceSource(object):
             self.cursor = {'boot_id': self.boot_id, 'instance': state.get('created'), 'ts_usec': last,
                            'at_ts': sum(1 for ev in parsed if ev['ts_usec'] == last), 'next_seq': 0, 'cpus': stats}
             return [], 0
-        lost = tracefs.lost_since(cur.get('cpus') or {}, stats)
-        new, ts_usec, at_ts = tracefs.select_new(parsed, cur.get('ts_usec'), cur.get('at_ts', 0))
+        lost = tracefs_buffer.lost_since(cur.get('cpus') or {}, stats)
+        new, ts_usec, at_ts = tracefs_buffer.select_new(parsed, cur.get('ts_usec'), cur.get('at_ts', 0))
         by_name = dict((ev['name'], ev) for ev in state['events'])
         seq = cur.get('next_seq', 0)
         facts = []
         for ev in new:
-            fact = self.backend.as_fact(ev, by_name[ev['event']])
+            fact = tracefs_buffer.as_fact(ev, by_name[ev['event']])
             fact['seq'] = seq
             seq += 1
             facts.append(fact)

@@ -33,7 +33,8 @@ from ansible_collections.kprobes.fleet.plugins.module_utils.ownership import Mod
 BACKENDS = ('module', 'tracefs')
 # The module_utils the restore needs (persist and what it imports), as shipped to <host_dir>/lib.
 # The event forwarder (events, unit kprobes-fleet-<name>-events.service) runs from the same copy.
-LIB_MODULES = ('persist', 'names', 'host_state', 'kmsg', 'ownership', 'hostfs', 'probe_spec', 'tracefs', 'events')
+LIB_MODULES = ('persist', 'names', 'host_state', 'kmsg', 'ownership', 'hostfs', 'probe_spec',
+               'tracefs_support', 'tracefs_commands', 'tracefs_probes', 'tracefs_counters', 'tracefs_buffer', 'events')
 LIB_PACKAGE = ('ansible_collections', 'kprobes', 'fleet', 'plugins', 'module_utils')
 RESTORE_SCRIPT = 'kprobes-fleet-restore'
 
@@ -173,10 +174,11 @@ def _restore_module(name, manifest, root, state_dir):
 
 
 def _restore_tracefs(name, manifest, root, state_dir):
-    from ansible_collections.kprobes.fleet.plugins.module_utils.tracefs import TraceBackend, TracefsError
+    from ansible_collections.kprobes.fleet.plugins.module_utils.tracefs_probes import TraceProbes
+    from ansible_collections.kprobes.fleet.plugins.module_utils.tracefs_support import TracefsError
     detail = manifest.get('tracefs') or {}
     try:
-        got = TraceBackend(name, root=root, state_dir=state_dir).present(
+        got = TraceProbes(name, root=root, state_dir=state_dir).present(
             detail.get('probes') or [], manifest['spec_hash'], detail.get('reason'))
     except (TracefsError, names.InvalidValue) as e:
         raise PersistError(str(e))

@@ -280,7 +280,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.kprobes.fleet.plugins.module_utils import names, probe_spec
 from ansible_collections.kprobes.fleet.plugins.module_utils.hostfs import module_policy, read_text
 from ansible_collections.kprobes.fleet.plugins.module_utils.ownership import ModuleSysfs
-from ansible_collections.kprobes.fleet.plugins.module_utils.tracefs import availability
+from ansible_collections.kprobes.fleet.plugins.module_utils.tracefs_support import availability
 from ansible.module_utils.common.text.converters import to_native
 
 CONFIG_LINE_RE = re.compile(r'^(CONFIG_[A-Za-z0-9_]+)=(.*)$')

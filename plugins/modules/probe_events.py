@@ -156,7 +156,8 @@ msg:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.kprobes.fleet.plugins.module_utils import host_state, names, persist
-from ansible_collections.kprobes.fleet.plugins.module_utils.tracefs import TraceBackend, TracefsError
+from ansible_collections.kprobes.fleet.plugins.module_utils.tracefs_probes import TraceProbes
+from ansible_collections.kprobes.fleet.plugins.module_utils.tracefs_support import TracefsError
 
 
 class ProbeEvents(object):
@@ -167,7 +168,7 @@ class ProbeEvents(object):
         params = module.params
         self.state = params['state']
         try:
-            self.backend = TraceBackend(params['name'], root=root, state_dir=host_state.from_params(params).state, io=io)
+            self.backend = TraceProbes(params['name'], root=root, state_dir=host_state.from_params(params).state, io=io)
         except names.InvalidValue as e:
             module.fail_json(msg=str(e))
         self.name = self.backend.name

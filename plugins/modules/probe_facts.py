@@ -264,7 +264,9 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 from ansible_collections.kprobes.fleet.plugins.module_utils import deltas, events, host_state, kmsg, names, persist
 from ansible_collections.kprobes.fleet.plugins.module_utils.ownership import ModuleSysfs, state_dir_problem
-from ansible_collections.kprobes.fleet.plugins.module_utils.tracefs import TraceBackend, TracefsError
+from ansible_collections.kprobes.fleet.plugins.module_utils import tracefs_buffer
+from ansible_collections.kprobes.fleet.plugins.module_utils.tracefs_probes import TraceProbes
+from ansible_collections.kprobes.fleet.plugins.module_utils.tracefs_support import TracefsError
 
 
 class ProbeFacts(object):
@@ -290,7 +292,7 @@ class ProbeFacts(object):
         self.write = self.advance and not module.check_mode and self.not_writable is None
         self.cursor_path = host_state.state_file(self.state_dir, self.name, 'kmsg-cursor')
         self.sysfs = ModuleSysfs(self.name, root)
-        self.tracefs = TraceBackend(self.name, root=root, state_dir=state_dir)
+        self.tracefs = TraceProbes(self.name, root=root, state_dir=state_dir)
 
     def path(self, *parts):
         return os.path.join(self.root, *parts)
@@ -323,7 +325,7 @@ class ProbeFacts(object):
         try:
             if not self.tracefs.status()['present']:
                 return None
-            got = self.tracefs.collect(self.max_events, self.write, self.module.check_mode)
+            got = tracefs_buffer.collect(self.tracefs, self.max_events, self.write, self.module.check_mode)
         except (TracefsError, names.InvalidValue) as e:
             self.module.fail_json(msg=str(e))
         return {

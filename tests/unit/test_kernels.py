@@ -21,7 +21,7 @@ import os
 import pytest
 
 from ansible_collections.kprobes.fleet.plugins.action.build_plan import missing_message
-from ansible_collections.kprobes.fleet.plugins.module_utils import probe_spec, tracefs
+from ansible_collections.kprobes.fleet.plugins.module_utils import probe_spec, tracefs_commands
 from ansible_collections.kprobes.fleet.plugins.modules import kernel_facts
 from fakes import FakeModule
 
@@ -120,12 +120,12 @@ def test_fetch_type_follows_the_candidate_chosen_on_each_kernel(tmp_path, releas
     probe = resolved_on(tmp_path, release, spec)[0]
     if release == SID:
         assert (probe['function'], probe['returns']) == ('do_file_open', 'errptr')
-        assert tracefs.definition('g', probe).endswith(' do_file_open ret=$retval:s64')
-        assert 'ret >= -4095' in tracefs.report_filter(probe)
+        assert tracefs_commands.definition('g', probe).endswith(' do_file_open ret=$retval:s64')
+        assert 'ret >= -4095' in tracefs_commands.report_filter(probe)
     else:
         assert (probe['function'], probe['returns']) == ('do_sys_openat2', 'int')
-        assert tracefs.definition('g', probe).endswith(' do_sys_openat2 ret=$retval:s32')
-        assert tracefs.report_filter(probe) == 'ret < 0'
+        assert tracefs_commands.definition('g', probe).endswith(' do_sys_openat2 ret=$retval:s32')
+        assert tracefs_commands.report_filter(probe) == 'ret < 0'
 
 
 def test_the_old_preset_spec_fails_on_72_and_names_the_new_function(tmp_path):

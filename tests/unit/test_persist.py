@@ -204,8 +204,8 @@ def test_restore_of_tracefs_recreates_the_recorded_events(host, monkeypatch):
             seen.append((p, spec_hash, reason))
             return {'msg': 'created 1 return probe event(s)'}
 
-    from ansible_collections.kprobes.fleet.plugins.module_utils import tracefs
-    monkeypatch.setattr(tracefs, 'TraceBackend', Backend)
+    from ansible_collections.kprobes.fleet.plugins.module_utils import tracefs_probes
+    monkeypatch.setattr(tracefs_probes, 'TraceProbes', Backend)
     status = persist.restore(NAME, STATE_DIR, root=host.root, kernel=dict(KERNEL))
     assert status['loaded'] is True and status['backend'] == 'tracefs'
     assert seen == [(NAME, host.root, STATE_DIR), (probes, NEW_HASH, 'locked down')]
@@ -254,7 +254,8 @@ def test_present_installs_and_enables_the_unit_then_is_idempotent(host, tmp_path
     assert [c[1] for c in module.calls] == ['daemon-reload', 'is-enabled', 'enable']
     lib = os.path.join(host.root, 'var/lib/kprobes-fleet/lib')
     assert os.path.isfile(os.path.join(lib, persist.RESTORE_SCRIPT))
-    assert os.path.isfile(os.path.join(lib, 'ansible_collections/kprobes/fleet/plugins/module_utils/tracefs.py'))
+    for mod in ('tracefs_support', 'tracefs_commands', 'tracefs_probes', 'tracefs_counters', 'tracefs_buffer'):
+        assert os.path.isfile(os.path.join(lib, 'ansible_collections/kprobes/fleet/plugins/module_utils/%s.py' % mod))
     module2, p2 = persister(host, tmp_path, module=module)
     module.calls[:] = []
     assert p2.apply()['changed'] is False

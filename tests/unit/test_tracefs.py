@@ -15,7 +15,8 @@ import stat
 
 import pytest
 
-from ansible_collections.kprobes.fleet.plugins.module_utils import host_state, kmsg, probe_spec, tracefs
+from ansible_collections.kprobes.fleet.plugins.module_utils import (
+    host_state, kmsg, names, probe_spec, tracefs_buffer, tracefs_commands, tracefs_counters, tracefs_probes, tracefs_support)
 from ansible_collections.kprobes.fleet.plugins.module_utils.ownership import COUNTERS
 from fakes import Failed, FakeModule
 
@@ -53,7 +54,7 @@ def ret_filter_ok(text, ret):
     return eval(expr, {}, {'ret': ret})  # pylint: disable=eval-used
 
 
-class FakeKernel(tracefs.TracefsIO):
+class FakeKernel(tracefs_commands.TracefsIO):
     """A tracefs tree under ``root`` and the kernel behind it: definitions, instances, triggers.
 
     Writes go through the real TracefsIO (so the open flags are the real ones) and are then
@@ -173,7 +174,7 @@ class FakeKernel(tracefs.TracefsIO):
                                                               if x not in ('enable', 'filter')]:
                     shutil.rmtree(os.path.dirname(d))
             return
-        d = tracefs.parse_definition(text)
+        d = tracefs_commands.parse_definition(text)
         assert d is not None, text
         if d['maxactive'] and d['maxactive'] > 4096:
             self.error(errno.EINVAL, text)
@@ -310,7 +311,7 @@ class Host(object):
         k.render()
 
     def backend(self, name=NAME):
-        return tracefs.TraceBackend(name, root=self.root, state_dir=STATE_DIR, io=self.kernel)
+        return tracefs_probes.TraceProbes(name, root=self.root, state_dir=STATE_DIR, io=self.kernel)
 
     def path(self, rel):
         return os.path.join(self.kernel.tr, rel)
@@ -357,7 +358,7 @@ def probe(**kw):
      'r4096:g/open_failures do_filp_open ret=$retval:s64'),
 ])
 def test_definition(kw, line):
-    assert tracefs.definition('g', probe(**kw)) == line
+    assert tracefs_commands.definition('g', probe(**kw)) == line
 
 
 @pytest.mark.parametrize('kw,text', [
@@ -375,13 +376,13 @@ def test_definition(kw, line):
     ({'report': 'errno', 'errnos': ['ERESTARTSYS']}, 'ret == -512'),
 ])
 def test_report_filter(kw, text):
-    assert tracefs.report_filter(probe(**kw)) == text
+    assert tracefs_commands.report_filter(probe(**kw)) == text
 
 
 def test_errptr_filters_refuse_kernel_pointers():
     for kw in ({'report': 'negative'}, {'report': 'nonzero'},
                {'report': 'errno', 'errnos': ['ENOENT', 'ENOSPC']}):
-        test = tracefs.report_filter(probe(returns='errptr', **kw))
+        test = tracefs_commands.report_filter(probe(returns='errptr', **kw))
         assert not ret_filter_ok(test, -126954941909504)  # a kernel pointer, negative as s64
         assert not ret_filter_ok(test, -4096)
         assert ret_filter_ok(test, -2)
@@ -389,14 +390,14 @@ def test_errptr_filters_refuse_kernel_pointers():
 
 def test_errno_numbers_come_from_the_spec_table():
     every = sorted(n for n in probe_spec.ERRNO if n not in probe_spec.ERRNO_ALIASES)
-    text = tracefs.report_filter(probe(report='errno', errnos=every))
+    text = tracefs_commands.report_filter(probe(report='errno', errnos=every))
     assert sorted(int(n) for n in re.findall(r'-([0-9]+)', text)) == sorted(set(probe_spec.ERRNO[n] for n in every))
     assert len(text) < 4096  # one write of a filter or trigger is at most a page
 
 
 def test_hist_trigger():
-    assert tracefs.hist_trigger(probe()) == 'hist:keys=ret:vals=hitcount if ret < 0'
-    assert tracefs.hist_trigger(probe(report='any', returns='errptr')) == 'hist:keys=common_type:vals=hitcount'
+    assert tracefs_commands.hist_trigger(probe()) == 'hist:keys=ret:vals=hitcount if ret < 0'
+    assert tracefs_commands.hist_trigger(probe(report='any', returns='errptr')) == 'hist:keys=common_type:vals=hitcount'
 
 
 # -- what we read ------------------------------------------------------------------------------
@@ -406,22 +407,22 @@ def test_parse_hist_signed_keys_and_totals():
             '{ ret: 18446744073709551588 } hitcount:          3\n'
             '{ ret: 18446744073709551494 } hitcount:          2\n\n'
             'Totals:\n    Hits: 5\n    Entries: 2\n    Dropped: 4\n')
-    h = tracefs.parse_hist(text)
+    h = tracefs_counters.parse_hist(text)
     assert h['counts'] == {-28: 3, -122: 2}
     assert (h['hits'], h['dropped'], h['matches']) == (5, 4, 9)
-    assert tracefs.parse_hist('')['matches'] is None
-    assert tracefs.parse_hist('\nTotals:\n    Hits: 0\n    Entries: 0\n    Dropped: 0\n')['matches'] == 0
-    assert tracefs.parse_hist('{ common_type:       1623 } hitcount:          2\n')['matches'] == 2
+    assert tracefs_counters.parse_hist('')['matches'] is None
+    assert tracefs_counters.parse_hist('\nTotals:\n    Hits: 0\n    Entries: 0\n    Dropped: 0\n')['matches'] == 0
+    assert tracefs_counters.parse_hist('{ common_type:       1623 } hitcount:          2\n')['matches'] == 2
 
 
 def test_profile_paired_by_position_when_names_repeat():
     events = 'r4:aaa/mk do_mkdirat ret=$retval:s32\nr5:bbb/mk do_mkdirat ret=$retval:s32\np:other/x vfs_read\n'
     profile = '  mk   1   2\n  mk   30   40\n  x   5   0\n'
-    assert tracefs.profile_counts(events, profile) == {('aaa', 'mk'): (1, 2), ('bbb', 'mk'): (30, 40),
-                                                       ('other', 'x'): (5, 0)}
+    assert tracefs_counters.profile_counts(events, profile) == {('aaa', 'mk'): (1, 2), ('bbb', 'mk'): (30, 40),
+                                                                ('other', 'x'): (5, 0)}
     # the list changed between the reads: only names unique in both files are trusted
-    assert tracefs.profile_counts(events, '  mk   1   2\n  x   5   0\n') == {('other', 'x'): (5, 0)}
-    assert tracefs.profile_counts('r:g/a f\n', '  g/a  7  1\n') == {('g', 'a'): (7, 1)}
+    assert tracefs_counters.profile_counts(events, '  mk   1   2\n  x   5   0\n') == {('other', 'x'): (5, 0)}
+    assert tracefs_counters.profile_counts('r:g/a f\n', '  g/a  7  1\n') == {('g', 'a'): (7, 1)}
 
 
 @pytest.mark.parametrize('line,comm,pid,cpu,ts,event,ret', [
@@ -438,8 +439,8 @@ def test_profile_paired_by_position_when_names_repeat():
     ('   kworker/u4:2-77  [000] ..... 4.123456789: x: (a <- b) ret=5', 'kworker/u4:2', 77, 0, 4123456, 'x', 5),
 ])
 def test_parse_trace_line(line, comm, pid, cpu, ts, event, ret):
-    assert tracefs.parse_trace_line(line) == {'comm': comm, 'pid': pid, 'cpu': cpu, 'ts_usec': ts,
-                                              'event': event, 'ret': ret}
+    assert tracefs_buffer.parse_trace_line(line) == {'comm': comm, 'pid': pid, 'cpu': cpu, 'ts_usec': ts,
+                                                     'event': event, 'ret': ret}
 
 
 @pytest.mark.parametrize('line', [
@@ -448,7 +449,7 @@ def test_parse_trace_line(line, comm, pid, cpu, ts, event, ret):
     '  cat-1 [000] ..... 1.0: x: (a <- b) ret=0xffff',
 ])
 def test_parse_trace_line_other_lines(line):
-    assert tracefs.parse_trace_line(line) is None
+    assert tracefs_buffer.parse_trace_line(line) is None
 
 
 def test_error_log_reason():
@@ -456,60 +457,60 @@ def test_error_log_reason():
            '  Command: r:g/nosuch no_such ret=$retval:s64\n                             ^\n'
            '[   92.577966] trace_kprobe: error: Maxactive is too big\n'
            '  Command: r8192:g/big vfs_write ret=$retval:s64\n            ^\n')
-    assert tracefs.error_log_reason(log, 'r:g/nosuch no_such ret=$retval:s64') == 'Invalid probed address or symbol'
-    assert tracefs.error_log_reason(log, 'r8192:g/big vfs_write ret=$retval:s64') == 'Maxactive is too big'
-    assert tracefs.error_log_reason(log, 'r:g/other x') is None
+    assert tracefs_commands.error_log_reason(log, 'r:g/nosuch no_such ret=$retval:s64') == 'Invalid probed address or symbol'
+    assert tracefs_commands.error_log_reason(log, 'r8192:g/big vfs_write ret=$retval:s64') == 'Maxactive is too big'
+    assert tracefs_commands.error_log_reason(log, 'r:g/other x') is None
 
 
 def test_trigger_in_place_and_enable():
     shown = 'hist:keys=ret:vals=hitcount:sort=hitcount:size=2048 if ret < 0 [active]\n'
-    assert tracefs.trigger_in_place(shown, 'hist:keys=ret:vals=hitcount if ret < 0')
-    assert not tracefs.trigger_in_place(shown, 'hist:keys=ret:vals=hitcount if ret != 0')
-    assert not tracefs.trigger_in_place(TRIGGER_HEADER, 'hist:keys=ret:vals=hitcount if ret < 0')
-    assert tracefs.enabled('1*\n') and tracefs.enabled('1\n') and not tracefs.enabled('0*\n')
+    assert tracefs_commands.trigger_in_place(shown, 'hist:keys=ret:vals=hitcount if ret < 0')
+    assert not tracefs_commands.trigger_in_place(shown, 'hist:keys=ret:vals=hitcount if ret != 0')
+    assert not tracefs_commands.trigger_in_place(TRIGGER_HEADER, 'hist:keys=ret:vals=hitcount if ret < 0')
+    assert tracefs_commands.enabled('1*\n') and tracefs_commands.enabled('1\n') and not tracefs_commands.enabled('0*\n')
 
 
 # -- availability ------------------------------------------------------------------------------
 def test_availability_usable(host):
-    a = tracefs.availability(host.root, 'none')
+    a = tracefs_support.availability(host.root, 'none')
     assert a == {'usable': True, 'reason': None, 'path': host.kernel.tr, 'hist': True}
-    assert tracefs.find_tracefs(host.root) == host.kernel.tr
+    assert tracefs_support.find_tracefs(host.root) == host.kernel.tr
 
 
 def test_availability_debugfs_mount(tmp_path):
     h = Host(tmp_path, mount='sys/kernel/debug/tracing')
     os.makedirs(os.path.join(h.root, 'sys/kernel/tracing'))  # the empty mount point
-    assert tracefs.find_tracefs(h.root) == os.path.join(h.root, 'sys/kernel/debug/tracing')
-    assert tracefs.availability(h.root, 'integrity')['usable'] is True
+    assert tracefs_support.find_tracefs(h.root) == os.path.join(h.root, 'sys/kernel/debug/tracing')
+    assert tracefs_support.availability(h.root, 'integrity')['usable'] is True
 
 
 def test_availability_refusals(tmp_path, host):
-    assert 'confidentiality' in tracefs.availability(host.root, 'confidentiality')['reason']
+    assert 'confidentiality' in tracefs_support.availability(host.root, 'confidentiality')['reason']
     sec = os.path.join(host.root, 'sys/kernel/security')
     os.makedirs(sec)
     with open(os.path.join(sec, 'lockdown'), 'w') as f:
         f.write('none integrity [confidentiality]\n')
-    assert tracefs.availability(host.root)['usable'] is False  # read below root
+    assert tracefs_support.availability(host.root)['usable'] is False  # read below root
     os.unlink(host.path('kprobe_events'))
-    a = tracefs.availability(host.root, 'none')
+    a = tracefs_support.availability(host.root, 'none')
     assert a['usable'] is False and a['path'] is None and 'CONFIG_KPROBE_EVENTS' in a['reason']
     bare = tmp_path / 'bare'
     (bare / 'sys/kernel/tracing').mkdir(parents=True)
-    assert 'not mounted' in tracefs.availability(str(bare), 'none')['reason']
+    assert 'not mounted' in tracefs_support.availability(str(bare), 'none')['reason']
     (bare / 'proc').mkdir()
     (bare / 'proc/filesystems').write_text('nodev\tsysfs\nnodev\tproc\n\text4\n')
-    assert 'CONFIG_TRACING' in tracefs.availability(str(bare), 'none')['reason']
+    assert 'CONFIG_TRACING' in tracefs_support.availability(str(bare), 'none')['reason']
 
 
 def test_availability_without_hist_triggers(tmp_path):
     h = Host(tmp_path, hist=False)  # Debian 11's 5.10: counting instances instead
-    assert tracefs.availability(h.root, 'none') == {'usable': True, 'reason': None, 'path': h.kernel.tr,
-                                                    'hist': False}
+    assert tracefs_support.availability(h.root, 'none') == {'usable': True, 'reason': None, 'path': h.kernel.tr,
+                                                            'hist': False}
     shutil.rmtree(h.path('events/sched'))  # no event to look at: the README decides
     with open(h.path('README'), 'w') as f:
         f.write('      hist trigger\t- If set, event hits are aggregated into a hash table\n'
                 '\t    Format: hist:keys=<field1[,field2,...]>\n')
-    assert tracefs.availability(h.root, 'none')['hist'] is True
+    assert tracefs_support.availability(h.root, 'none')['hist'] is True
 
 
 # -- present / absent ------------------------------------------------------------------------
@@ -562,7 +563,7 @@ def test_writes_never_truncate_kprobe_events_or_triggers(host, opens):
 def test_real_io_appends_and_replaces(tmp_path):
     f = tmp_path / 'kprobe_events'
     f.write_text('p:other/x vfs_read\n')
-    io = tracefs.TracefsIO()
+    io = tracefs_commands.TracefsIO()
     io.append(str(f), 'r8:g/a f ret=$retval:s64')
     assert f.read_text() == 'p:other/x vfs_read\nr8:g/a f ret=$retval:s64\n'
     flt = tmp_path / 'filter'
@@ -648,7 +649,7 @@ def test_absent_fails_cleanly_when_our_event_is_busy(host):
     b.present(resolved('disk_full'), HASH, None)
     host.kernel.mkdir(host.path('instances/theirs'))
     host.kernel.replace(host.path('instances/theirs/events/kprobes_fleet/disk_full/enable'), '1')
-    with pytest.raises(tracefs.TracefsError) as e:
+    with pytest.raises(tracefs_support.TracefsError) as e:
         b.absent()
     assert 'disk_full' in str(e.value) and 'EBUSY' in str(e.value)
     assert [ev['name'] for ev in host.state()['events']] == ['disk_full']  # still on record
@@ -667,7 +668,7 @@ def test_present_refuses_a_name_that_is_not_ours(host, setup):
     before = (host.read('kprobe_events'), k.instances())
     k.writes[:] = []
     name = 'sched' if setup == 'kernel_group' else NAME
-    with pytest.raises(tracefs.TracefsError) as e:
+    with pytest.raises(tracefs_support.TracefsError) as e:
         host.backend(name).present(resolved('disk_full'), HASH, None)
     assert 'not ours' in str(e.value)
     assert k.writes == [] and (host.read('kprobe_events'), k.instances()) == before
@@ -676,7 +677,7 @@ def test_present_refuses_a_name_that_is_not_ours(host, setup):
 
 def test_refused_definition_leaves_nothing_half_done(host):
     bad = dict(probe_spec.preset('disk_full'), name='broken', function='no_such_function')
-    with pytest.raises(tracefs.TracefsError) as e:
+    with pytest.raises(tracefs_support.TracefsError) as e:
         host.backend().present(resolved('open_failures', bad), HASH, None)
     msg = str(e.value)
     assert 'r1024:kprobes_fleet/broken no_such_function ret=$retval:s64' in msg
@@ -690,7 +691,7 @@ def test_refused_definition_recreates_the_previous_probes(host):
     b = host.backend()
     b.present(resolved(*DEFAULT), HASH, 'r')
     bad = dict(probe_spec.preset('disk_full'), name='broken', function='no_such_function')
-    with pytest.raises(tracefs.TracefsError) as e:
+    with pytest.raises(tracefs_support.TracefsError) as e:
         b.present(resolved('open_failures', bad), HASH2, 'r')
     assert 'previous probes (spec_hash %s) were recreated' % HASH in str(e.value)
     st = b.status()
@@ -721,8 +722,8 @@ def test_reboot_makes_the_state_stale(host):
 def test_backend_refuses_names_and_paths(host, kw, field):
     args = {'name': NAME, 'root': host.root, 'state_dir': STATE_DIR}
     args.update(kw)
-    with pytest.raises(tracefs.names.InvalidValue) as e:
-        tracefs.TraceBackend(**args)
+    with pytest.raises(names.InvalidValue) as e:
+        tracefs_probes.TraceProbes(**args)
     assert str(e.value).startswith(field + ':')
 
 
@@ -730,20 +731,20 @@ def test_present_validates_the_spec_again(host):
     b = host.backend()
     bad = resolved('disk_full')
     bad[0]['function'] = 'vfs_read'  # not one of the candidates
-    with pytest.raises(tracefs.names.InvalidValue):
+    with pytest.raises(names.InvalidValue):
         b.present(bad, HASH, None)
     bad = resolved('disk_full')
     bad[0]['maxactive'] = 5000
-    with pytest.raises(tracefs.names.InvalidValue):
+    with pytest.raises(names.InvalidValue):
         b.present(bad, HASH, None)
-    with pytest.raises(tracefs.names.InvalidValue):
+    with pytest.raises(names.InvalidValue):
         b.present(resolved('disk_full'), 'nothex', None)
-    with pytest.raises(tracefs.names.InvalidValue):
+    with pytest.raises(names.InvalidValue):
         b.present([], HASH, None)
     # the one check of a resolved list (probe_spec.check_resolved), with its words
-    with pytest.raises(tracefs.names.InvalidValue, match='probes: must be a list of resolved probes'):
+    with pytest.raises(names.InvalidValue, match='probes: must be a list of resolved probes'):
         b.present({'disk_full': 'vfs_write'}, HASH, None)
-    with pytest.raises(tracefs.names.InvalidValue, match='probes: item #2 must be a mapping'):
+    with pytest.raises(names.InvalidValue, match='probes: item #2 must be a mapping'):
         b.present(resolved('disk_full') + ['open_failures'], HASH, None)
     assert host.kernel.writes == []
 
@@ -752,7 +753,7 @@ def test_present_refused_when_unusable(host):
     os.makedirs(os.path.join(host.root, 'sys/kernel/security'))
     with open(os.path.join(host.root, 'sys/kernel/security/lockdown'), 'w') as f:
         f.write('none integrity [confidentiality]\n')
-    with pytest.raises(tracefs.TracefsError) as e:
+    with pytest.raises(tracefs_support.TracefsError) as e:
         host.backend().present(resolved('disk_full'), HASH, None)
     assert 'confidentiality' in str(e.value) and host.kernel.writes == []
 
@@ -774,7 +775,7 @@ def test_collect_counters_and_events(host):
     k.fire('open_failures', -126954941909504, ts='61.6')  # a valid pointer: not a match
     k.fire('sleepers', 0, ts='62.0')
     k.fire('sleepers', 0, missed=True)
-    got = b.collect()
+    got = tracefs_buffer.collect(b)
     p = got['probes']
     assert set(p) == {'open_failures', 'disk_full', 'sleepers'}
     for entry in p.values():
@@ -799,34 +800,34 @@ def test_collect_never_reports_an_event_twice(host):
     k = host.kernel
     k.fire('disk_full', -28, pid=1, ts='10.000001', cpu=0)
     k.fire('disk_full', -28, pid=2, ts='10.000001', cpu=1)
-    assert [e['pid'] for e in b.collect()['events']] == [1, 2]
-    assert b.collect()['events'] == []
+    assert [e['pid'] for e in tracefs_buffer.collect(b)['events']] == [1, 2]
+    assert tracefs_buffer.collect(b)['events'] == []
     k.fire('disk_full', -28, pid=3, ts='10.000001', cpu=1)  # same microsecond, later
     k.fire('disk_full', -122, pid=4, ts='10.5')
-    got = b.collect()
+    got = tracefs_buffer.collect(b)
     assert [(e['pid'], e['seq'], e['errno']) for e in got['events']] == [(3, 2, 'ENOSPC'), (4, 3, 'EDQUOT')]
-    assert b.collect()['events'] == []
+    assert tracefs_buffer.collect(b)['events'] == []
 
 
 def test_collect_peek_and_check_mode_do_not_move_the_cursor(host):
     b = deployed(host)
     host.kernel.fire('disk_full', -28, ts='10.0')
-    assert len(b.collect(advance=False)['events']) == 1
-    assert len(b.collect(check_mode=True)['events']) == 1
+    assert len(tracefs_buffer.collect(b, advance=False)['events']) == 1
+    assert len(tracefs_buffer.collect(b, check_mode=True)['events']) == 1
     assert not os.path.exists(host_state.state_file(host.state_dir, NAME, 'tracefs-cursor'))
-    assert len(b.collect()['events']) == 1
-    assert b.collect()['events'] == []
+    assert len(tracefs_buffer.collect(b)['events']) == 1
+    assert tracefs_buffer.collect(b)['events'] == []
 
 
 def test_collect_max_events_drops_the_oldest(host):
     b = deployed(host)
     for i in range(10):
         host.kernel.fire('disk_full', -28, pid=i, ts='20.%06d' % i)
-    got = b.collect(max_events=3)
+    got = tracefs_buffer.collect(b, max_events=3)
     assert [e['pid'] for e in got['events']] == [7, 8, 9]
     assert [e['seq'] for e in got['events']] == [7, 8, 9]
     assert got['events_dropped'] == 7
-    assert b.collect(max_events=0)['events'] == []
+    assert tracefs_buffer.collect(b, max_events=0)['events'] == []
 
 
 def test_errptr_any_never_reports_a_pointer(host):
@@ -837,7 +838,7 @@ def test_errptr_any_never_reports_a_pointer(host):
     host.kernel.fire('open_failures', -126954941909504, ts='5.0')
     host.kernel.fire('open_failures', -2, ts='5.1')
     host.kernel.fire('open_failures', -4096, ts='5.2')
-    got = b.collect()
+    got = tracefs_buffer.collect(b)
     assert [(e['ret'], e['errno']) for e in got['events']] == [(0, None), (-2, 'ENOENT'), (0, None)]
     assert got['probes']['open_failures']['matches'] == 3
     assert '126954941909504' not in json.dumps(got)
@@ -848,44 +849,44 @@ def test_collect_lost_events_from_overrun(host):
     k = host.kernel
     k.fire('disk_full', -28, ts='1.0')
     k.set_stats(NAME, 0, entries=5)
-    assert b.collect()['events_lost'] == 0
+    assert tracefs_buffer.collect(b)['events_lost'] == 0
     # the ring overwrote 5 events: the 5 we had read (entries at the last read) are not lost
     k.set_stats(NAME, 0, entries=5, overrun=5)
-    assert b.collect()['events_lost'] == 0
+    assert tracefs_buffer.collect(b)['events_lost'] == 0
     k.set_stats(NAME, 0, entries=5, overrun=12, dropped=0)
     k.set_stats(NAME, 1, entries=0, overrun=0, dropped=2)
-    assert b.collect()['events_lost'] == 2 + 2  # 7 more overwritten, 5 of them read before; + 2 dropped
-    assert b.collect()['events_lost'] == 0
+    assert tracefs_buffer.collect(b)['events_lost'] == 2 + 2  # 7 more overwritten, 5 of them read before; + 2 dropped
+    assert tracefs_buffer.collect(b)['events_lost'] == 0
 
 
 def test_lost_since():
-    s = tracefs.parse_stats('entries: 3\noverrun: 10\ncommit overrun: 1\nbytes: 0\ndropped events: 2\n')
+    s = tracefs_counters.parse_stats('entries: 3\noverrun: 10\ncommit overrun: 1\nbytes: 0\ndropped events: 2\n')
     assert s == {'entries': 3, 'overrun': 10, 'commit_overrun': 1, 'dropped': 2, 'read': 0}
-    assert tracefs.lost_since({}, {'0': s}) == 13
-    assert tracefs.lost_since({'0': dict(s, entries=4)}, {'0': dict(s, overrun=16)}) == 2
-    assert tracefs.lost_since({'0': dict(s, overrun=99)}, {'0': s}) == 13  # counters reset: new buffer
+    assert tracefs_buffer.lost_since({}, {'0': s}) == 13
+    assert tracefs_buffer.lost_since({'0': dict(s, entries=4)}, {'0': dict(s, overrun=16)}) == 2
+    assert tracefs_buffer.lost_since({'0': dict(s, overrun=99)}, {'0': s}) == 13  # counters reset: new buffer
 
 
 def test_collect_after_reboot_resets_the_cursor(host):
     b = deployed(host)
     host.kernel.fire('disk_full', -28, ts='100.0')
-    assert b.collect()['cursor']['next_seq'] == 1
+    assert tracefs_buffer.collect(b)['cursor']['next_seq'] == 1
     host.reboot()
-    with pytest.raises(tracefs.TracefsError):
-        b.collect()
+    with pytest.raises(tracefs_support.TracefsError):
+        tracefs_buffer.collect(b)
     b.present(resolved(*DEFAULT), HASH, None)
     host.kernel.fire('disk_full', -28, ts='3.0')  # earlier than the old cursor: a new boot
-    got = b.collect()
+    got = tracefs_buffer.collect(b)
     assert [(e['seq'], e['ts']) for e in got['events']] == [(0, 3.0)]
     assert got['cursor']['boot_id'] == 'boot-2'
 
 
 def test_select_new():
     evs = [{'ts_usec': t} for t in (5, 7, 7, 7, 9)]
-    assert tracefs.select_new(evs, None, 0) == (evs, 9, 1)
-    assert tracefs.select_new(evs, 7, 2) == (evs[3:], 9, 1)
-    assert tracefs.select_new(evs, 9, 1) == ([], 9, 1)
-    assert tracefs.select_new(evs[:4], 5, 1) == (evs[1:4], 7, 3)
+    assert tracefs_buffer.select_new(evs, None, 0) == (evs, 9, 1)
+    assert tracefs_buffer.select_new(evs, 7, 2) == (evs[3:], 9, 1)
+    assert tracefs_buffer.select_new(evs, 9, 1) == ([], 9, 1)
+    assert tracefs_buffer.select_new(evs[:4], 5, 1) == (evs[1:4], 7, 3)
 
 
 # -- probe_facts: one schema for both backends ---------------------------------------------------
@@ -1003,10 +1004,10 @@ def test_state_file_shape(host):
     state = host.state()
     assert set(state) >= {'boot_id', 'spec_hash', 'reason', 'group', 'instance', 'events'}
     assert state['mark'] == 'kprobes.fleet'
-    assert tracefs.load_state(host_state.state_file(host.state_dir, NAME, 'tracefs')) == state
+    assert tracefs_probes.load_state(host_state.state_file(host.state_dir, NAME, 'tracefs')) == state
     with open(host_state.state_file(host.state_dir, NAME, 'tracefs'), 'w') as f:
         f.write(json.dumps(dict(state, mark='someone-else')))
-    assert tracefs.load_state(host_state.state_file(host.state_dir, NAME, 'tracefs')) is None
+    assert tracefs_probes.load_state(host_state.state_file(host.state_dir, NAME, 'tracefs')) is None
     assert kmsg.load_cursor(host_state.state_file(host.state_dir, NAME, 'tracefs-cursor')) is None
 
 
@@ -1046,14 +1047,14 @@ def test_no_hist_matches_from_the_counting_ring(nohist):
         h.kernel.fire('disk_full', -28, ts='7.%d' % i, cpu=i % 2)
     h.kernel.fire('disk_full', 5, ts='7.5')
     h.kernel.fire('sleepers', 0, ts='7.6')
-    got = b.collect()
+    got = tracefs_buffer.collect(b)
     assert (got['probes']['disk_full']['hits'], got['probes']['disk_full']['matches']) == (4, 3)
     assert got['probes']['sleepers']['matches'] == 1
     assert got['probes']['open_failures']['matches'] == 0
     assert len(got['events']) == 3
     # the tiny ring wrapped: what it overwrote still counts
     h.kernel.set_stats(NAME + '.disk_full', 0, entries=40, overrun=960, dropped=1)
-    assert b.collect()['probes']['disk_full']['matches'] == 40 + 960 + 1 + 1  # + the one on cpu 1
+    assert tracefs_buffer.collect(b)['probes']['disk_full']['matches'] == 40 + 960 + 1 + 1  # + the one on cpu 1
 
 
 def test_no_hist_absent_removes_every_instance_of_ours(nohist):
@@ -1070,15 +1071,15 @@ def test_no_hist_refuses_a_counting_instance_that_is_not_ours(nohist):
     h = nohist
     h.kernel.mkdir(h.path('instances/%s.disk_full' % NAME))
     h.kernel.writes[:] = []
-    with pytest.raises(tracefs.TracefsError) as e:
+    with pytest.raises(tracefs_support.TracefsError) as e:
         h.backend().present(resolved(*DEFAULT), HASH, None)
     assert 'instances/%s.disk_full' % NAME in str(e.value) and 'not ours' in str(e.value)
     assert h.kernel.writes == []
 
 
 def test_written():
-    stats = {'0': tracefs.parse_stats('entries: 172\noverrun: 19926\ncommit overrun: 0\ndropped events: 0\n'
-                                      'read events: 0\n'),
-             '1': tracefs.parse_stats('entries: 205\noverrun: 0\ncommit overrun: 0\ndropped events: 0\n'
-                                      'read events: 0\n')}
-    assert tracefs.written(stats) == 20303  # seen on 5.10: 20000 failing mkdir + 303 sleeps
+    stats = {'0': tracefs_counters.parse_stats('entries: 172\noverrun: 19926\ncommit overrun: 0\ndropped events: 0\n'
+                                               'read events: 0\n'),
+             '1': tracefs_counters.parse_stats('entries: 205\noverrun: 0\ncommit overrun: 0\ndropped events: 0\n'
+                                               'read events: 0\n')}
+    assert tracefs_counters.written(stats) == 20303  # seen on 5.10: 20000 failing mkdir + 303 sleeps
