@@ -202,10 +202,10 @@ FORGED_BOOT_ID = "forged"
 
 
 def token_for(key, host):
-    """A host's token as the deploy derives it (the rule of the event sources, probe_events.py)."""
+    """A host's token as the deploy derives it (the rule of the event sources, spool.py)."""
     import importlib.util
     spec = importlib.util.spec_from_file_location(
-        "kprobes_fleet_probe_events", os.path.join(REPO, "extensions/eda/plugins/event_source/probe_events.py"))
+        "kprobes_fleet_spool", os.path.join(REPO, "extensions/eda/plugins/event_source/spool.py"))
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod.token_for(key, host)

@@ -361,7 +361,7 @@ class HttpSender(object):
 
 
 class Spool(object):
-    """Append-only JSONL copy of every event (for the kprobes.fleet.probe_events source on the
+    """Append-only JSONL copy of every event (for the kprobes.fleet.spool source on the
     host itself); rotated to ``.1`` beyond ``max_bytes``."""
 
     def __init__(self, path, max_bytes):

@@ -5,7 +5,7 @@
 
 Whoever puts probes in place records what runs, in ``<state_dir>/<name>.persist.json`` (0600):
 ``{mark, name, backend, kernel: {release, version}, spec_hash, saved, module: {ko, sha256} |
-tracefs: {probes, reason}}``: probe_module after a load, probe_events after creating events. At
+tracefs: {probes, reason}}``: probe_module after a load, tracefs_probes after creating events. At
 boot, the unit ``kprobes-fleet-<name>.service`` (installed by the probe_persist module) runs
 ``restore()`` through a copy of these module_utils kept in ``<host_dir>/lib``: it loads the
 recorded module, or recreates the recorded events, only when the running kernel is exactly the

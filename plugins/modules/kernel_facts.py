@@ -167,7 +167,7 @@ ansible_facts:
           sample: false
         tracefs:
           description:
-            - Whether the tracefs backend (M(kprobes.fleet.probe_events)) can run on this host.
+            - Whether the tracefs backend (M(kprobes.fleet.tracefs_probes)) can run on this host.
             - Unusable when tracefs is not mounted or has no C(kprobe_events)
               (C(CONFIG_KPROBE_EVENTS) off), or when lockdown is V(confidentiality) (it blocks
               tracefs and kprobes; lockdown V(integrity) does not).

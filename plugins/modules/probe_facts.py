@@ -12,7 +12,7 @@ module: probe_facts
 short_description: Collect what kprobes.fleet probes saw, as facts
 description:
   - Asks the backend that runs the probes, with one fact schema for both (C(backend) says which).
-  - C(tracefs) backend (M(kprobes.fleet.probe_events)), when its record
+  - C(tracefs) backend (M(kprobes.fleet.tracefs_probes)), when its record
     C(<host_dir>/state/<module>.tracefs.json) is of this boot and its tracing instance exists -
     C(hits) and C(nmissed) from C(kprobe_profile), C(matches) from the hist triggers (exact;
     on kernels without hist triggers from a counting instance per probe),
@@ -72,7 +72,7 @@ notes:
   - The cursor is per boot; after a reboot collection starts at the oldest record in the ring.
 seealso:
   - module: kprobes.fleet.probe_module
-  - module: kprobes.fleet.probe_events
+  - module: kprobes.fleet.tracefs_probes
   - module: kprobes.fleet.kernel_facts
 '''
 
@@ -114,7 +114,7 @@ ansible_facts:
           sample: tracefs
         backend_reason:
           description: Why this host runs the tracefs backend (recorded by
-            M(kprobes.fleet.probe_events)); V(null) for the module backend or none.
+            M(kprobes.fleet.tracefs_probes)); V(null) for the module backend or none.
           type: str
           returned: always
           sample: lockdown=integrity refuses unsigned modules

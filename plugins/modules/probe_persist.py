@@ -18,7 +18,7 @@ description:
     upgrade it loads nothing and logs one line saying why, and M(kprobes.fleet.probe_facts) reports
     C(loaded=false) with that reason.
   - What runs is recorded by the backends in C(<host_dir>/state/<name>.persist.json) -
-    M(kprobes.fleet.probe_module) after a load, M(kprobes.fleet.probe_events) after creating events.
+    M(kprobes.fleet.probe_module) after a load, M(kprobes.fleet.tracefs_probes) after creating events.
     A module loaded by an older release of this collection, without a record, is adopted.
   - Nothing is started now, the probes already run. Only a unit file whose first line is our mark
     (a comment starting with C(kprobes.fleet:)) is ever changed or removed.
@@ -34,7 +34,7 @@ options:
     default: present
 seealso:
   - module: kprobes.fleet.probe_module
-  - module: kprobes.fleet.probe_events
+  - module: kprobes.fleet.tracefs_probes
   - module: kprobes.fleet.probe_facts
 '''
 

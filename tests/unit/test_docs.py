@@ -24,6 +24,13 @@ def test_module_doc_renders(module):
     assert "[WARNING]" not in res.stderr, res.stderr
 
 
+def test_the_old_module_name_redirects_with_a_deprecation():
+    res = ansible_doc("kprobes.fleet.probe_events")
+    assert res.returncode == 0, res.stderr
+    assert "MODULE kprobes.fleet.tracefs_probes" in res.stdout
+    assert "kprobes.fleet.probe_events has been deprecated" in res.stderr and "1.0.0" in res.stderr
+
+
 @pytest.mark.parametrize("role", ROLES)
 def test_role_argument_spec_renders(role):
     res = ansible_doc("-t", "role", "kprobes.fleet." + role)

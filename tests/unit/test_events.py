@@ -3,7 +3,7 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Probe matches as events (#13): the forwarder's settings, queue, batches, rate, retries and drops
 (on a clock the tests move, nothing sleeps), its sources (kmsg, tracefs), its HTTP delivery, the
-event_forwarder module that installs it, and the event source plugin kprobes.fleet.probe_events.
+event_forwarder module that installs it, and the event source plugin kprobes.fleet.spool.
 The real loop on a real kernel is tests/vm/test_events.py."""
 
 from __future__ import (absolute_import, division, print_function)
@@ -498,9 +498,9 @@ def test_the_restore_unit_keeps_the_lib_the_forwarder_uses(tmp_path):
 
 
 # -- the event source plugin ------------------------------------------------------------------------------------------
-def plugin():
+def plugin(name='spool'):
     spec = importlib.util.spec_from_file_location(
-        'probe_events_source', os.path.join(REPO, 'extensions/eda/plugins/event_source/probe_events.py'))
+        name + '_source', os.path.join(REPO, 'extensions/eda/plugins/event_source/%s.py' % name))
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -522,6 +522,25 @@ def test_source_reads_the_spool_with_the_forwarders_event_shape(tmp_path):
     asyncio.run(src.main(q, {'path': str(spool), 'from_start': True, 'once': True}))
     assert q.events == [ev(1), ev(2)]
     assert set(src.EVENT_KEYS) <= set(events.EVENT_KEYS)
+
+
+def test_the_old_source_name_still_reads_the_spool(tmp_path, caplog):
+    """kprobes.fleet.probe_events (the name before kprobes.fleet.spool): ansible-rulebook releases that read
+    extensions/eda/eda_runtime.yml redirect it; older ones find probe_events.py by path, a shim of spool.py."""
+    spool = tmp_path / 'x.events.jsonl'
+    spool.write_text(json.dumps(ev(1)) + '\n')
+    q = Queue()
+    asyncio.run(plugin('probe_events').main(q, {'path': str(spool), 'from_start': True, 'once': True}))
+    assert q.events == [ev(1)] and 'use kprobes.fleet.spool' in caplog.text
+    if importlib.util.find_spec('ansible_rulebook') is None:
+        return
+    root = [p for p in sys.path if os.path.isdir(os.path.join(p, 'ansible_collections', 'kprobes', 'fleet'))][0]
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=root, ANSIBLE_LOCAL_TEMP=str(tmp_path),
+               PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get('PATH', ''))
+    code = ('from ansible_rulebook.rules_parser import parse_event_sources\n'
+            'print(parse_event_sources([{"kprobes.fleet.probe_events": {"once": True}}])[0].source_name)\n')
+    res = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True, timeout=120)
+    assert res.stdout.split() == ['kprobes.fleet.spool'], res.stderr
 
 
 def test_source_follows_the_spool_across_rotation(tmp_path):

@@ -39,7 +39,7 @@ def load(name):
     return mod
 
 
-pe = load('probe_events')
+pe = load('spool')
 wh = load('webhook')
 
 

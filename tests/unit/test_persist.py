@@ -3,7 +3,7 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Probes come back after a reboot only on the kernel they were made for (#9).
 
-The record (persist.json) is written by probe_module / probe_events and removed with them;
+The record (persist.json) is written by probe_module / tracefs_probes and removed with them;
 persist.restore() is what the boot unit runs; probe_persist installs the unit and a copy of
 the module_utils it needs, and never touches a unit that is not ours. Fake hosts below tmp_path
 (the Host of test_probe_module); the real boot is proven by molecule's lifecycle scenario.

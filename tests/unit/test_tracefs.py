@@ -951,16 +951,16 @@ def test_probe_facts_stale_tracefs_record_falls_back_to_the_module(tmp_path, hos
     assert (got['backend'], got['loaded']) == (None, False)
 
 
-# -- the probe_events module ---------------------------------------------------------------------
+# -- the tracefs_probes module -------------------------------------------------------------------
 def run_module(host, check_mode=False, diff=False, **params):
-    from ansible_collections.kprobes.fleet.plugins.modules import probe_events
+    from ansible_collections.kprobes.fleet.plugins.modules import tracefs_probes
     full = {'name': NAME, 'probes': resolved(*DEFAULT), 'spec_hash': HASH, 'reason': 'why',
             'state': 'present', 'host_dir': os.path.dirname(STATE_DIR)}
     full.update(params)
-    return probe_events.ProbeEvents(FakeModule(full, check_mode, diff), root=host.root, io=host.kernel).apply()
+    return tracefs_probes.TracefsProbes(FakeModule(full, check_mode, diff), root=host.root, io=host.kernel).apply()
 
 
-def test_probe_events_module(host):
+def test_tracefs_probes_module(host):
     r = run_module(host, diff=True)
     assert (r['changed'], r['name'], r['state'], r['spec_hash']) == (True, NAME, 'present', HASH)
     assert r['diff'] == {'before': {'present': False, 'spec_hash': None},
@@ -980,7 +980,7 @@ def test_probe_events_module(host):
     ({'spec_hash': 'x'}, 'spec_hash: must be 16'),
     ({'probes': [{'name': 'p'}]}, "field 'function'"),
 ])
-def test_probe_events_module_refuses(host, params, words):
+def test_tracefs_probes_module_refuses(host, params, words):
     with pytest.raises(Failed) as e:
         run_module(host, **params)
     assert words in str(e.value)

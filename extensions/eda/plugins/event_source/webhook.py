@@ -20,7 +20,7 @@ description:
     Without the key file the source does not start. Refused - no or another token (401); a sender that is
     not one inventory host name (C(all), C(ungrouped), patterns, commas, globs) or a malformed batch
     (400); an event whose C(host) is not the sender, or a sender not in O(hosts) (403); a body beyond
-    O(max_kb) (413). Every field of every event is checked (see C(kprobes.fleet.probe_events)); one bad
+    O(max_kb) (413). Every field of every event is checked (see C(kprobes.fleet.spool)); one bad
     event refuses the whole batch, which the forwarder counts as dropped.
   - C(burst) is the forwarder's name for matches of one probe and errno close in time; a rulebook throttles
     on C(event.host) and C(event.burst). So that a poster cannot multiply actions with new burst names, a
@@ -84,10 +84,10 @@ logger = logging.getLogger(__name__)
 
 
 def _sibling():
-    """probe_events.py of this directory (the event checks and the token rule are there): this file is
+    """spool.py of this directory (the event checks and the token rule are there): this file is
     run by path (runpy) inside ansible-rulebook, not imported as part of a package."""
     here = os.path.dirname(os.path.abspath(__file__))
-    spec = importlib.util.spec_from_file_location('kprobes_fleet_probe_events', os.path.join(here, 'probe_events.py'))
+    spec = importlib.util.spec_from_file_location('kprobes_fleet_spool', os.path.join(here, 'spool.py'))
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod

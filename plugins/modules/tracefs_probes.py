@@ -8,7 +8,7 @@ __metaclass__ = type
 
 DOCUMENTATION = r'''
 ---
-module: probe_events
+module: tracefs_probes
 short_description: Put kprobes.fleet return probes on a host through tracefs (no kernel module)
 description:
   - The C(tracefs) backend of kprobes.fleet. No headers, no compiler, no module; works where
@@ -92,7 +92,7 @@ seealso:
 
 EXAMPLES = r'''
 - name: Put the probes on this host through tracefs
-  kprobes.fleet.probe_events:
+  kprobes.fleet.tracefs_probes:
     name: kprobes_fleet
     probes:
       - name: disk_full
@@ -109,7 +109,7 @@ EXAMPLES = r'''
     reason: lockdown=integrity refuses unsigned modules
 
 - name: Remove them
-  kprobes.fleet.probe_events:
+  kprobes.fleet.tracefs_probes:
     name: kprobes_fleet
     state: absent
 '''
@@ -160,7 +160,7 @@ from ansible_collections.kprobes.fleet.plugins.module_utils.tracefs_probes impor
 from ansible_collections.kprobes.fleet.plugins.module_utils.tracefs_support import TracefsError
 
 
-class ProbeEvents(object):
+class TracefsProbes(object):
     """present/absent through the tracefs backend. Paths below ``root`` so tests can fake a host."""
 
     def __init__(self, module, root='/', io=None):
@@ -239,7 +239,7 @@ def build_module():
 
 def main():
     module = build_module()
-    result = ProbeEvents(module).apply()
+    result = TracefsProbes(module).apply()
     module.exit_json(**result)
 
 
