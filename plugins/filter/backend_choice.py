@@ -22,7 +22,8 @@ description:
     what was asked; C(reason) says why in one sentence).
   - V(module) is blocked by a kernel without kprobes or kretprobes and by C(kernel.modules_disabled=1);
     an unsigned module also by lockdown and C(module.sig_enforce=1), which a signing cert lifts (whether
-    the kernel trusts the cert is checked when the module is loaded).
+    the kernel trusts the cert is checked when the module is loaded). A blocked V(module) stops the host
+    before anything is built (the kernel would refuse the load).
   - V(auto) picks V(module) when nothing blocks it, else V(tracefs) when tracefs is usable.
 options:
   _input:
@@ -38,11 +39,6 @@ options:
     description: Whether C(kprobes_fleet_signing_cert) is set (the module is signed).
     type: bool
     default: false
-  fail_on_lockdown:
-    description: C(kprobes_fleet_fail_on_lockdown) as checked; with O(wanted=module), whether lockdown or
-      signature enforcement stop the host.
-    type: bool
-    default: true
 '''
 
 EXAMPLES = r'''
@@ -84,8 +80,8 @@ def signature_blockers(kernel, signed):
     return blockers
 
 
-def _module(hard, signature, fail_on_lockdown):
-    if hard or (signature and fail_on_lockdown):
+def _module(hard, signature):
+    if hard or signature:
         return ['none', 'kprobes_fleet_backend=module cannot run here: %s%s'
                 % (', '.join(hard + signature), SIGNING_HINT)]
     return ['module', 'kprobes_fleet_backend=module']
@@ -107,7 +103,7 @@ def _auto(blockers, tracefs, signed):
     return ['none', 'neither backend can run here: module: %s; tracefs: %s' % (', '.join(blockers), tracefs.get('reason'))]
 
 
-def backend_choice(kernel, wanted, signed=False, fail_on_lockdown=True):
+def backend_choice(kernel, wanted, signed=False):
     """[backend, reason] for a host with these kernel facts; backend 'none' stops the host with the reason."""
     signed = bool(signed)
     hard = hard_blockers(kernel)
@@ -116,7 +112,7 @@ def backend_choice(kernel, wanted, signed=False, fail_on_lockdown=True):
     if not isinstance(tracefs, dict):
         tracefs = NO_TRACEFS
     if wanted == 'module':
-        return _module(hard, signature, fail_on_lockdown)
+        return _module(hard, signature)
     if wanted == 'tracefs':
         return _tracefs(tracefs)
     return _auto(hard + signature, tracefs, signed)

@@ -37,7 +37,6 @@ options:
   kprobes_fleet_cache_dir: {description: Controller module cache., type: raw}
   kprobes_fleet_host_dir: {description: Working directory on the hosts., type: raw}
   kprobes_fleet_build_timeout: {description: Seconds to wait for another host's build., type: raw}
-  kprobes_fleet_fail_on_lockdown: {description: Boolean., type: raw}
   kprobes_fleet_build_keep_dir: {description: Boolean., type: raw}
   kprobes_fleet_load_state: {description: V(present) or V(absent)., type: raw}
   kprobes_fleet_load_purge: {description: Boolean., type: raw}

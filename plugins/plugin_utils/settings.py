@@ -522,7 +522,6 @@ PUBLIC = {
     'kprobes_fleet_cache_dir': ('~/.cache/kprobes-fleet/modules', _cache_dir),
     'kprobes_fleet_host_dir': ('/var/lib/kprobes-fleet', lambda name, value: names.host_path(value, name)),
     'kprobes_fleet_build_timeout': (1800, _build_timeout),
-    'kprobes_fleet_fail_on_lockdown': (True, _bool),
     'kprobes_fleet_build_keep_dir': (False, _bool),
     'kprobes_fleet_load_state': ('present', _choice('present', 'absent')),
     'kprobes_fleet_load_purge': (False, _bool),

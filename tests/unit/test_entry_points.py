@@ -75,8 +75,8 @@ REFUSED = [
     ("deploy-probes.yml", {"kprobes_fleet_build_timeout": 0}, "kprobes_fleet_build_timeout: must be between 60"),
     ("deploy-probes.yml", {"kprobes_fleet_build_timeout": -1}, "kprobes_fleet_build_timeout: must be between 60"),
     # one rule for booleans; other variables
-    ("deploy-probes.yml", {"kprobes_fleet_fail_on_lockdown": "maybe"},
-     "kprobes_fleet_fail_on_lockdown: must be a boolean (true/false), got string 'maybe'"),
+    ("deploy-probes.yml", {"kprobes_fleet_build_keep_dir": "maybe"},
+     "kprobes_fleet_build_keep_dir: must be a boolean (true/false), got string 'maybe'"),
     ("deploy-probes.yml", {"kprobes_fleet_persist": "maybe"},
      "kprobes_fleet_persist: must be a boolean (true/false), got string 'maybe'"),
     ("deploy-probes.yml", {"kprobes_fleet_lock_wait": -1}, "kprobes_fleet_lock_wait: must be between 0"),
@@ -151,7 +151,7 @@ def test_a_cache_others_can_write_is_refused(repo, tmp_path):
     ("playbooks/remove.yml", {"kprobes_fleet_probes": [{"name": "bad name"}]}),
     ("playbooks/collect.yml", {"kprobes_fleet_probes": "garbage"}),
     # -e gives strings: they read as YAML would
-    ("deploy-probes.yml", {"kprobes_fleet_fail_on_lockdown": "no", "kprobes_fleet_build_timeout": "600"}),
+    ("deploy-probes.yml", {"kprobes_fleet_build_keep_dir": "no", "kprobes_fleet_build_timeout": "600"}),
     ("deploy-probes.yml", {"kprobes_fleet_events": {"url": "http://127.0.0.1:5000/kprobes-fleet", "rate": "3"}}),
     ("playbooks/unlock.yml", {"kprobes_fleet_unlock": "feedfacefeedface"}),
 ])
