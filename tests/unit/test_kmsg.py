@@ -6,8 +6,11 @@ from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
 import errno
+import glob
 import json
 import os
+import platform
+import re
 import stat
 
 import pytest
@@ -125,8 +128,41 @@ def test_errno_name_canonical(ret, name):
     assert kmsg.errno_name(ret) == name
 
 
-def test_kernel_errnos_table_gone():
-    assert not hasattr(kmsg, 'KERNEL_ERRNOS')
+# The numbers errno_name() reads back are the kernel's: the C library's (asm-generic numbering on these
+# architectures) for the user-visible ones, the kernel's own header for the kernel-internal ones (>= 512).
+ASM_GENERIC = platform.system() == 'Linux' and platform.machine() in ('x86_64', 'aarch64', 'riscv64', 's390x')
+
+
+@pytest.mark.skipif(not ASM_GENERIC, reason='errno numbers differ from asm-generic on %s' % platform.machine())
+@pytest.mark.parametrize('name', sorted(n for n in ERRNO if ERRNO[n] < 512))
+def test_errno_numbers_are_the_c_librarys(name):
+    if not hasattr(errno, name):
+        pytest.skip('the C library has no %s' % name)
+    assert ERRNO[name] == getattr(errno, name)
+    assert kmsg.errno_name(-getattr(errno, name)) == ERRNO_ALIASES.get(name, name)
+
+
+def test_every_c_library_errno_has_a_name():
+    if not ASM_GENERIC:
+        pytest.skip('errno numbers differ from asm-generic on %s' % platform.machine())
+    unnamed = sorted(n for n, num in errno.errorcode.items() if kmsg.errno_name(-n) is None and n < 512)
+    assert unnamed == []
+
+
+KERNEL_ERRNO_H = sorted(glob.glob('/usr/src/linux-headers-*/include/linux/errno.h')
+                        + glob.glob('/lib/modules/*/build/include/linux/errno.h'))
+
+
+@pytest.mark.skipif(not KERNEL_ERRNO_H, reason='no kernel headers (include/linux/errno.h)')
+@pytest.mark.parametrize('header', KERNEL_ERRNO_H or ['none'])
+def test_kernel_internal_errnos_are_the_kernels(header):
+    with open(header) as f:
+        defined = dict((m.group(1), int(m.group(2)))
+                       for m in re.finditer(r'^#define\s+(E[A-Z_]+)\s+(\d+)\b', f.read(), re.M))
+    assert defined and all(num >= 512 for num in defined.values())
+    # each one the kernel defines is named, by its own name; the table holds no other in that range
+    assert dict((name, kmsg.errno_name(-num)) for name, num in defined.items()) == dict((n, n) for n in defined)
+    assert sorted(n for n in ERRNO if ERRNO[n] >= 512) == sorted(defined)
 
 
 # -- read_records --------------------------------------------------------------------------
