@@ -3,6 +3,7 @@
 #   make test       lint + sanity + unit tests (incl. the report in headless chromium, build/install/EE/changelog) + molecule on real kernels in QEMU (5.10, 6.1, 6.12)
 #   make test-lifecycle  reboots, a kernel upgrade, faults on real kernels (molecule lifecycle; not in make test: 33 min of reboots and a kernel install)
 #   make test-events  the Event-Driven Ansible loop on a real kernel, tracefs then module backend (not in make test: 3 + 6 min here)
+#   make test-core-matrix  sanity + unit tests on each ansible-core release requires_ansible claims (.ci/core-matrix.txt; CORE="oldest newest" or versions picks)
 #   make test-extended  molecule (same converge + verify, plus tracefs forced) on Debian sid (newest kernel, 7.x) and bookworm-arm64 (6.1 on arm64)
 #   make ee         the execution environment's build context (ansible-builder create, offline) in build/ee-context
 #   make dist       the collection tarball users install, in build/
@@ -28,7 +29,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 ARM64_CMDS := qemu-system-aarch64 qemu-aarch64-static update-binfmts
 ARM64_PKGS := qemu-system-arm qemu-user-static binfmt-support
 
-.PHONY: help deps sys-deps arm64-deps venv lab lab-down lab-status demo deploy test test-lifecycle test-events test-extended lint sanity unit compile lab-test molecule clean ee dist changelog
+.PHONY: help deps sys-deps arm64-deps venv lab lab-down lab-status demo deploy test test-lifecycle test-events test-extended test-core-matrix lint sanity unit compile lab-test molecule clean ee dist changelog
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -110,6 +111,14 @@ test-events: deps
 	EVENTS_BACKEND=tracefs $(BIN)/pytest -q tests/vm/test_events.py
 	EVENTS_BACKEND=module $(BIN)/pytest -q tests/vm/test_events.py
 	@echo "make test-events: all passed"
+
+# meta/runtime.yml's requires_ansible, tested: sanity and the unit tests on each ansible-core release of
+# .ci/core-matrix.txt (the claimed range that runs on Python 3.11), each in a throwaway virtualenv
+# build/core-VERSION (requirements.txt with only ansible-core replaced). CI runs it after make test.
+CORE ?=
+test-core-matrix: venv
+	.ci/core-matrix $(CORE)
+	@echo "make test-core-matrix: all passed"
 
 # Kernels outside CI's 90 minutes (molecule/extended): Debian sid (the newest kernel) and arm64.
 test-extended: deps arm64-deps
