@@ -539,7 +539,7 @@ def test_the_old_source_name_still_reads_the_spool(tmp_path, caplog):
                PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get('PATH', ''))
     code = ('from ansible_rulebook.rules_parser import parse_event_sources\n'
             'print(parse_event_sources([{"kprobes.fleet.probe_events": {"once": True}}])[0].source_name)\n')
-    res = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True, timeout=120)
+    res = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True, timeout=120, check=False)
     assert res.stdout.split() == ['kprobes.fleet.spool'], res.stderr
 
 
