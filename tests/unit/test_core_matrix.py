@@ -53,4 +53,3 @@ def test_roles_claim_the_oldest():
     for path in glob.glob(os.path.join(REPO, 'roles', '*', 'meta', 'main.yml')):
         with open(path) as f:
             assert str(yaml.safe_load(f)['galaxy_info']['min_ansible_version']) == oldest, path
-
