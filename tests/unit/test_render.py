@@ -418,10 +418,10 @@ def test_compile(tmp_path, headers, which):
     assert info['version'] == [variables['spec_hash']]
     assert info['license'] == ['GPL'] and info['marker'] == [MARKER]
     assert info['name'] == [variables['module_name']]
-    release_file = os.path.join(headers, 'include', 'config', 'kernel.release')
-    if os.path.isfile(release_file):
-        with open(release_file) as f:
-            assert info['vermagic'][0].split()[0] == f.read().strip()
+    # built for exactly the kernel of these headers (vermagic starts with UTS_RELEASE, not kernel.release)
+    with open(os.path.join(headers, 'include', 'generated', 'utsrelease.h')) as f:
+        release = re.search(r'#define UTS_RELEASE "([^"]+)"', f.read()).group(1)
+    assert info['vermagic'][0].split()[0] == release
     nm = shutil.which('nm')
     if nm:
         symbols = subprocess.run([nm, str(ko)], capture_output=True, text=True, check=True).stdout.split('\n')
