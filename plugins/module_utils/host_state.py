@@ -36,6 +36,7 @@ UNIT_DIR = '/etc/systemd/system'  # where our units go (option unit_dir of probe
 STATE_FILES = {
     'kmsg-cursor': '%s.kmsg-cursor',             # the collector's /dev/kmsg cursor {boot_id, next_seq}
     'loaded-ko': '%s.loaded.ko',                 # the module file loaded last (restore after a failed reload, boot)
+    'loading-ko': '%s.loading.ko',               # the private copy being checked and loaded (kmod_load)
     'tracefs': '%s.tracefs.json',                # what we created in tracefs, recorded before it is created
     'tracefs-cursor': '%s.tracefs-cursor',       # the collector's cursor in our instance's buffer
     'persist': '%s.persist.json',                # what runs, for the boot-time restore

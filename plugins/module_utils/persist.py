@@ -21,19 +21,18 @@ __metaclass__ = type
 import inspect
 import json
 import os
-import subprocess
 import sys
 import time
 
-from ansible_collections.kprobes.fleet.plugins.module_utils import host_state, kmsg, names
+from ansible_collections.kprobes.fleet.plugins.module_utils import host_state, kmod_load, kmsg, names
 from ansible_collections.kprobes.fleet.plugins.module_utils.host_state import atomic_write, state_file
-from ansible_collections.kprobes.fleet.plugins.module_utils.hostfs import file_sha256, read_json
+from ansible_collections.kprobes.fleet.plugins.module_utils.hostfs import read_json
 from ansible_collections.kprobes.fleet.plugins.module_utils.ownership import ModuleSysfs
 
 BACKENDS = ('module', 'tracefs')
 # The module_utils the restore needs (persist and what it imports), as shipped to <host_dir>/lib.
 # The event forwarder (events, unit kprobes-fleet-<name>-events.service) runs from the same copy.
-LIB_MODULES = ('persist', 'names', 'host_state', 'kmsg', 'ownership', 'hostfs', 'probe_spec',
+LIB_MODULES = ('persist', 'names', 'host_state', 'kmod_load', 'kmsg', 'ownership', 'hostfs', 'probe_spec',
                'tracefs_support', 'tracefs_commands', 'tracefs_probes', 'tracefs_counters', 'tracefs_buffer', 'events')
 LIB_PACKAGE = ('ansible_collections', 'kprobes', 'fleet', 'plugins', 'module_utils')
 RESTORE_SCRIPT = 'kprobes-fleet-restore'
@@ -162,14 +161,10 @@ def _restore_module(name, manifest, root, state_dir):
         raise PersistError('the record names %r, not our copy %s; loading nothing'
                            % (ko, state_file(state_dir, name, 'loaded-ko')))
     ko = os.path.join(root, ko.lstrip('/'))
-    if not os.path.isfile(ko):
-        raise PersistError('the recorded module file %s is gone' % ko)
-    if file_sha256(ko) != detail.get('sha256'):
-        raise PersistError('%s does not have the recorded sha256 %s; refusing to load it' % (ko, detail.get('sha256')))
-    res = subprocess.run(['insmod', ko], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
-    if res.returncode != 0:
-        output = res.stdout.decode('utf-8', 'replace').strip()
-        raise PersistError('insmod %s failed (rc=%d): %s' % (ko, res.returncode, output))
+    try:
+        kmod_load.load_verified(ko, detail.get('sha256'))
+    except kmod_load.LoadError as e:
+        raise PersistError(str(e))
     return 'loaded %s (spec_hash %s)' % (ko, manifest['spec_hash'])
 
 

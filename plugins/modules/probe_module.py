@@ -11,8 +11,11 @@ DOCUMENTATION = r'''
 module: probe_module
 short_description: Load or unload a kprobes.fleet kernel module from a C(.ko) file
 description:
-  - Loads a kprobes.fleet kretprobe module from a file path with C(insmod), which
-    M(community.general.modprobe) cannot do, and unloads it with C(rmmod).
+  - Loads a kprobes.fleet kretprobe module from a file path, which M(community.general.modprobe)
+    cannot do, and unloads it with C(rmmod). The file's bytes are first copied to a private file
+    (C(<host_dir>/state/<name>.loading.ko), root only), every check below runs on that copy, and the
+    kernel loads it through the very descriptor whose bytes were hashed (C(finit_module(2))), the one
+    load path kprobes.fleet has (also for the restore below and for the boot-time unit).
   - With O(state=present) nothing happens when the loaded module already reports the wanted
     O(spec_hash) in C(/sys/kernel/<name>/spec_hash); the file is not even read then.
   - Never touches a module that is not ours. A loaded module of that name must carry our mark
@@ -26,7 +29,8 @@ description:
     signed file whose key the kernel does not hold (none of the C(asymmetric) keys in C(/proc/keys)
     has its id), all before anything is unloaded. A loaded module of the same name is
     removed first. When the new module fails to load, the kernel's messages are reported and
-    the previously loaded module is restored from C(<host_dir>/state/<name>.loaded.ko).
+    the previously loaded module is restored from C(<host_dir>/state/<name>.loaded.ko), checked
+    against the sha256 recorded when it was loaded.
   - Before the first load of a boot it saves the collector's cursor
     (C(<host_dir>/state/<name>.kmsg-cursor)) so M(kprobes.fleet.probe_facts) reports events from
     this load on.
@@ -63,9 +67,9 @@ attributes:
     support: full
     description: Shows the loaded spec hash before and after.
 notes:
-  - Needs root. Uses C(insmod), C(rmmod) and C(modinfo) from kmod.
+  - Needs root. Uses C(rmmod) and C(modinfo) from kmod, and C(finit_module(2)) to load.
   - Never forces a load; a module built for another kernel release is refused before
-    C(insmod) is tried.
+    a load is tried.
   - "Signed files: the kernel lists a cert it trusts in C(/proc/keys) as C(<name>: <subject key
     identifier>) (its serial when it has none), while a module signature names its cert by issuer and
     serial (C(modinfo -F sig_key)). A signed kprobes.fleet build therefore also carries
@@ -143,7 +147,7 @@ import re
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
-from ansible_collections.kprobes.fleet.plugins.module_utils import host_state, kmsg, names, persist
+from ansible_collections.kprobes.fleet.plugins.module_utils import host_state, kmod_load, kmsg, names, persist
 from ansible_collections.kprobes.fleet.plugins.module_utils.hostfs import module_policy, read_text
 from ansible_collections.kprobes.fleet.plugins.module_utils.ownership import ModuleSysfs
 
@@ -197,6 +201,8 @@ class ProbeLoader(object):
         self.state_dir = os.path.join(root, layout.state.lstrip('/'))
         self.cursor_path = host_state.state_file(self.state_dir, self.name, 'kmsg-cursor')
         self.loaded_ko = host_state.state_file(self.state_dir, self.name, 'loaded-ko')
+        self.loading_ko = host_state.state_file(self.state_dir, self.name, 'loading-ko')
+        self.checked = self.path  # the file modinfo reads: our private copy once verify() made it
         self.sysfs = ModuleSysfs(self.name, root)
 
     # -- host state ---------------------------------------------------------------------
@@ -247,9 +253,9 @@ class ProbeLoader(object):
         return self.module.run_command([binary] + list(args))
 
     def modinfo(self, field):
-        rc, out, err = self.run('modinfo', '-F', field, self.path)
+        rc, out, err = self.run('modinfo', '-F', field, self.checked)
         if rc != 0:
-            self.module.fail_json(msg='modinfo -F %s %s failed: %s' % (field, self.path, (err or out).strip()))
+            self.module.fail_json(msg='modinfo -F %s %s failed: %s' % (field, self.checked, (err or out).strip()))
         return out.strip()
 
     def rmmod(self):
@@ -260,7 +266,8 @@ class ProbeLoader(object):
 
     # -- steps --------------------------------------------------------------------------
     def verify(self):
-        """Read the file, check sha256, vermagic and MODULE_VERSION; return its bytes."""
+        """Check the file's sha256; in a real run copy its bytes to our private file first, so that
+        modinfo's checks and the load (kmod_load) see the same bytes: self.checked names what was checked."""
         try:
             with open(self.path, 'rb') as f:
                 data = f.read()
@@ -270,6 +277,9 @@ class ProbeLoader(object):
         if actual != self.sha256:
             self.module.fail_json(msg='sha256 mismatch for %s: expected %s, got %s; refusing to load'
                                       % (self.path, self.sha256, actual))
+        if not self.module.check_mode:
+            host_state.atomic_write(self.loading_ko, data, 0o600)
+            self.checked = self.loading_ko
         vermagic = self.modinfo('vermagic')
         built_for = vermagic.split()[0] if vermagic.split() else ''
         if built_for != self.release:
@@ -283,7 +293,6 @@ class ProbeLoader(object):
             self.module.fail_json(msg='%s carries spec_hash (MODULE_VERSION) %s, expected %s; refusing to load'
                                       % (self.path, version or '(none)', self.spec_hash))
         self.check_policy()
-        return data
 
     def check_policy(self):
         """Refuse, before the loaded module is touched, what the kernel would refuse anyway."""
@@ -346,12 +355,18 @@ class ProbeLoader(object):
         return True
 
     def restore(self):
-        """Re-insmod the last loaded file; returns (restored, detail)."""
+        """Load the last loaded file again, checked against the sha256 recorded with it; returns
+        (restored, detail)."""
         if not os.path.isfile(self.loaded_ko):
             return False, 'no %s to restore from' % self.loaded_ko
-        rc, out, err = self.run('insmod', self.loaded_ko)
-        if rc != 0:
-            return False, 'insmod %s failed: %s' % (self.loaded_ko, (err or out).strip())
+        manifest = persist.load_manifest(self.state_dir, self.name)
+        sha256 = (manifest.get('module') or {}).get('sha256') if manifest and manifest['backend'] == 'module' else None
+        if not sha256:
+            return False, 'no record of the sha256 of %s, so it is not loaded unchecked' % self.loaded_ko
+        try:
+            kmod_load.load_verified(self.loaded_ko, sha256)
+        except kmod_load.LoadError as e:
+            return False, str(e)
         return True, 'restored from %s (spec_hash %s)' % (self.loaded_ko, self.loaded_spec_hash())
 
     def diff(self, before_hash, before_loaded, after_hash, after_loaded):
@@ -378,33 +393,16 @@ class ProbeLoader(object):
         if self.module.check_mode and not os.path.exists(self.path):
             result['msg'] = 'would load %s (not verified: file not present in check mode)' % self.path
             return result
-        data = self.verify()
         if self.module.check_mode:
+            self.verify()
             result['msg'] = 'would %s %s' % ('reload' if loaded else 'load', self.path)
             return result
-
-        host_state.ensure_dir(self.state_dir)
-        if loaded:
-            self.rmmod()
-        seq, readable = self.last_seq()
-        result['cursor_saved'] = self.ensure_cursor(seq, readable)
-
-        rc, out, err = self.run('insmod', self.path)
-        if rc != 0:
-            kernel = self.kernel_lines_after(seq) if readable else []
-            if loaded:
-                restored, detail = self.restore()
-                after = ('previous module (spec_hash %s) %s' % (current, detail) if restored else
-                         'previous module (spec_hash %s) was unloaded and NOT restored: %s' % (current, detail))
-            else:
-                restored, after = False, 'no module was loaded before'
-            msg = 'insmod %s failed (rc=%d): %s; kernel: %s; %s' % (
-                self.path, rc, (err or out).strip() or '(no output)',
-                ' | '.join(kernel) if kernel else '(no messages)', after)
-            self.module.fail_json(msg=msg, rc=rc, stdout=out, stderr=err, kernel_messages=kernel,
-                                  restored=restored, previous_spec_hash=current)
-
-        host_state.atomic_write(self.loaded_ko, data, 0o600)
+        try:
+            self.verify()
+            self.load(result, loaded, current)
+        finally:
+            if os.path.exists(self.loading_ko):
+                os.unlink(self.loading_ko)
         # What runs now, for the boot-time restore (kprobes.fleet.probe_persist).
         persist.save_manifest(self.state_dir, self.name, 'module', self.spec_hash,
                               {'ko': self.layout.file(self.name, 'loaded-ko'), 'sha256': self.sha256})
@@ -415,6 +413,28 @@ class ProbeLoader(object):
             self.module.warn('%s loaded but /sys/kernel/%s/spec_hash reads %s, expected %s'
                              % (self.name, self.name, result['spec_hash'], self.spec_hash))
         return result
+
+    def load(self, result, loaded, current):
+        """Replace the loaded module (if any) by our checked private copy, which then becomes the
+        copy a restore loads; a failed load restores the previous module."""
+        if loaded:
+            self.rmmod()
+        seq, readable = self.last_seq()
+        result['cursor_saved'] = self.ensure_cursor(seq, readable)
+        try:
+            kmod_load.load_verified(self.loading_ko, self.sha256)
+        except kmod_load.LoadError as e:
+            kernel = self.kernel_lines_after(seq) if readable else []
+            if loaded:
+                restored, detail = self.restore()
+                after = ('previous module (spec_hash %s) %s' % (current, detail) if restored else
+                         'previous module (spec_hash %s) was unloaded and NOT restored: %s' % (current, detail))
+            else:
+                restored, after = False, 'no module was loaded before'
+            self.module.fail_json(msg='loading %s failed: %s; kernel: %s; %s' % (
+                self.path, e, ' | '.join(kernel) if kernel else '(no messages)', after),
+                kernel_messages=kernel, restored=restored, previous_spec_hash=current)
+        os.rename(self.loading_ko, self.loaded_ko)
 
     def absent(self):
         loaded = self.is_loaded()
@@ -449,8 +469,9 @@ class ProbeLoader(object):
     def forget(self):
         """Nothing of ours is left to load at boot: the record and the copy it would load."""
         persist.forget(self.state_dir, self.name, 'module')
-        if os.path.exists(self.loaded_ko):
-            os.unlink(self.loaded_ko)
+        for path in (self.loaded_ko, self.loading_ko):
+            if os.path.exists(path):
+                os.unlink(path)
 
     def apply(self):
         """present/absent, one at a time per name on this host (whoever runs this module: a deploy

@@ -12,6 +12,7 @@ the module_utils it needs, and never touches a unit that is not ours. Fake hosts
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
+import errno
 import json
 import os
 import subprocess
@@ -19,7 +20,7 @@ import sys
 
 import pytest
 
-from ansible_collections.kprobes.fleet.plugins.module_utils import host_state, names, persist
+from ansible_collections.kprobes.fleet.plugins.module_utils import host_state, kmod_load, names, persist
 from ansible_collections.kprobes.fleet.plugins.modules import probe_persist
 
 from test_probe_module import BOOT, NAME, NEW_HASH, STATE_DIR, FakeModule, Failed, Host
@@ -31,7 +32,9 @@ UPGRADED = {'release': '6.12.95+deb12-amd64', 'version': '#1 SMP PREEMPT_DYNAMIC
 @pytest.fixture
 def host(tmp_path, monkeypatch):
     monkeypatch.setattr(persist, 'running_kernel', lambda: dict(KERNEL))
-    return Host(tmp_path)
+    fake = Host(tmp_path)
+    monkeypatch.setattr(kmod_load, 'finit_module', fake.finit_module)
+    return fake
 
 
 def loaded(host, tmp_path):
@@ -42,16 +45,16 @@ def loaded(host, tmp_path):
 
 
 class Insmod(object):
-    """persist's subprocess.run for insmod: loads the module into the fake host."""
+    """kmod_load's finit_module(2) at boot: loads the module into the fake host, or refuses it."""
 
     def __init__(self, host, rc=0):
         self.host, self.rc, self.calls = host, rc, []
 
-    def __call__(self, argv, **kw):
-        self.calls.append(argv)
-        if self.rc == 0:
-            self.host.load(NEW_HASH)
-        return subprocess.CompletedProcess(argv, self.rc, b'' if self.rc == 0 else b'insmod: ERROR: Invalid parameters')
+    def __call__(self, fd):
+        self.calls.append(['insmod', os.readlink('/proc/self/fd/%d' % fd)])
+        if self.rc:
+            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+        self.host.load(NEW_HASH)
 
 
 # -- the record ------------------------------------------------------------------------------
@@ -123,7 +126,7 @@ def test_kernel_change_names_both_kernels(now, words):
 
 def restore(host, monkeypatch, kernel=None, rc=0):
     insmod = Insmod(host, rc)
-    monkeypatch.setattr(persist.subprocess, 'run', insmod)
+    monkeypatch.setattr(kmod_load, 'finit_module', insmod)
     return persist.restore(NAME, STATE_DIR, root=host.root, kernel=kernel or dict(KERNEL)), insmod
 
 
@@ -183,7 +186,7 @@ def test_restore_reports_the_kernels_refusal(host, tmp_path, monkeypatch):
     host.unload()
     status, insmod = restore(host, monkeypatch, rc=1)
     assert status['loaded'] is False and status['failed'] is True
-    assert 'Invalid parameters' in status['reason']
+    assert 'Invalid argument (EINVAL)' in status['reason']
 
 
 def test_restore_without_a_record_does_nothing(host, monkeypatch):

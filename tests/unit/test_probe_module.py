@@ -5,6 +5,7 @@
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
+import errno
 import hashlib
 import json
 import os
@@ -13,6 +14,7 @@ import stat
 
 import pytest
 
+from ansible_collections.kprobes.fleet.plugins.module_utils import kmod_load
 from ansible_collections.kprobes.fleet.plugins.modules import probe_module
 import fakes
 from fakes import Failed
@@ -55,7 +57,8 @@ class Host(object):
             self.log('boot noise %d' % i)
         self.vermagic = RELEASE + ' SMP preempt mod_unload modversions '
         self.versions = {}       # ko path -> MODULE_VERSION
-        self.insmod_fail = {}    # ko path -> (rc, stderr, kernel lines)
+        self.insmod_fail = {}    # ko path -> (errno, kernel lines): the kernel refuses that file's bytes
+        self.sources = {}        # file bytes -> the ko path they were made as (what a private copy holds)
         self.rmmod_fail = None
         self.unmarked = set()    # ko paths built without our marker
         self.signatures = {}     # ko path -> modinfo fields of its signature (sig_id, signer, ...)
@@ -97,10 +100,28 @@ class Host(object):
         p = os.path.join(self.root, 'sys/kernel', NAME, 'spec_hash')
         return open(p).read().strip() if os.path.exists(p) else None
 
+    def source(self, path):
+        """The ko path whose bytes ``path`` holds (our private copies are found by their content)."""
+        with open(path, 'rb') as f:
+            return self.sources.get(f.read(), path)
+
+    def finit_module(self, fd):
+        """kmod_load's finit_module(2): loads what the descriptor reads, like the kernel."""
+        path = os.readlink('/proc/self/fd/%d' % fd)
+        self.module.calls.append(['load', path])
+        data = os.read(fd, 1 << 20)
+        src = self.sources.get(data, path)
+        if src in self.insmod_fail:
+            err, lines = self.insmod_fail[src]
+            for line in lines:
+                self.log(line)
+            raise OSError(err, os.strerror(err))
+        self.load(self.versions[src])
+
     def handler(self, argv):
         tool = os.path.basename(argv[0])
         if tool == 'modinfo':
-            field, path = argv[2], argv[3]
+            field, path = argv[2], self.source(argv[3])
             if field == 'vermagic':
                 return 0, self.vermagic + '\n', ''
             if field == 'version':
@@ -115,15 +136,6 @@ class Host(object):
                 return 1, '', self.rmmod_fail
             self.unload()
             return 0, '', ''
-        if tool == 'insmod':
-            path = argv[1]
-            if path in self.insmod_fail:
-                rc, err, lines = self.insmod_fail[path]
-                for line in lines:
-                    self.log(line)
-                return rc, '', err
-            self.load(self.versions[path])
-            return 0, '', ''
         raise AssertionError('unexpected command %r' % (argv,))
 
     def ko(self, tmp_path, spec_hash, content=None):
@@ -132,6 +144,7 @@ class Host(object):
         with open(path, 'wb') as f:
             f.write(content)
         self.versions[path] = spec_hash
+        self.sources[content] = path
         return path, hashlib.sha256(content).hexdigest()
 
     def loader(self, check_mode=False, diff=False, **params):
@@ -140,12 +153,20 @@ class Host(object):
         full.update(params)
         module = FakeModule(full, check_mode=check_mode, diff=diff)
         module.handler = self.handler
+        self.module = module
         return module, probe_module.ProbeLoader(module, root=self.root, release=RELEASE)
 
 
 @pytest.fixture
-def host(tmp_path):
-    return Host(tmp_path)
+def host(tmp_path, monkeypatch):
+    fake = Host(tmp_path)
+    monkeypatch.setattr(kmod_load, 'finit_module', fake.finit_module)
+    return fake
+
+
+def loading(host):
+    """Our private copy: what modinfo checks and the kernel loads in a real run."""
+    return os.path.join(host.state_dir, NAME + '.loading.ko')
 
 
 def tools(module):
@@ -189,7 +210,8 @@ def test_vermagic_mismatch_refused(host, tmp_path):
         loader.apply()
     msg = exc.value.kwargs['msg']
     assert '6.1.0-55-amd64' in msg and RELEASE in msg and 'refusing' in msg
-    assert tools(module) == ['modinfo -F vermagic ' + path]
+    assert tools(module) == ['modinfo -F vermagic ' + loading(host)]
+    assert not os.path.exists(loading(host))  # the private copy goes with the refusal
 
 
 def test_module_version_mismatch_refused(host, tmp_path):
@@ -199,7 +221,8 @@ def test_module_version_mismatch_refused(host, tmp_path):
     with pytest.raises(Failed) as exc:
         loader.apply()
     assert OLD_HASH in exc.value.kwargs['msg'] and NEW_HASH in exc.value.kwargs['msg']
-    assert 'insmod' not in ' '.join(tools(module))
+    assert not [c for c in tools(module) if c.startswith('load')]
+    assert not os.path.exists(loading(host))
 
 
 def test_fresh_load(host, tmp_path):
@@ -211,9 +234,10 @@ def test_fresh_load(host, tmp_path):
     assert result['spec_hash'] == NEW_HASH and result['previous_spec_hash'] is None
     assert result['cursor_saved'] is True
     assert result['probes'] == {'disk_full': {'function': 'vfs_write', 'registered': 1}}
-    assert tools(module) == ['modinfo -F vermagic ' + path, 'modinfo -F marker ' + path,
-                             'modinfo -F version ' + path,
-                             'insmod ' + path]
+    copy = loading(host)
+    assert tools(module) == ['modinfo -F vermagic ' + copy, 'modinfo -F marker ' + copy,
+                             'modinfo -F version ' + copy, 'load ' + copy]
+    assert not os.path.exists(copy)  # renamed to the copy a restore loads
     assert cursor(host) == {'boot_id': BOOT, 'next_seq': pre + 1}
     assert stat.S_IMODE(os.stat(host.state_dir).st_mode) == 0o700
     loaded_ko = os.path.join(host.state_dir, NAME + '.loaded.ko')
@@ -245,7 +269,7 @@ def test_reload_removes_old_first(host, tmp_path):
     result = loader.apply()
     assert result['changed'] is True
     assert result['previous_spec_hash'] == OLD_HASH and result['spec_hash'] == NEW_HASH
-    assert tools(module)[-2:] == ['rmmod ' + NAME, 'insmod ' + path]
+    assert tools(module)[-2:] == ['rmmod ' + NAME, 'load ' + loading(host)]
     assert result['diff'] == {'before': {'loaded': True, 'spec_hash': OLD_HASH},
                               'after': {'loaded': True, 'spec_hash': NEW_HASH}}
     assert host.loaded_hash() == NEW_HASH
@@ -267,7 +291,8 @@ def test_rmmod_failure_changes_nothing(host, tmp_path):
     host.rmmod_fail = 'rmmod: ERROR: Module kprobes_fleet is in use'
     commands, _path, failure = refused_reload(host, tmp_path)
     assert 'is in use' in failure['msg']
-    assert 'insmod' not in ' '.join(commands)
+    assert not [c for c in commands if c.startswith('load')]
+    assert not os.path.exists(loading(host))
     assert not os.path.exists(os.path.join(host.state_dir, NAME + '.kmsg-cursor'))
 
 
@@ -276,30 +301,29 @@ def test_insmod_failure_restores_previous(host, tmp_path):
     module, loader = host.loader(path=old_path, sha256=old_digest, spec_hash=OLD_HASH)
     loader.apply()
     loaded_ko = os.path.join(host.state_dir, NAME + '.loaded.ko')
-    host.versions[loaded_ko] = OLD_HASH
 
     path, digest = host.ko(tmp_path, NEW_HASH)
-    host.insmod_fail[path] = (1, 'insmod: ERROR: could not insert module %s: Invalid parameters' % path,
+    host.insmod_fail[path] = (errno.EINVAL,
                               ['kprobes_fleet: register_kretprobe(vfs_write) for probe disk_full failed: -22'])
     module, loader = host.loader(path=path, sha256=digest, spec_hash=NEW_HASH)
     with pytest.raises(Failed) as exc:
         loader.apply()
     kw = exc.value.kwargs
-    assert 'Invalid parameters' in kw['msg']
+    assert 'Invalid argument (EINVAL)' in kw['msg']
     assert 'register_kretprobe(vfs_write) for probe disk_full failed: -22' in kw['msg']
     assert 'restored' in kw['msg'] and 'NOT' not in kw['msg']
     assert kw['restored'] is True
     assert kw['kernel_messages'] == ['kprobes_fleet: register_kretprobe(vfs_write) for probe disk_full failed: -22']
-    assert tools(module)[-3:] == ['rmmod ' + NAME, 'insmod ' + path, 'insmod ' + loaded_ko]
+    assert tools(module)[-3:] == ['rmmod ' + NAME, 'load ' + loading(host), 'load ' + loaded_ko]
     assert host.loaded_hash() == OLD_HASH
     assert open(loaded_ko, 'rb').read() == open(old_path, 'rb').read()
+    assert not os.path.exists(loading(host))
 
 
 def test_insmod_failure_without_copy_not_restored(host, tmp_path):
     host.load(OLD_HASH)
     path, digest = host.ko(tmp_path, NEW_HASH)
-    host.insmod_fail[path] = (1, 'insmod: ERROR: could not insert module: Key was rejected by service',
-                              ['Loading of unsigned module is rejected'])
+    host.insmod_fail[path] = (errno.EKEYREJECTED, ['Loading of unsigned module is rejected'])
     module, loader = host.loader(path=path, sha256=digest, spec_hash=NEW_HASH)
     with pytest.raises(Failed) as exc:
         loader.apply()
@@ -311,7 +335,7 @@ def test_insmod_failure_without_copy_not_restored(host, tmp_path):
 
 def test_insmod_failure_nothing_loaded_before(host, tmp_path):
     path, digest = host.ko(tmp_path, NEW_HASH)
-    host.insmod_fail[path] = (1, 'insmod: ERROR: could not insert module: Invalid module format', [])
+    host.insmod_fail[path] = (errno.ENOEXEC, [])
     module, loader = host.loader(path=path, sha256=digest, spec_hash=NEW_HASH)
     with pytest.raises(Failed) as exc:
         loader.apply()
@@ -487,7 +511,7 @@ def test_unsigned_refused_when_kernel_needs_signatures(host, tmp_path, rel, text
     write(host, rel, text)
     commands, path, failure = refused_reload(host, tmp_path)
     assert 'is not signed' in failure['msg'] and needs in failure['msg']
-    assert commands[-1] == 'modinfo -F sig_id ' + path
+    assert commands[-1] == 'modinfo -F sig_id ' + loading(host)
 
 
 def test_signed_module_passes_policy(host, tmp_path):
@@ -540,7 +564,7 @@ def test_signed_by_untrusted_key_refused_before_rmmod(host, tmp_path):
         "MokManager) or sign with a key it already trusts; refusing to load, the running module (if any) "
         "is left alone" % (loader.path, LAB_SKID))
     assert exc.value.kwargs['signer_keyid'] == LAB_SKID
-    assert not [c for c in tools(module) if c.startswith(('rmmod', 'insmod'))]
+    assert not [c for c in tools(module) if c.startswith(('rmmod', 'load'))]
     assert host.loaded_hash() == OLD_HASH
 
 
