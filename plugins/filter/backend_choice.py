@@ -39,6 +39,14 @@ options:
     description: Whether C(kprobes_fleet_signing_cert) is set (the module is signed).
     type: bool
     default: false
+  probes:
+    description:
+      - The checked probe list (C(kprobes_fleet_probes) as validated). The tracefs backend does not capture
+        arguments, so for a probe with C(args) (its own or a candidate's) V(auto) picks V(module) and says
+        so, and V(tracefs) is refused with one sentence naming the probes.
+    type: list
+    elements: dict
+    default: []
 '''
 
 EXAMPLES = r'''
@@ -87,25 +95,43 @@ def _module(hard, signature):
     return ['module', 'kprobes_fleet_backend=module']
 
 
-def _tracefs(tracefs):
+def _no_args(capturing):
+    return ('probe%s %s capture%s arguments (args), which the tracefs backend does not do'
+            % ('s' if len(capturing) > 1 else '', ', '.join(capturing), '' if len(capturing) > 1 else 's'))
+
+
+def _tracefs(tracefs, capturing=()):
+    if capturing:
+        return ['none', 'kprobes_fleet_backend=tracefs cannot run here: %s; use kprobes_fleet_backend=module or auto'
+                % _no_args(capturing)]
     if tracefs.get('usable'):
         return ['tracefs', 'kprobes_fleet_backend=tracefs']
     return ['none', 'kprobes_fleet_backend=tracefs cannot run here: %s' % tracefs.get('reason')]
 
 
-def _auto(blockers, tracefs, signed):
+def _auto(blockers, tracefs, signed, capturing=()):
     if not blockers:
+        why = '; the module captures the arguments (%s)' % _no_args(capturing) if capturing else ''
         if signed:
-            return ['module', 'auto: the module is signed with kprobes_fleet_signing_cert (its trust is checked before loading)']
-        return ['module', 'auto: an unsigned module loads here (no lockdown, no signature enforcement)']
+            return ['module', 'auto: the module is signed with kprobes_fleet_signing_cert (its trust is checked before loading)' + why]
+        return ['module', 'auto: an unsigned module loads here (no lockdown, no signature enforcement)' + why]
+    if capturing:
+        return ['none', 'neither backend can run here: module: %s; tracefs: %s' % (', '.join(blockers), _no_args(capturing))]
     if tracefs.get('usable'):
         return ['tracefs', 'auto: %s; tracefs needs no module' % ', '.join(blockers)]
     return ['none', 'neither backend can run here: module: %s; tracefs: %s' % (', '.join(blockers), tracefs.get('reason'))]
 
 
-def backend_choice(kernel, wanted, signed=False):
+def capturing_args(probes):
+    """The names of the probes that capture arguments (their own args or a candidate's)."""
+    return [str(p.get('name')) for p in probes or [] if isinstance(p, dict) and (
+        p.get('args') or any(isinstance(c, dict) and c.get('args') for c in p.get('functions') or []))]
+
+
+def backend_choice(kernel, wanted, signed=False, probes=None):
     """[backend, reason] for a host with these kernel facts; backend 'none' stops the host with the reason."""
     signed = bool(signed)
+    capturing = capturing_args(probes)
     hard = hard_blockers(kernel)
     signature = signature_blockers(kernel, signed)
     tracefs = kernel.get('tracefs')
@@ -114,8 +140,8 @@ def backend_choice(kernel, wanted, signed=False):
     if wanted == 'module':
         return _module(hard, signature)
     if wanted == 'tracefs':
-        return _tracefs(tracefs)
-    return _auto(hard + signature, tracefs, signed)
+        return _tracefs(tracefs, capturing)
+    return _auto(hard + signature, tracefs, signed, capturing)
 
 
 class FilterModule(object):

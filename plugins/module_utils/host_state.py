@@ -35,6 +35,7 @@ UNIT_DIR = '/etc/systemd/system'  # where our units go (option unit_dir of probe
 # The files of <host_dir>/state, by what they hold ('%s' is the module name).
 STATE_FILES = {
     'kmsg-cursor': '%s.kmsg-cursor',             # the collector's /dev/kmsg cursor {boot_id, next_seq}
+    'ring-cursor': '%s.ring-cursor',             # its cursor in the ring of events with arguments (event_ring)
     'loaded-ko': '%s.loaded.ko',                 # the module file loaded last (restore after a failed reload, boot)
     'loading-ko': '%s.loading.ko',               # the private copy being checked and loaded (kmod_load)
     'tracefs': '%s.tracefs.json',                # what we created in tracefs, recorded before it is created

@@ -212,7 +212,7 @@ def read_boot_id(path=BOOT_ID_PATH):
         return f.read().strip()
 
 
-def collect(records, module, cursor, boot_id):
+def collect(records, module, cursor, boot_id, parse=None):
     """Pick this module's events out of ``records``, resuming after ``cursor``.
 
     ``cursor`` is ``{'boot_id': ..., 'next_seq': ...}`` or None.  A cursor from another boot
@@ -224,8 +224,10 @@ def collect(records, module, cursor, boot_id):
     /dev/kmsg (facility LOG_USER by default) and must not be able to forge an event.
 
     Returns ``(events, lost, new_cursor)``; every event carries ``seq``, ``ts_usec``, ``ts``
-    (seconds since boot) and ``errno``.
+    (seconds since boot) and ``errno``. ``parse`` reads an event out of a record's text
+    (parse_event by default; event_ring's for the ring of events with arguments).
     """
+    parse = parse or parse_event
     next_seq = None
     if cursor:
         if cursor.get('boot_id') == boot_id:
@@ -245,7 +247,7 @@ def collect(records, module, cursor, boot_id):
             expected = seq + 1
         if not is_kernel_record(rec):
             continue
-        ev = parse_event(module, rec['text'])
+        ev = parse(module, rec['text'])
         if ev is None:
             continue
         ev['errno'] = errno_name(ev['ret'])

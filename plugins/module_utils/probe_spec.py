@@ -46,7 +46,25 @@ _INT_FIELDS = {
     'log_interval': (5, 1, 3600, 'seconds'),
 }
 _INPUT_KEYS = frozenset(('name', 'function', 'functions', 'returns', 'report', 'errnos',
-                         'maxactive', 'log', 'log_burst', 'log_interval'))
+                         'maxactive', 'log', 'log_burst', 'log_interval', 'args'))
+
+# Arguments read when the probed function is entered (kretprobe entry_handler, module backend),
+# reported with the return value. ``arg`` is the 1-based parameter position (the first 6 are in
+# registers on every architecture we build for). Strings are read with the kernel's fault-tolerant
+# copy helpers, at most ARG_STR_MAX - 1 bytes (a longer one is cut and marked truncated). Every
+# argument keeps a slot of at most ARG_SLOT bytes per call (kretprobe data_size; the template checks
+# the size at build time) and the kernel keeps maxactive instances of a probe (pre-6.7 one list,
+# since 6.7 spread over per-CPU rings, the same number in all), so maxactive x slots is what a
+# probe's arguments cost, bounded by ARGS_MEMORY_MAX for the whole spec.
+ARG_TYPES = ('int', 'long', 'ulong', 'string', 'ustring', 'filename', 'file')
+ARG_STR_MAX = 256
+ARG_SLOT = 320
+MAX_ARGS = 4
+MAX_ARG_POSITION = 6
+ARGS_MEMORY_MAX = 8 * 1024 * 1024
+ARG_NAME_PATTERN = r'^[a-z][a-z0-9_]{0,15}$'
+_ARG_NAME_RE = re.compile(ARG_NAME_PATTERN[1:-1])
+_ARG_KEYS = ('name', 'arg', 'type')
 
 # Candidate lists cover Debian's 5.10, 6.1, 6.12 and 7.2 kernels (checked against their real
 # kallsyms and BTF return types in tests/unit/fixtures/kernels): 7.x renamed do_filp_open to
@@ -157,7 +175,7 @@ def _check_name(ctx, value):
     return str(value)
 
 
-_CANDIDATE_KEYS = ('function', 'returns')
+_CANDIDATE_KEYS = ('function', 'returns', 'args')
 
 
 def _check_returns(ctx, field, value, where=''):
@@ -167,12 +185,50 @@ def _check_returns(ctx, field, value, where=''):
     return str(value)
 
 
-def _check_functions(ctx, value, returns):
-    """The candidate list: [{function, returns}] in the user's order.
+def _check_args(ctx, value, where=''):
+    """The argument list [{name, arg, type}] (at most MAX_ARGS), in the user's order."""
+    if not isinstance(value, (list, tuple)):
+        ctx.fail('args', '%smust be a list of {name, arg, type} mappings, got %s' % (where, _type_name(value)))
+    if len(value) > MAX_ARGS:
+        ctx.fail('args', '%sat most %d arguments per probe, got %d' % (where, MAX_ARGS, len(value)))
+    result = []
+    for item in value:
+        if not isinstance(item, dict):
+            ctx.fail('args', '%seach argument must be a {name, arg, type} mapping, got %s' % (where, _type_name(item)))
+        unknown = sorted(str(k) for k in item if k not in _ARG_KEYS)
+        if unknown:
+            ctx.fail('args', '%sunknown key %s (an argument has name, arg and type)' % (where, names.shown(unknown[0])))
+        for key in _ARG_KEYS:
+            if key not in item:
+                ctx.fail('args', '%san argument needs %s (got keys %s)' % (where, key, ', '.join(sorted(str(k) for k in item))))
+        name, position, kind = item['name'], item['arg'], item['type']
+        if not isinstance(name, str) or not _ARG_NAME_RE.fullmatch(name):
+            ctx.fail('args', '%sargument name %s must match %s' % (
+                where, names.shown(name) if isinstance(name, str) else _type_name(name), ARG_NAME_PATTERN))
+        if name in [a['name'] for a in result]:
+            ctx.fail('args', '%sargument %s is named twice' % (where, name))
+        if isinstance(position, bool) or not isinstance(position, int) or not 1 <= position <= MAX_ARG_POSITION:
+            ctx.fail('args', '%sargument %s: arg must be the parameter position 1 to %d, got %s' % (
+                where, name, MAX_ARG_POSITION, names.shown(position) if isinstance(position, str) else position))
+        if not isinstance(kind, str) or kind not in ARG_TYPES:
+            ctx.fail('args', '%sargument %s: type must be one of %s, got %s' % (
+                where, name, ', '.join(ARG_TYPES), names.shown(kind) if isinstance(kind, str) else _type_name(kind)))
+        result.append({'name': str(name), 'arg': int(position), 'type': str(kind)})
+    return result
 
-    A candidate is a symbol name (read with the probe's ``returns``) or a mapping
-    ``{function: symbol, returns: type}`` for a function whose return type differs, e.g. on
-    the kernels that have it (``returns`` optional there too, the probe's by default)."""
+
+def data_size(args):
+    """Bytes the kernel keeps per call for ``args`` at most (kretprobe data_size)."""
+    return len(args) * ARG_SLOT
+
+
+def _check_functions(ctx, value, returns, args=()):
+    """The candidate list: [{function, returns, args}] in the user's order.
+
+    A candidate is a symbol name (read with the probe's ``returns`` and ``args``) or a mapping
+    ``{function: symbol, returns: type, args: [...]}`` for a function whose return type or
+    parameters differ, e.g. on the kernels that have it (``returns`` and ``args`` optional there
+    too, the probe's by default)."""
     funcs = value if isinstance(value, dict) else _str_list(value)
     if isinstance(funcs, dict):
         funcs = [funcs]
@@ -184,7 +240,7 @@ def _check_functions(ctx, value, returns):
                  % (MAX_FUNCTIONS, len(funcs)))
     result = []
     for func in funcs:
-        own = returns
+        own, own_args = returns, list(args)
         if isinstance(func, dict):
             unknown = sorted(str(k) for k in func if k not in _CANDIDATE_KEYS)
             if unknown:
@@ -196,6 +252,8 @@ def _check_functions(ctx, value, returns):
             if 'returns' in func:
                 own = _check_returns(ctx, 'function', func['returns'],
                                      'candidate %s: returns ' % _candidate_label(func))
+            if 'args' in func:
+                own_args = _check_args(ctx, func['args'], 'candidate %s: ' % _candidate_label(func))
             func = func['function']
         if not isinstance(func, str):
             ctx.fail('function', 'candidates must be symbol names or {function, returns} '
@@ -209,7 +267,7 @@ def _check_functions(ctx, value, returns):
                      % (names.shown(func), FUNCTION_PATTERN, hint))
         if func in [c['function'] for c in result]:
             ctx.fail('function', 'candidate %s is listed twice' % names.shown(func))
-        result.append({'function': str(func), 'returns': own})
+        result.append({'function': str(func), 'returns': own, 'args': own_args})
     return result
 
 
@@ -312,13 +370,15 @@ def _normalize_one(index, raw):
     if 'function' not in raw and 'functions' not in raw:
         ctx.fail('function', 'is required (a symbol name or a list of candidates)')
     returns = _check_returns(ctx, 'returns', raw.get('returns', 'long'))
-    functions = _check_functions(ctx, raw.get('function', raw.get('functions')), returns)
+    args = _check_args(ctx, raw.get('args', []))
+    functions = _check_functions(ctx, raw.get('function', raw.get('functions')), returns, args)
     report, errnos = _check_report(ctx, raw)
     log = _check_bool(ctx, raw, 'log', True)
     return {
         'name': name,
         'functions': functions,
         'returns': returns,
+        'args': args,
         'report': report,
         'errnos': errnos,
         'maxactive': _check_int(ctx, raw, 'maxactive'),
@@ -364,7 +424,17 @@ def normalize(probes):
                              'probe, so this bounds kernel memory (16 MiB on 128 CPUs); lower '
                              'maxactive of the probes that do not sleep'
                              % (total, MAX_TOTAL_MAXACTIVE))
+    memory = sum(p['maxactive'] * max(data_size(c['args']) for c in p['functions']) for p in result)
+    if memory > ARGS_MEMORY_MAX:
+        raise ProbeSpecError('probes: captured arguments need %d bytes of kernel memory (maxactive x bytes per call, '
+                             'summed over probes), at most %d: lower maxactive of the probes with args, or capture '
+                             'fewer arguments (%d bytes each per call)' % (memory, ARGS_MEMORY_MAX, ARG_SLOT))
     return result
+
+
+def captures_args(probes):
+    """Whether any probe (normalized or resolved) captures arguments."""
+    return any(p.get('args') or any(c.get('args') for c in p.get('functions') or []) for p in probes or [])
 
 
 def validate_module_name(name):
@@ -399,6 +469,7 @@ def resolve(normalized, functions):
         resolved = copy.deepcopy(probe)
         resolved['function'] = str(symbol)
         resolved['returns'] = probe['functions'][candidates.index(symbol)]['returns']
+        resolved['args'] = probe['functions'][candidates.index(symbol)]['args']
         result.append(resolved)
     return result
 

@@ -219,12 +219,36 @@ ansible_facts:
               description: Seconds since boot.
               type: float
               returned: always
+            args:
+              description:
+                - The arguments the probe captures (its C(args)), by name; only events of such probes
+                  have it (module backend, read from the root-only C(/proc/<module>.events); see
+                  C(args_channel)). There, C(pid) is the process id and C(tid) the thread id.
+                - C(int), C(long), C(ulong) as numbers; C(string), C(ustring), C(filename) as text in
+                  which every byte that is not printable UTF-8, and every backslash, is written
+                  C(\\xHH) (unambiguous, byte for byte); C(file) as C({path, fs, dev, mount, device})
+                  (C(path) with its mount point in front, C(dev) as C(major:minor)).
+                - A value cut at 255 bytes is named in C(args_truncated); one that could not be read
+                  (a bad pointer) is V(null) and named with its errno in C(args_errors).
+              type: dict
+              returned: when the probe captures arguments
+            tid:
+              description: Thread id (events with C(args)).
+              type: int
+              returned: when the probe captures arguments
+            uid:
+              description: User id of the thread, as seen from the initial user namespace (events with C(args)).
+              type: int
+              returned: when the probe captures arguments
           sample:
             - {probe: disk_full, function: vfs_write, ret: -28, errno: ENOSPC, pid: 812,
                comm: dd, seq: 4411, ts_usec: 91234567, ts: 91.234567}
+            - {probe: rmdir_failures, function: do_rmdir, ret: -2, errno: ENOENT, pid: 901, tid: 901,
+               uid: 1000, comm: rmdir, args: {path: /tmp/gone}, seq: 17, ts_usec: 93000001, ts: 93.000001}
         events_lost:
           description: Kernel log records overwritten before they could be read (seq gaps
-            since the cursor; they may or may not have been events); for the tracefs backend,
+            since the cursor; they may or may not have been events), plus the records of the
+            ring of events with arguments overwritten before they were read; for the tracefs backend,
             events the instance's ring buffer overwrote or dropped before they were read.
           type: int
           returned: always
@@ -234,6 +258,16 @@ ansible_facts:
           type: int
           returned: always
           sample: 0
+        args_channel:
+          description: Where events with captured arguments are read (C(/proc/<module>.events), root
+            only, never the kernel log), or V(null) when no probe captures arguments.
+          type: str
+          returned: always
+          sample: /proc/kprobes_fleet.events
+        args_cursor:
+          description: The cursor in that ring (C(boot_id) is the boot id and the ring's id), or V(null).
+          type: dict
+          returned: always
         forwarder:
           description:
             - The event forwarder's status (C(kprobes_fleet_events), M(kprobes.fleet.event_forwarder)) as it
@@ -262,7 +296,7 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
-from ansible_collections.kprobes.fleet.plugins.module_utils import deltas, events, host_state, kmsg, names, persist
+from ansible_collections.kprobes.fleet.plugins.module_utils import deltas, event_ring, events, host_state, kmsg, names, persist
 from ansible_collections.kprobes.fleet.plugins.module_utils.ownership import ModuleSysfs, state_dir_problem
 from ansible_collections.kprobes.fleet.plugins.module_utils import tracefs_buffer
 from ansible_collections.kprobes.fleet.plugins.module_utils.tracefs_probes import TraceProbes
@@ -341,6 +375,8 @@ class ProbeFacts(object):
             'events_lost': got['events_lost'],
             'events_dropped': got['events_dropped'],
             'cursor': got['cursor'],
+            'args_channel': None,
+            'args_cursor': None,
         }
 
     def not_loaded_reason(self, boot_id):
@@ -392,6 +428,11 @@ class ProbeFacts(object):
             return self.add_deltas(facts)
         loaded = self.sysfs.ours()
         boot_id, events, lost, dropped, cursor = self.events()
+        ring, ring_lost, ring_cursor = self.ring_events(boot_id) if loaded else (None, 0, None)
+        if ring:
+            events = events + ring
+            dropped += max(0, len(events) - self.max_events)
+            events = events[-self.max_events:] if self.max_events else []
         return self.add_deltas({
             'module': self.name,
             'backend': 'module' if loaded else None,
@@ -403,10 +444,31 @@ class ProbeFacts(object):
             'boot_id': boot_id,
             'probes': self.sysfs.probes() if loaded else {},
             'events': events,
-            'events_lost': lost,
+            'events_lost': lost + ring_lost,
             'events_dropped': dropped,
             'cursor': cursor,
+            'args_channel': event_ring.ring_path(self.name) if ring is not None else None,
+            'args_cursor': ring_cursor,
         })
+
+    def ring_events(self, boot_id):
+        """Events with captured arguments from the module's root-only ring (event_ring), the number
+        lost, and the ring's cursor; (None, 0, None) when the loaded module has no ring."""
+        path = host_state.state_file(self.state_dir, self.name, 'ring-cursor')
+        cursor = kmsg.load_cursor(path)
+        try:
+            got, lost, new = event_ring.collect(self.name, cursor, boot_id, root=self.root)
+        except (IOError, OSError) as e:
+            self.module.fail_json(msg='cannot read %s: %s (root only; use become)'
+                                      % (event_ring.ring_path(self.name), to_native(e)))
+        if got is None:
+            return None, 0, None
+        if self.write and new != cursor:
+            try:
+                kmsg.save_cursor(path, new)
+            except (IOError, OSError) as e:
+                self.module.fail_json(msg='cannot save cursor %s: %s' % (path, to_native(e)))
+        return got, lost, new
 
 
 def build_module():

@@ -123,13 +123,17 @@ HOSTS = {
                                                  + SIG + HINT]),
     'traced': (kernel((), False), 'tracefs', '', ['none', 'kprobes_fleet_backend=tracefs cannot run here: '
                                                   + NO_TRACEFS]),
+    'capturing': (kernel(), 'tracefs', '', ['none', 'kprobes_fleet_backend=tracefs cannot run here: probe paths captures '
+                                            'arguments (args), which the tracefs backend does not do; use '
+                                            'kprobes_fleet_backend=module or auto']),
 }
 
 
 def test_role_vars_call_the_filter(tmp_path):
     hosts = {}
     for name, (facts, wanted, cert, dummy) in HOSTS.items():
-        values = {'kprobes_fleet_backend': wanted, 'kprobes_fleet_signing_cert': cert}
+        values = {'kprobes_fleet_backend': wanted, 'kprobes_fleet_signing_cert': cert,
+                  'kprobes_fleet_probes': ARGS[:2] if name == 'capturing' else []}
         hosts[name] = {'ansible_connection': 'local', 'ansible_python_interpreter': sys.executable, 'kernel': facts,
                        '__kprobes_fleet_valid': {'values': values, 'errors': []}}
     (tmp_path / 'inventory.json').write_text(json.dumps({'all': {'hosts': hosts}}))
@@ -142,3 +146,36 @@ def test_role_vars_call_the_filter(tmp_path):
     assert res.returncode == 0, res.stdout + res.stderr
     for name, (dummy, dummy, dummy, expected) in HOSTS.items():
         assert json.loads((tmp_path / (name + '.json')).read_text()) == expected, name
+
+
+# -- probes that capture arguments (#22): the tracefs backend does not ------------------------
+
+ARGS = [{'name': 'plain', 'args': [], 'functions': [{'function': 'f', 'args': []}]},
+        {'name': 'paths', 'args': [{'name': 'path', 'arg': 2, 'type': 'ustring'}], 'functions': []},
+        {'name': 'renamed', 'args': [], 'functions': [{'function': 'g', 'args': [{'name': 'n', 'arg': 1, 'type': 'int'}]}]}]
+
+
+def test_auto_picks_the_module_for_arguments_and_says_so():
+    backend, reason = backend_choice(kernel(), 'auto', probes=ARGS)
+    assert backend == 'module'
+    assert reason == UNSIGNED_OK + '; the module captures the arguments (probes paths, renamed capture arguments ' \
+                                   '(args), which the tracefs backend does not do)'
+
+
+def test_no_module_and_arguments_means_neither_backend():
+    backend, reason = backend_choice(kernel(['lockdown']), 'auto', probes=ARGS[:2])
+    assert backend == 'none'
+    assert reason == ('neither backend can run here: module: %s; tracefs: probe paths captures arguments (args), '
+                      'which the tracefs backend does not do' % LOCKDOWN)
+
+
+def test_forced_tracefs_refuses_arguments_in_one_sentence():
+    backend, reason = backend_choice(kernel(), 'tracefs', probes=ARGS)
+    assert backend == 'none'
+    assert reason.startswith('kprobes_fleet_backend=tracefs cannot run here: probes paths, renamed capture')
+    assert reason.endswith('; use kprobes_fleet_backend=module or auto')
+
+
+def test_probes_without_arguments_choose_as_before():
+    assert backend_choice(kernel(['lockdown']), 'auto', probes=ARGS[:1])[0] == 'tracefs'
+    assert backend_choice(kernel(), 'tracefs', probes=ARGS[:1])[0] == 'tracefs'

@@ -101,7 +101,7 @@ def test_preset_candidates_are_read_with_the_kernels_return_type(tmp_path, relea
 def test_do_sys_openat2_changed_type_in_72_and_the_preset_reads_it_as_int():
     assert [kind(RETURN_TYPES[r]['do_sys_openat2']) for r in RELEASES] == ['long', 'long', 'long', 'int']
     preset = probe_spec.normalize(['open_failures'])[0]
-    assert {'function': 'do_sys_openat2', 'returns': 'int'} in preset['functions']
+    assert {'function': 'do_sys_openat2', 'returns': 'int', 'args': []} in preset['functions']
     # and the 7.x rename of do_filp_open kept its type
     assert RETURN_TYPES[SID]['do_file_open'] == RETURN_TYPES[OLDER[0]]['do_filp_open'] == 'struct file *'
 

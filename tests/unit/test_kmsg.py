@@ -548,7 +548,8 @@ def tree(top):
 
 
 FACT_KEYS = {'module', 'backend', 'backend_reason', 'loaded', 'reason', 'previous_boot_id', 'spec_hash',
-             'kernel', 'boot_id', 'probes', 'events', 'events_lost', 'events_dropped', 'cursor', 'forwarder'}
+             'kernel', 'boot_id', 'probes', 'events', 'events_lost', 'events_dropped', 'cursor', 'forwarder',
+             'args_channel', 'args_cursor'}
 
 
 def test_collect_on_a_fresh_host_creates_nothing_and_reports_well_formed_facts(tmp_path):

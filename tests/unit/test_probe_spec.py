@@ -22,15 +22,15 @@ def error_of(probes):
 
 def test_default_presets():
     expected = [
-        {'name': 'open_failures', 'functions': [{'function': 'do_filp_open', 'returns': 'errptr'},
-                                                {'function': 'do_file_open', 'returns': 'errptr'},
-                                                {'function': 'do_sys_openat2', 'returns': 'int'}],
-         'returns': 'errptr',
+        {'name': 'open_failures', 'functions': [{'function': 'do_filp_open', 'returns': 'errptr', 'args': []},
+                                                {'function': 'do_file_open', 'returns': 'errptr', 'args': []},
+                                                {'function': 'do_sys_openat2', 'returns': 'int', 'args': []}],
+         'returns': 'errptr', 'args': [],
          'report': 'negative', 'errnos': [], 'maxactive': 256, 'log': True,
          'log_burst': 500, 'log_interval': 5},
-        {'name': 'disk_full', 'functions': [{'function': 'vfs_write', 'returns': 'long'},
-                                            {'function': 'ksys_write', 'returns': 'long'}],
-         'returns': 'long',
+        {'name': 'disk_full', 'functions': [{'function': 'vfs_write', 'returns': 'long', 'args': []},
+                                            {'function': 'ksys_write', 'returns': 'long', 'args': []}],
+         'returns': 'long', 'args': [],
          'report': 'errno', 'errnos': ['EDQUOT', 'ENOSPC'], 'maxactive': 1024, 'log': True,
          'log_burst': 100, 'log_interval': 5},
     ]
@@ -48,7 +48,7 @@ def test_presets_are_not_mutated():
     before = copy.deepcopy(ps.PRESETS)
     result = ps.normalize(None)
     result[1]['errnos'].append('EIO')
-    result[0]['functions'].append({'function': 'x', 'returns': 'long'})
+    result[0]['functions'].append({'function': 'x', 'returns': 'long', 'args': []})
     result[0]['functions'][0]['returns'] = 'int'
     assert ps.PRESETS == before
     assert ps.normalize(None)[1]['errnos'] == ['EDQUOT', 'ENOSPC']
@@ -56,7 +56,7 @@ def test_presets_are_not_mutated():
 
 def test_defaults_and_string_function():
     assert ps.normalize([probe()]) == [{
-        'name': 'p', 'functions': [{'function': 'vfs_write', 'returns': 'long'}], 'returns': 'long',
+        'name': 'p', 'functions': [{'function': 'vfs_write', 'returns': 'long', 'args': []}], 'returns': 'long', 'args': [],
         'report': 'negative',
         'errnos': [], 'maxactive': 64, 'log': True, 'log_burst': 100, 'log_interval': 5}]
 
@@ -86,8 +86,8 @@ def test_all_fields():
     raw = probe(name='fsync_err', function=['vfs_fsync_range', 'do_fsync'], returns='int',
                 report=['EIO'], maxactive=4096, log=False, log_burst=1, log_interval=3600)
     assert ps.normalize([raw]) == [{
-        'name': 'fsync_err', 'functions': [{'function': 'vfs_fsync_range', 'returns': 'int'},
-                                           {'function': 'do_fsync', 'returns': 'int'}], 'returns': 'int',
+        'name': 'fsync_err', 'functions': [{'function': 'vfs_fsync_range', 'returns': 'int', 'args': []},
+                                           {'function': 'do_fsync', 'returns': 'int', 'args': []}], 'returns': 'int', 'args': [],
         'report': 'errno', 'errnos': ['EIO'], 'maxactive': 4096, 'log': False,
         'log_burst': 1, 'log_interval': 3600}]
 
@@ -357,18 +357,18 @@ def test_type_names_are_what_a_user_writes_also_for_tagged_values():
 # --- a return type per candidate -------------------------------------------------------
 
 def test_candidate_mapping_has_its_own_return_type():
-    got = ps.normalize([probe(function=['do_filp_open', {'function': 'do_sys_openat2', 'returns': 'int'},
+    got = ps.normalize([probe(function=['do_filp_open', {'function': 'do_sys_openat2', 'returns': 'int', 'args': []},
                                         {'function': 'do_sys_open'}], returns='errptr')])[0]
-    assert got['functions'] == [{'function': 'do_filp_open', 'returns': 'errptr'},
-                                {'function': 'do_sys_openat2', 'returns': 'int'},
-                                {'function': 'do_sys_open', 'returns': 'errptr'}]
+    assert got['functions'] == [{'function': 'do_filp_open', 'returns': 'errptr', 'args': []},
+                                {'function': 'do_sys_openat2', 'returns': 'int', 'args': []},
+                                {'function': 'do_sys_open', 'returns': 'errptr', 'args': []}]
     assert got['returns'] == 'errptr'
     assert ps.candidate_symbols(got) == ['do_filp_open', 'do_sys_openat2', 'do_sys_open']
 
 
 def test_one_candidate_mapping_alone():
-    got = ps.normalize([probe(function={'function': 'vfs_fsync_range', 'returns': 'int'})])[0]
-    assert got['functions'] == [{'function': 'vfs_fsync_range', 'returns': 'int'}]
+    got = ps.normalize([probe(function={'function': 'vfs_fsync_range', 'returns': 'int', 'args': []})])[0]
+    assert got['functions'] == [{'function': 'vfs_fsync_range', 'returns': 'int', 'args': []}]
     assert got['returns'] == 'long'
 
 
@@ -379,7 +379,7 @@ def test_plain_string_candidates_keep_the_probe_type():
 
 
 def test_normalized_candidates_keep_their_type_whatever_the_probe_type():
-    once = ps.normalize([probe(function=['a', {'function': 'b', 'returns': 'int'}], returns='errptr')])
+    once = ps.normalize([probe(function=['a', {'function': 'b', 'returns': 'int', 'args': []}], returns='errptr')])
     assert ps.normalize(once) == once
     changed = copy.deepcopy(once)
     changed[0]['returns'] = 'long'  # a normalized candidate carries its type: nothing else moves
@@ -388,7 +388,7 @@ def test_normalized_candidates_keep_their_type_whatever_the_probe_type():
 
 @pytest.mark.parametrize('chosen,returns', [('a', 'errptr'), ('b', 'int'), ('c', 'long')])
 def test_resolve_takes_the_chosen_candidates_type(chosen, returns):
-    candidates = ['a', {'function': 'b', 'returns': 'int'}, {'function': 'c', 'returns': 'long'}]
+    candidates = ['a', {'function': 'b', 'returns': 'int', 'args': []}, {'function': 'c', 'returns': 'long', 'args': []}]
     normalized = ps.normalize([probe(function=candidates, returns='errptr')])
     resolved = ps.resolve(normalized, {'p': chosen})[0]
     assert (resolved['function'], resolved['returns']) == (chosen, returns)
@@ -428,10 +428,10 @@ def test_spec_hash_follows_the_candidate_types():
         normalized = ps.normalize([probe(function=candidates, returns='errptr')])
         return ps.spec_hash('m', ps.resolve(normalized, {'p': chosen}), 't')
 
-    base = hashed(['a', {'function': 'b', 'returns': 'int'}], 'b')
-    assert base == hashed(['a', {'function': 'b', 'returns': 'int'}], 'b')
-    assert base != hashed(['a', {'function': 'b', 'returns': 'long'}], 'b')  # the probed one's type
-    assert base != hashed([{'function': 'a', 'returns': 'long'}, {'function': 'b', 'returns': 'int'}], 'b')
+    base = hashed(['a', {'function': 'b', 'returns': 'int', 'args': []}], 'b')
+    assert base == hashed(['a', {'function': 'b', 'returns': 'int', 'args': []}], 'b')
+    assert base != hashed(['a', {'function': 'b', 'returns': 'long', 'args': []}], 'b')  # the probed one's type
+    assert base != hashed([{'function': 'a', 'returns': 'long', 'args': []}, {'function': 'b', 'returns': 'int', 'args': []}], 'b')
     assert base != hashed(['a', 'b'], 'b')
 
 
@@ -443,7 +443,7 @@ BAD_CANDIDATES = [
     ([{'function': 'a', 'returns': None}], ["candidate 'a'", 'returns', 'got null']),
     ([{'function': 5}], ["field 'function'", 'must be symbol names']),
     ([{'function': 'bad.isra.0'}], ["field 'function'", 'base name']),
-    (['a', {'function': 'a', 'returns': 'int'}], ["field 'function'", "'a' is listed twice"]),
+    (['a', {'function': 'a', 'returns': 'int', 'args': []}], ["field 'function'", "'a' is listed twice"]),
     ([{'function': ['a', 'b']}], ["field 'function'", 'must be symbol names']),
 ]
 
@@ -453,3 +453,56 @@ def test_bad_candidate(function, expected):
     message = error_of([probe(function=function)])
     for part in expected:
         assert part in message, message
+
+
+# -- args (#22) ----------------------------------------------------------------------------------
+
+def test_args_are_normalized_and_a_candidate_may_give_its_own():
+    got = ps.normalize([probe(function=['vfs_write', {'function': 'ksys_write', 'args': [
+        {'name': 'fd', 'arg': 1, 'type': 'int'}]}], args=[{'name': 'file', 'arg': 1, 'type': 'file'}])])[0]
+    assert got['args'] == [{'name': 'file', 'arg': 1, 'type': 'file'}]
+    assert [c['args'] for c in got['functions']] == [[{'name': 'file', 'arg': 1, 'type': 'file'}],
+                                                      [{'name': 'fd', 'arg': 1, 'type': 'int'}]]
+    resolved = ps.resolve([got], {'p': 'ksys_write'})[0]
+    assert resolved['args'] == [{'name': 'fd', 'arg': 1, 'type': 'int'}]
+    assert ps.normalize([got]) == [got]
+    assert ps.captures_args([got]) and not ps.captures_args(ps.normalize(None))
+
+
+def test_args_change_the_spec_hash():
+    plain = ps.resolve(ps.normalize([probe()]), {'p': 'vfs_write'})
+    with_args = ps.resolve(ps.normalize([probe(args=[{'name': 'count', 'arg': 3, 'type': 'ulong'}])]), {'p': 'vfs_write'})
+    assert ps.spec_hash('m', plain, 't') != ps.spec_hash('m', with_args, 't')
+
+
+@pytest.mark.parametrize('args,message', [
+    ('path', "field 'args': must be a list of {name, arg, type} mappings, got str"),
+    ([{'name': 'a%d' % i, 'arg': 1, 'type': 'int'} for i in range(5)], 'at most 4 arguments per probe, got 5'),
+    (['path'], 'each argument must be a {name, arg, type} mapping, got str'),
+    ([{'name': 'p', 'arg': 1, 'type': 'int', 'fmt': 'x'}], "unknown key 'fmt'"),
+    ([{'name': 'p', 'arg': 1}], 'an argument needs type'),
+    ([{'name': 'Path', 'arg': 1, 'type': 'int'}], "argument name 'Path' must match"),
+    ([{'name': 'p; x', 'arg': 1, 'type': 'int'}], "argument name 'p; x' must match"),
+    ([{'name': 'p', 'arg': 0, 'type': 'int'}], 'arg must be the parameter position 1 to 6, got 0'),
+    ([{'name': 'p', 'arg': '2', 'type': 'int'}], "arg must be the parameter position 1 to 6, got '2'"),
+    ([{'name': 'p', 'arg': True, 'type': 'int'}], 'arg must be the parameter position 1 to 6'),
+    ([{'name': 'p', 'arg': 1, 'type': 'char *'}], "type must be one of int, long, ulong, string, ustring, filename, file, got 'char *'"),
+    ([{'name': 'p', 'arg': 1, 'type': 'int'}, {'name': 'p', 'arg': 2, 'type': 'int'}], 'argument p is named twice'),
+])
+def test_bad_args_are_refused_with_the_probe_and_field(args, message):
+    with pytest.raises(ps.ProbeSpecError) as e:
+        ps.normalize([probe(args=args)])
+    assert str(e.value).startswith("probe 'p' (#1): field 'args': ")
+    assert message in str(e.value)
+
+
+def test_a_candidates_bad_args_name_the_candidate():
+    with pytest.raises(ps.ProbeSpecError, match="candidate 'g': argument x: type must be one of"):
+        ps.normalize([probe(function=[{'function': 'g', 'args': [{'name': 'x', 'arg': 1, 'type': 'float'}]}])])
+
+
+def test_argument_memory_is_bounded():
+    strings = [{'name': 's%d' % i, 'arg': i + 1, 'type': 'string'} for i in range(4)]
+    ps.normalize([probe(args=strings, maxactive=4096)])  # 4 x 320 B x 4096 = 5 MiB
+    with pytest.raises(ps.ProbeSpecError, match='captured arguments need 10485760 bytes of kernel memory'):
+        ps.normalize([probe(args=strings, maxactive=4096), probe(name='q', args=strings, maxactive=4096)])

@@ -35,6 +35,19 @@ CUSTOM = [
      'report': ['EIO', 'ENOSPC', 'ENOTSUP'], 'log_burst': 7, 'log_interval': 60},
     {'name': 'any_error', 'function': 'vfs_fallocate', 'returns': 'int', 'report': 'nonzero'},
 ]
+# Every argument type (#22): the entry handlers, the root-only ring, /proc/<module>.events.
+ARGS = [
+    {'name': 'rmdir_failures', 'function': [{'function': 'do_rmdir', 'returns': 'int'}],
+     'report': ['ENOENT', 'ENOTEMPTY'], 'args': [{'name': 'path', 'arg': 2, 'type': 'filename'},
+                                                 {'name': 'dfd', 'arg': 1, 'type': 'int'}]},
+    {'name': 'open_paths', 'function': [{'function': 'do_sys_openat2', 'returns': 'int'}],
+     'args': [{'name': 'path', 'arg': 2, 'type': 'ustring'}, {'name': 'how', 'arg': 3, 'type': 'ulong'}]},
+    {'name': 'disk_full', 'function': 'vfs_write', 'report': ['ENOSPC', 'EDQUOT'],
+     'args': [{'name': 'file', 'arg': 1, 'type': 'file'}, {'name': 'count', 'arg': 3, 'type': 'long'}]},
+    {'name': 'kstrings', 'function': 'kern_path', 'returns': 'int', 'args': [{'name': 'name', 'arg': 1, 'type': 'string'}],
+     'log_burst': 100000},
+    {'name': 'no_args', 'function': 'vfs_fsync_range', 'returns': 'int'},
+]
 MARKER = 'kprobes.fleet'
 U64 = 1 << 64
 
@@ -315,6 +328,108 @@ def test_module_metadata(module):
             p['name'] for p in module.variables['probes'])}
 
 
+# -- arguments (#22): entry handlers and the root-only ring, driven in user space ----------------
+
+def hexed(data):
+    return data.hex() if isinstance(data, bytes) else data.encode('utf-8').hex()
+
+
+@pytest.fixture(scope='module')
+def args_module(tmp_path_factory):
+    if CC is None:
+        pytest.skip('no C compiler (gcc or cc) to build the module in user space')
+    rc, out, built = build_user_space(tmp_path_factory.mktemp('args'), spec(ARGS))
+    assert rc == 0, out
+    return built
+
+
+def ring(module, *commands):
+    """The events the ring gives a new reader after ``commands``, as event_ring parses them."""
+    from ansible_collections.kprobes.fleet.plugins.module_utils import event_ring
+    lines = module.ok('init', *(list(commands) + ['ring']))
+    assert values(lines, 'ring_end') == [['400', 'kprobes_fleet.events']]  # root only
+    assert [line for line in values(lines, 'log') if 'probe=' in line[1]] == []  # never in the kernel log
+    events = []
+    for (text,) in values(lines, 'ring'):
+        rec = kmsg.parse_record(text)
+        assert rec and rec['prio'] == 6, text
+        ev = event_ring.parse_event('kprobes_fleet', rec['text'])
+        events.append(dict(ev, seq=rec['seq'], errno=kmsg.errno_name(ev['ret'])))
+    return events, lines
+
+
+HOSTILE = [b'x probe=disk_full errno=ENOSPC comm=dd', b'new\nline\n6,1,1,-;kprobes_fleet: probe=no_args',
+           b'quote"d <script>', b'back\\slash %41', b'bad-\xff\xfe', b'']
+
+
+def test_arguments_come_back_byte_exact_and_forge_nothing(args_module):
+    from ansible_collections.kprobes.fleet.plugins.module_utils import event_ring
+    calls = ['call do_sys_openat2 %d i:-100 s:%s i:0' % (u64(-2), hexed(name)) for name in HOSTILE]
+    events, lines = ring(args_module, *calls)
+    assert [event_ring.raw(e['args']['path']) for e in events] == HOSTILE
+    assert all(e['probe'] == 'open_paths' and e['errno'] == 'ENOENT' and e['args']['how'] == 0 for e in events)
+    assert [e['seq'] for e in events] == list(range(len(HOSTILE)))
+    assert set((e['pid'], e['tid'], e['uid'], e['comm']) for e in events) == {(4240, 4242, 1000, 'bash')}
+
+
+def test_strings_are_cut_at_255_bytes_and_bad_pointers_give_an_error(args_module):
+    long_path = b'/' + b'a' * 3999
+    edge = b'/ends/right/before/an/unreadable/page'
+    events, lines = ring(args_module,
+                         'call do_sys_openat2 %d i:3 s:%s i:0' % (u64(-2), hexed(long_path)),
+                         'call do_sys_openat2 %d i:3 bad i:0' % u64(-14),
+                         'call do_sys_openat2 %d i:3 null i:0' % u64(-14),
+                         'call do_sys_openat2 %d i:3 edge:%s i:0' % (u64(-2), hexed(edge)),
+                         'call do_rmdir %d i:-100 n:%s' % (u64(-39), hexed('/srv/full dir')),
+                         'call do_rmdir %d i:-100 bad' % u64(-2),
+                         'call kern_path %d s:%s' % (u64(-2), hexed('/kernel/string')))
+    assert events[0]['args']['path'] == long_path[:255].decode() and events[0]['args_truncated'] == ['path']
+    assert events[1]['args'] == {'path': None, 'how': 0} and events[1]['args_errors'] == {'path': 'EFAULT'}
+    assert events[2]['args_errors'] == {'path': 'EFAULT'}
+    assert events[3]['args']['path'] == edge.decode() and 'args_truncated' not in events[3]
+    assert events[4]['args'] == {'path': '/srv/full dir', 'dfd': -100} and events[4]['errno'] == 'ENOTEMPTY'
+    assert events[5]['args_errors'] == {'path': 'EFAULT'}
+    assert events[6]['args'] == {'name': '/kernel/string'}
+    assert set(h[0] for h in values(lines, 'entry')) == {'0'}
+
+
+def test_a_file_gives_its_path_filesystem_and_device(args_module):
+    deep = '/'.join(['d%03d' % i for i in range(60)])
+    events, lines = ring(args_module,
+                         'call vfs_write %d f:ext4:7:0:%s s:x i:65536' % (u64(-28), hexed('/fill')),
+                         'call vfs_write %d f:xfs:254:17:%s s:x i:4096' % (u64(-122), hexed('/var/log/app x.log')),
+                         'call vfs_write %d f:ext4:7:0:%s s:x i:1' % (u64(-28), hexed(deep)),
+                         'call vfs_write %d f:ext4:7:0: s:x i:1' % u64(-28),
+                         'call vfs_write %d bad s:x i:1' % u64(-28),
+                         'call vfs_write %d f:ext4:7:0:%s s:x i:1' % (u64(5), hexed('/not/a/match')))
+    files = [e['args']['file'] for e in events]
+    assert files[0] == {'path': '/fill', 'fs': 'ext4', 'dev': '7:0'} and events[0]['args']['count'] == 65536
+    assert files[1] == {'path': '/var/log/app x.log', 'fs': 'xfs', 'dev': '254:17'} and events[1]['errno'] == 'EDQUOT'
+    assert events[2]['args_truncated'] == ['file'] and len(files[2]['path']) <= 255
+    assert ('/' + deep).endswith(files[2]['path'])  # the deepest components are kept
+    assert files[3]['path'] == '/'
+    assert events[4]['args_errors'] == {'file': 'EFAULT'}
+    assert len(events) == 5  # a write that did not fail is counted, not reported
+
+
+def test_probes_without_arguments_keep_the_kernel_log(args_module):
+    lines = args_module.ok('init', 'hit vfs_fsync_range %d' % u64(-5), 'ring',
+                           'read kprobes_fleet/probes/no_args/matches', 'read kprobes_fleet/ring_id')
+    assert [t for dummy, t in values(lines, 'log') if 'probe=' in t] == [
+        'kprobes_fleet: probe=no_args func=vfs_fsync_range ret=-5 pid=4242 comm=bash']
+    assert values(lines, 'ring') == []
+    assert sysfs(lines) == {'kprobes_fleet/probes/no_args/matches': '1', 'kprobes_fleet/ring_id': '00c0ffee00c0ffee'}
+
+
+def test_the_ring_keeps_the_newest_and_shows_the_gap(args_module):
+    calls = ['call kern_path %d s:%s' % (u64(-2), hexed('/n/%d' % i)) for i in range(600)]
+    events, lines = ring(args_module, *calls)
+    assert len(events) == 512 and events[0]['seq'] == 88 and events[-1]['args']['name'] == '/n/599'
+    lines = args_module.ok('init', *(calls[:3] + ['read kprobes_fleet/probes/kstrings/matches', 'exit', 'ring']))
+    assert sysfs(lines)['kprobes_fleet/probes/kstrings/matches'] == '3'
+    assert values(lines, 'exit') == [['0', '0']] and values(lines, 'ring_end') == [['none']]  # gone with the module
+
+
 @needs_cc
 def test_unsupported_values_do_not_build(tmp_path):
     for field, value in (('returns', 'u8'), ('report', 'sometimes')):
@@ -398,11 +513,11 @@ def test_compile_runs_where_headers_exist():
 @pytest.mark.skipif(not HEADERS, reason='no configured kernel headers for %s (Debian: apt-get install '
                                         'linux-headers-%s)' % (platform.machine(), 'amd64'))
 @pytest.mark.parametrize('headers', HEADERS or ['none'])
-@pytest.mark.parametrize('which', ['presets', 'custom'])
+@pytest.mark.parametrize('which', ['presets', 'custom', 'args'])
 def test_compile(tmp_path, headers, which):
     # headers are here: a missing toolchain is a failure, not a reason to skip
     assert shutil.which('make') and CC, 'kernel headers in %s but no make or C compiler' % headers
-    variables = spec(None if which == 'presets' else CUSTOM)
+    variables = spec({'presets': None, 'custom': CUSTOM, 'args': ARGS}[which])
     build = tmp_path / variables['module_name']
     build.mkdir()
     (build / 'Kbuild').write_text(render('Kbuild.j2', variables))

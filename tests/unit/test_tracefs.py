@@ -923,7 +923,7 @@ def test_probe_facts_same_schema_for_both_backends(tmp_path, host):
     assert (tfs['backend'], tfs['backend_reason']) == ('tracefs', 'lockdown=integrity')
     assert set(mod) == set(tfs) == {'module', 'loaded', 'spec_hash', 'kernel', 'boot_id', 'probes', 'events',
                                     'events_lost', 'events_dropped', 'cursor', 'backend', 'backend_reason',
-                                    'reason', 'previous_boot_id', 'forwarder'}
+                                    'reason', 'previous_boot_id', 'forwarder', 'args_channel', 'args_cursor'}
     assert set(mod['probes']['disk_full']) == set(tfs['probes']['disk_full'])
     assert set(mod['events'][0]) == set(tfs['events'][0])
     for key in ('boot_id', 'next_seq'):
