@@ -177,6 +177,23 @@ def _check_name(ctx, value):
 
 _CANDIDATE_KEYS = ('function', 'returns', 'args')
 
+# The kernel log's own path. A probe that logs (log: true, no args) prints its line with
+# vprintk_emit() from the return handler; on a function that runs while the log's lock is held
+# (5.10: logbuf_lock around vprintk_store/vsnprintf; the console path on every kernel) that print
+# waits for a lock its own CPU holds: the CPU hangs. Such probes are refused; with ``args`` (events
+# go to the module's ring, no print) or ``log: false`` (counting only) they may run.
+PRINTK_PATH_PREFIXES = ('printk', '_printk', '__printk', 'vprintk', 'console_', '__console_', 'log_store',
+                        'log_output', 'prb_', 'irq_work', 'devkmsg_', 'wake_up_klogd', 'defer_console')
+PRINTK_PATH = frozenset(('vsnprintf', 'vscnprintf', 'snprintf', 'scnprintf', 'sprintf', 'vsprintf',
+                         'format_decode', 'record_print_text', 'info_print_prefix', 'print_prefix',
+                         'msg_add_dict_text', 'down_trylock', 'up', '___ratelimit', 'ktime_get_mono_fast_ns',
+                         'local_clock', 'sched_clock', 'string', 'number', 'pointer'))
+
+
+def on_printk_path(symbol):
+    """Whether ``symbol`` runs on the kernel log's own path (see PRINTK_PATH)."""
+    return symbol in PRINTK_PATH or symbol.startswith(PRINTK_PATH_PREFIXES)
+
 
 def _check_returns(ctx, field, value, where=''):
     if not isinstance(value, str) or value not in RETURNS:
@@ -374,6 +391,12 @@ def _normalize_one(index, raw):
     functions = _check_functions(ctx, raw.get('function', raw.get('functions')), returns, args)
     report, errnos = _check_report(ctx, raw)
     log = _check_bool(ctx, raw, 'log', True)
+    for cand in functions:
+        if log and not cand['args'] and on_printk_path(cand['function']):
+            ctx.fail('function', 'candidate %s runs on the kernel log\'s own path, where the line this probe logs '
+                     '(vprintk_emit from the return handler) can wait for a lock its own CPU holds and hang it; give '
+                     'the probe args (its events then go to the root-only ring, not the log) or log: false'
+                     % names.shown(cand['function']))
     return {
         'name': name,
         'functions': functions,

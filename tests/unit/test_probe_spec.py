@@ -506,3 +506,22 @@ def test_argument_memory_is_bounded():
     ps.normalize([probe(args=strings, maxactive=4096)])  # 4 x 320 B x 4096 = 5 MiB
     with pytest.raises(ps.ProbeSpecError, match='captured arguments need 10485760 bytes of kernel memory'):
         ps.normalize([probe(args=strings, maxactive=4096), probe(name='q', args=strings, maxactive=4096)])
+
+
+@pytest.mark.parametrize('symbol', ['vsnprintf', 'vprintk_store', 'vprintk_emit', 'console_unlock', 'log_store',
+                                    'prb_reserve', 'irq_work_queue', '_printk', 'up'])
+def test_the_kernel_logs_own_path_is_refused_for_a_probe_that_logs(symbol):
+    with pytest.raises(ps.ProbeSpecError) as e:
+        ps.normalize([probe(function=['vfs_write', symbol])])
+    assert str(e.value) == (
+        "probe 'p' (#1): field 'function': candidate '%s' runs on the kernel log's own path, where the line this "
+        "probe logs (vprintk_emit from the return handler) can wait for a lock its own CPU holds and hang it; give "
+        "the probe args (its events then go to the root-only ring, not the log) or log: false" % symbol)
+    # counting only, or events through the ring: no print in the handler
+    ps.normalize([probe(function=symbol, log=False)])
+    ps.normalize([probe(function=symbol, args=[{'name': 'a', 'arg': 1, 'type': 'ulong'}])])
+
+
+def test_names_that_only_look_alike_are_probed():
+    for symbol in ('do_sys_openat2', 'vfs_write', 'update_console_cmdline', 'uprobe_register', 'up_read', 'xlog_write'):
+        ps.normalize([probe(function=symbol)])
