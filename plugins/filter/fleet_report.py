@@ -23,7 +23,8 @@ description:
     for example unreachable) and
     returns an HTML document with inline CSS and inline SVG only (no script, nothing fetched).
   - Summaries come first (fleet totals per probe, hosts that need attention, the top (comm, errno)
-    pairs, a timeline of this collection's events); the per host and probe counters and the events
+    pairs, the top paths per (comm, errno) and the filesystems that were full, from the events of probes
+    that capture arguments, a timeline of this collection's events); the per host and probe counters and the events
     are folded in C(<details>) elements, so the page stays readable for 1,000 hosts.
   - A probe's C(delta) (C(hits), C(matches), C(nmissed), C(seconds) since the previous collection)
     is shown when the facts carry it, C(n/a) otherwise.
@@ -98,7 +99,7 @@ h1{font-size:1.5em;margin:0 0 .2em}h2{font-size:1.2em;margin:1.6em 0 .5em;border
 .card b{display:block;font-size:1.4em}.card.bad{border-color:#d1242f;background:#ffebe9}
 table{border-collapse:collapse;margin:.4em 0;font-variant-numeric:tabular-nums}
 th,td{border:1px solid #d0d7de;padding:.2em .5em;text-align:left;vertical-align:top}
-th{background:#f6f8fa}td.n{text-align:right}tr.warn td{background:#ffebe9}
+th{background:#f6f8fa}td.n{text-align:right}td.path{word-break:break-all;font-family:monospace}tr.warn td{background:#ffebe9}
 td.bad{color:#a40e26;font-weight:600}.na{color:#818b98}
 details{margin:.3em 0}summary{cursor:pointer}details.host{border-left:3px solid #d0d7de;padding-left:.5em}
 details.host.warn{border-left-color:#d1242f}.tag{border-radius:3px;padding:0 .35em;background:#ffebe9;
@@ -254,6 +255,74 @@ def _top_pairs(hosts, top):
         + _table(['#', 'comm', 'errno', 'events', 'hosts', 'probes'], rows, 'top'))
 
 
+def _arg_paths(ev):
+    """The captured paths of an event: string arguments as they are, a file argument's path."""
+    for name, value in sorted((ev.get('args') or {}).items()) if isinstance(ev.get('args'), dict) else ():
+        if isinstance(value, dict):
+            value = value.get('path')
+        if isinstance(value, str):
+            yield '%s%s' % (value, ' (cut)' if name in (ev.get('args_truncated') or ()) else '')
+
+
+def _top_paths(hosts, top):
+    """The paths the failing calls named, per (comm, errno): only probes with ``args`` give them."""
+    paths = Counter()
+    where = {}
+    for h in hosts:
+        for ev in h.events:
+            for path in _arg_paths(ev):
+                key = (str(ev.get('comm', '')), ev.get('errno') or ('ret=%s' % ev.get('ret')), path)
+                paths[key] += 1
+                where.setdefault(key, set()).add(h.name)
+    if not paths:
+        return '<p>No event carries a path (give probes <code>args</code> to capture them).</p>'
+    ranked = sorted(paths.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
+    rows = ['<tr><td class="n">%d</td><td>%s</td><td>%s</td><td class="path">%s</td><td class="n">%s</td>'
+            '<td class="n">%d</td></tr>' % (i + 1, _e(comm), _e(errno), _e(path), '{:,}'.format(count),
+                                          len(where[(comm, errno, path)]))
+            for i, ((comm, errno, path), count) in enumerate(ranked)]
+    return ('<p>%d distinct (comm, errno, path) in this collection; the top %d:</p>' % (len(paths), len(ranked))
+            + _table(['#', 'comm', 'errno', 'path', 'events', 'hosts'], rows, 'paths'))
+
+
+def _full_filesystems(hosts):
+    """The filesystems that were full (ENOSPC, EDQUOT), from events with a captured file."""
+    seen = {}
+    for h in hosts:
+        for ev in h.events:
+            if ev.get('errno') not in ('ENOSPC', 'EDQUOT'):
+                continue
+            for value in (ev.get('args') or {}).values() if isinstance(ev.get('args'), dict) else ():
+                if isinstance(value, dict) and (value.get('fs') or value.get('mount') or value.get('dev')):
+                    key = (h.name, str(value.get('mount') or '?'), str(value.get('fs') or '?'),
+                           str(value.get('device') or value.get('dev') or '?'), ev.get('errno'))
+                    entry = seen.setdefault(key, [0, Counter()])
+                    entry[0] += 1
+                    if isinstance(value.get('path'), str):
+                        entry[1][value['path']] += 1
+    if not seen:
+        return '<p>No full filesystem in this collection (a probe with a <code>file</code> argument on a write names it).</p>'
+    rows = ['<tr><td><a href="#h-%s">%s</a></td><td class="path">%s</td><td>%s</td><td>%s</td><td>%s</td>'
+            '<td class="n">%s</td><td class="path">%s</td></tr>'
+            % (_e(host), _e(host), _e(mount), _e(fs), _e(device), _e(errno), '{:,}'.format(count),
+               _e(', '.join(p for p, dummy in files.most_common(3))))
+            for (host, mount, fs, device, errno), (count, files) in sorted(seen.items(), key=lambda kv: (-kv[1][0], kv[0]))]
+    return _table(['host', 'mount', 'fs', 'device', 'errno', 'events', 'files'], rows, 'full')
+
+
+def _args_text(ev):
+    """An event's captured arguments in one line: name=value, a file as its path [fs dev]."""
+    args = ev.get('args')
+    if not isinstance(args, dict):
+        return ''
+    parts = []
+    for name, value in sorted(args.items()):
+        if isinstance(value, dict):
+            value = '%s [%s %s]' % (value.get('path'), value.get('fs'), value.get('device') or value.get('dev'))
+        parts.append('%s=%s' % (name, value))
+    return ' \u00b7 '.join(parts)
+
+
 def _timeline(hosts, colors):
     """Events of this collection over time, inline SVG: a fleet histogram, then one row per busy host."""
     busy = [h for h in hosts if h.events]
@@ -357,12 +426,13 @@ def _host_detail(h, max_events):
             '<p>events_lost %d, events_dropped %d</p>' % (h.events_lost, h.events_dropped)]
     if h.events:
         shown = h.events[-max_events:]
-        erows = ['<tr><td class="n">%s</td><td>%s</td><td>%s</td><td>%s</td><td class="n">%s</td><td>%s</td></tr>'
+        erows = ['<tr><td class="n">%s</td><td>%s</td><td>%s</td><td>%s</td><td class="n">%s</td><td>%s</td>'
+                 '<td class="path">%s</td></tr>'
                  % (_e(ev.get('ts')), _e(ev.get('probe')), _e(ev.get('comm')), _e(ev.get('errno')),
-                    _e(ev.get('ret')), _e(ev.get('pid'))) for ev in shown]
+                    _e(ev.get('ret')), _e(ev.get('pid')), _e(_args_text(ev))) for ev in shown]
         body.append('<details><summary>%d events%s</summary>%s</details>' % (
             len(h.events), ' (the newest %d shown)' % len(shown) if len(shown) < len(h.events) else '',
-            _table(['ts', 'probe', 'comm', 'errno', 'ret', 'pid'], erows)))
+            _table(['ts', 'probe', 'comm', 'errno', 'ret', 'pid', 'args'], erows)))
     return '<details class="host%s" id="h-%s"><summary>%s</summary>%s</details>' % (
         warn, _e(h.name), summary, '\n'.join(body))
 
@@ -417,6 +487,8 @@ def fleet_report(hostfacts, title='kprobes.fleet report', generated='', top=20, 
         '<h2>Probes across the fleet</h2>', _probe_totals(hosts),
         '<h2 id="attention">Hosts that need attention</h2>', _attention(hosts),
         '<h2>Top (comm, errno) pairs</h2>', _top_pairs(hosts, top),
+        '<h2>Top paths per (comm, errno)</h2>', _top_paths(hosts, top),
+        '<h2>Filesystems that were full</h2>', _full_filesystems(hosts),
         '<h2>Timeline of this collection\'s events</h2>', _timeline(hosts, colors),
         '<h2>Hosts</h2>',
         '<details id="hosts"><summary>All %d hosts: counters, deltas and events per host and probe</summary>' % len(hosts),

@@ -197,3 +197,45 @@ def test_timeline_rows_are_bounded_and_say_so():
     plain = fleet_report(lab_fleet())
     timeline = plain[plain.index("Timeline"):plain.index("<h2>Hosts</h2>")]
     assert "newest" not in timeline
+
+
+# -- captured arguments (#22): the paths of failing calls, the filesystems that were full -----------------
+
+def args_fleet():
+    fleet = lab_fleet()
+    evs = fleet["bookworm-1"]["events"]
+    base = {"function": "do_sys_openat2", "ret": -2, "errno": "ENOENT", "pid": 10, "tid": 10, "uid": 1000,
+            "seq": 1, "ts_usec": 5, "ts": 5.0}
+    evs.append(dict(base, probe="open_paths", comm="python3", args={"path": "/etc/app.conf", "how": 0}))
+    evs.append(dict(base, probe="open_paths", comm="python3", args={"path": "/etc/app.conf", "how": 0}))
+    evs.append(dict(base, probe="open_paths", comm='<b>x</b>', args={"path": '</td><script>alert("p")</script>'}))
+    evs.append(dict(base, probe="open_paths", comm="sh", args={"path": "/" + "a" * 254}, args_truncated=["path"]))
+    full = dict(base, probe="disk_full", function="vfs_write", ret=-28, errno="ENOSPC", comm="dd")
+    for i in range(3):
+        evs.append(dict(full, args={"file": {"path": "/mnt/data/fill", "fs": "ext4", "dev": "7:0",
+                                             "mount": "/mnt/data", "device": "/dev/loop0"}, "count": 65536}))
+    evs.append(dict(full, args={"file": None}, args_errors={"file": "EFAULT"}))
+    return fleet
+
+
+def test_top_paths_and_full_filesystems():
+    doc = fleet_report(args_fleet())
+    page = parse(doc)
+    text = "".join(page.text)
+    assert page.tags["script"] == 0 and page.tags["b"] == len(page.cards)  # only the cards' own <b>
+    assert "&lt;/td&gt;&lt;script&gt;alert(&quot;p&quot;)&lt;/script&gt;" in doc
+    assert "&lt;b&gt;x&lt;/b&gt;" in doc
+    assert "Top paths per (comm, errno)" in text and "Filesystems that were full" in text
+    rows = re.findall(r'<table class="paths">.*?</table>', doc, re.S)[0]
+    assert re.search(r'<td>python3</td><td>ENOENT</td><td class="path">/etc/app.conf</td><td class="n">2</td>', rows)
+    assert "/" + "a" * 254 + " (cut)" in rows
+    full = re.findall(r'<table class="full">.*?</table>', doc, re.S)[0]
+    assert re.search(r'<td class="path">/mnt/data</td><td>ext4</td><td>/dev/loop0</td><td>ENOSPC</td>'
+                     r'<td class="n">3</td><td class="path">/mnt/data/fill</td>', full)
+    assert "file=/mnt/data/fill [ext4 /dev/loop0]" in doc  # the host's event table
+
+
+def test_without_arguments_the_sections_say_how_to_get_them():
+    doc = fleet_report(lab_fleet())
+    assert "No event carries a path (give probes <code>args</code> to capture them)." in doc
+    assert "No full filesystem in this collection" in doc
