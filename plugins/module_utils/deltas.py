@@ -2,7 +2,7 @@
 # Copyright: (c) 2026, kprobes.fleet contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """What changed since the previous collection on a host: per probe, ``delta = {hits, matches,
-nmissed, seconds, reset}``.
+nmissed, errnos, seconds, reset}`` (``errnos`` per errno name, None where the counts are not known).
 
 The previous collection's counters are kept next to the cursor (``<state_dir>/<name>.last-collect``:
 ``{boot_id, backend, spec_hash, time, probes: {name: {hits, matches, nmissed}}}``). Counters start
@@ -29,7 +29,8 @@ def load(state_dir, name):
 
 def snapshot(boot_id, backend, spec_hash, now, probes):
     return {'boot_id': boot_id, 'backend': backend, 'spec_hash': spec_hash, 'time': now,
-            'probes': dict((p, dict((c, v.get(c)) for c in COUNTED)) for p, v in probes.items())}
+            'probes': dict((p, dict([(c, v.get(c)) for c in COUNTED] + [('errnos', v.get('errnos'))]))
+                           for p, v in probes.items())}
 
 
 def save(state_dir, name, snap):
@@ -75,5 +76,17 @@ def compute(prev, snap):
             else:
                 b = before.get(c)
                 delta[c] = v - b if isinstance(b, int) else None
+        delta['errnos'] = errnos_delta(now.get('errnos'), (before or {}).get('errnos'), reset)
         out[probe] = delta
     return out
+
+
+def errnos_delta(now, before, reset):
+    """Per errno, what was added since ``before`` (both {name: count}); None when not known now."""
+    if not isinstance(now, dict):
+        return None
+    if reset is not None:
+        return dict(now)
+    if not isinstance(before, dict):
+        return None
+    return dict((name, count - before.get(name, 0)) for name, count in now.items() if count - before.get(name, 0))

@@ -17,6 +17,7 @@ import stat
 
 from ansible_collections.kprobes.fleet.plugins.module_utils import names
 from ansible_collections.kprobes.fleet.plugins.module_utils.hostfs import read_int, read_text
+from ansible_collections.kprobes.fleet.plugins.module_utils.probe_spec import ERRNO_NAMES
 
 COUNTERS = ('hits', 'matches', 'nmissed', 'kp_nmissed', 'maxactive', 'registered',
             'reg_err', 'suppressed')
@@ -74,8 +75,30 @@ class ModuleSysfs(object):
             return 'the running kernel ships a module named %s (%s)' % (self.name, shipped[self.name])
         return None
 
-    def probes(self, counters=COUNTERS):
-        """Per probe: ``function`` and the given counters (integers, None when unreadable)."""
+    def errnos(self, probe):
+        """{errno name: count} of a probe's matches that returned an errno (``errnos`` in sysfs:
+        ``<errno> <count>`` lines, ``other <count>`` for values without a slot), or None when the
+        loaded module has no such file (built before it existed) or it is unreadable."""
+        text = read_text(self.sys('kernel', self.name, 'probes', probe, 'errnos'))
+        if text is None:
+            return None
+        out = {}
+        for line in text.splitlines():
+            fields = line.split()
+            if len(fields) != 2 or not fields[1].isdigit():
+                return None
+            if fields[0] == 'other':
+                name = 'other'
+            elif fields[0].isdigit():
+                name = ERRNO_NAMES.get(int(fields[0]), '-%s' % fields[0])
+            else:
+                return None
+            out[name] = out.get(name, 0) + int(fields[1])
+        return out
+
+    def probes(self, counters=COUNTERS, errnos=False):
+        """Per probe: ``function`` and the given counters (integers, None when unreadable), and with
+        ``errnos`` its per-errno counts (``errnos()``)."""
         base = self.sys('kernel', self.name, 'probes')
         try:
             entries = sorted(os.listdir(base))
@@ -88,6 +111,8 @@ class ModuleSysfs(object):
             entry = {'function': function.strip() if function is not None else None}
             for counter in counters:
                 entry[counter] = read_int(os.path.join(d, counter))
+            if errnos:
+                entry['errnos'] = self.errnos(probe)
             result[probe] = entry
         return result
 

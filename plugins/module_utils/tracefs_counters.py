@@ -15,6 +15,7 @@ import os
 import re
 
 from ansible_collections.kprobes.fleet.plugins.module_utils.hostfs import read_text
+from ansible_collections.kprobes.fleet.plugins.module_utils.probe_spec import ERRNO_NAMES
 from ansible_collections.kprobes.fleet.plugins.module_utils.tracefs_commands import parse_definition, parse_definitions, same_definition
 
 # One read of kprobe_events + kprobe_profile is paired by position; retried when the list
@@ -118,14 +119,34 @@ def written(stats):
                for s in stats.values())
 
 
+def errno_counts(hist, keyed_by_ret):
+    """{errno name: count} of a parse_hist() keyed by return value (negative keys), or None when the
+    table is not keyed by it (``report: any``) or dropped entries (a full table) leave counts unknown."""
+    if not keyed_by_ret or hist['matches'] is None or hist['dropped']:
+        return None
+    out = {}
+    for key, count in hist['counts'].items():
+        if key < 0:
+            name = ERRNO_NAMES.get(-key, '-%d' % -key) if -key <= 4095 else 'other'
+            out[name] = out.get(name, 0) + count
+    return out
+
+
 # -- one probe set ------------------------------------------------------------------------------
-def matches(probe_set, rec):
-    """Exact matches of one probe: its hist trigger's counts, or its counting instance's ring."""
+def match_counts(probe_set, rec):
+    """(matches, errnos) of one probe: its hist trigger's counts (keyed by return value, so per errno
+    too), or its counting instance's ring (matches only: errnos None, as for ``report: any``)."""
     if rec.get('counter'):
         if not os.path.isdir(probe_set.instance_dir(rec['counter'])):
-            return None
-        return written(cpu_stats(probe_set, rec['counter']))
-    return parse_hist(read_text(os.path.join(probe_set.event_dir(rec['name']), 'hist')))['matches']
+            return None, None
+        return written(cpu_stats(probe_set, rec['counter'])), None
+    hist = parse_hist(read_text(os.path.join(probe_set.event_dir(rec['name']), 'hist')))
+    return hist['matches'], errno_counts(hist, (rec.get('trigger') or '').startswith('hist:keys=ret:'))
+
+
+def matches(probe_set, rec):
+    """Exact matches of one probe: its hist trigger's counts, or its counting instance's ring."""
+    return match_counts(probe_set, rec)[0]
 
 
 def counters(probe_set, state):
@@ -149,10 +170,12 @@ def counters(probe_set, state):
         have = [d for d in defs if same_definition(d, want)]
         registered = bool(have)
         hits, missed = counts.get((probe_set.group, rec['name']), (None, None)) if registered else (None, None)
+        matched, errnos = match_counts(probe_set, rec) if registered else (None, None)
         result[rec['name']] = {
             'function': rec['function'],
             'hits': hits,
-            'matches': matches(probe_set, rec) if registered else None,
+            'matches': matched,
+            'errnos': errnos,
             'nmissed': missed,
             'kp_nmissed': None,   # kprobe_profile sums the entry kprobe's and the kretprobe's
             'maxactive': (have[0]['maxactive'] if have and have[0]['maxactive'] else rec['maxactive']),

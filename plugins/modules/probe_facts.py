@@ -162,8 +162,14 @@ ansible_facts:
             - tracefs backend - C(kp_nmissed) is V(null) (C(nmissed) is the kernel's sum of the
               entry kprobe's and the return probe's misses), C(suppressed) is 0 (no rate limit),
               C(reg_err) is 0, or V(null) when the event is gone.
+            - "C(errnos) - exact counts per errno name of the matches that returned an error
+              (C({ENOENT: 7, EACCES: 2}); C(other) for values without a name), kept in the kernel
+              whatever the log budget did. V(null) where they are not known - tracefs probes with
+              C(report: any) (their table is keyed by event type), kernels without hist triggers
+              (they count matches in a ring and cannot split them), a full hist table, a module
+              built before this existed."
             - C(delta) - what changed since the previous collection on this host - C(hits),
-              C(matches), C(nmissed), C(seconds) since then, and C(reset) - V(null), or why the
+              C(matches), C(nmissed), C(errnos) (per errno), C(seconds) since then, and C(reset) - V(null), or why the
               counters restarted from zero (a reboot, a reload with another spec, a new probe,
               the first collection); then the delta is counted from that zero. The previous
               counters are kept next to the cursor and saved only with O(advance_cursor=true).
@@ -172,8 +178,8 @@ ansible_facts:
           returned: always
           sample:
             disk_full: {function: vfs_write, hits: 9123, matches: 3, nmissed: 0, kp_nmissed: 0,
-                        maxactive: 64, registered: 1, reg_err: 0, suppressed: 0,
-                        delta: {hits: 412, matches: 1, nmissed: 0, seconds: 3600.2, reset: null}}
+                        maxactive: 64, registered: 1, reg_err: 0, suppressed: 0, errnos: {ENOSPC: 3},
+                        delta: {hits: 412, matches: 1, nmissed: 0, errnos: {ENOSPC: 1}, seconds: 3600.2, reset: null}}
         events:
           description: This module's event lines (or our tracefs instance's events) read after
             the cursor, oldest first.
@@ -442,7 +448,7 @@ class ProbeFacts(object):
             'spec_hash': self.sysfs.spec_hash() if loaded else None,
             'kernel': self.release,
             'boot_id': boot_id,
-            'probes': self.sysfs.probes() if loaded else {},
+            'probes': self.sysfs.probes(errnos=True) if loaded else {},
             'events': events,
             'events_lost': lost + ring_lost,
             'events_dropped': dropped,

@@ -15,7 +15,7 @@ def snap(boot='b1', backend='module', spec='aaaa', t=100.0, **probes):
 
 def test_plain_difference_and_seconds():
     d = deltas.compute(snap(t=100.0, p=(10, 2, 0)), snap(t=160.5, p=(15, 3, 1)))['p']
-    assert d == {'hits': 5, 'matches': 1, 'nmissed': 1, 'seconds': 60.5, 'reset': None}
+    assert d == {'hits': 5, 'matches': 1, 'nmissed': 1, 'seconds': 60.5, 'reset': None, 'errnos': None}
 
 
 def test_each_reset_reason_counts_from_zero():
@@ -38,3 +38,16 @@ def test_unreadable_counters_stay_unknown():
     now = deltas.snapshot('b1', 'tracefs', 'aaaa', 2.0, {'p': {'hits': 9, 'matches': 4, 'nmissed': None}})
     d = deltas.compute(prev, now)['p']
     assert (d['hits'], d['matches'], d['nmissed'], d['reset']) == (4, None, None, None)
+
+
+def test_errnos_per_name_since_the_previous_collection():
+    prev = deltas.snapshot('b1', 'module', 'aaaa', 100.0, {'p': {'hits': 9, 'matches': 5, 'nmissed': 0,
+                                                                'errnos': {'ENOENT': 3, 'EACCES': 2}}})
+    now = deltas.snapshot('b1', 'module', 'aaaa', 160.0, {'p': {'hits': 20, 'matches': 9, 'nmissed': 0,
+                                                               'errnos': {'ENOENT': 6, 'EACCES': 2, 'EIO': 1}}})
+    assert deltas.compute(prev, now)['p']['errnos'] == {'ENOENT': 3, 'EIO': 1}
+    rebooted = dict(now, boot_id='b2')
+    assert deltas.compute(prev, rebooted)['p']['errnos'] == {'ENOENT': 6, 'EACCES': 2, 'EIO': 1}
+    unknown = deltas.snapshot('b1', 'module', 'aaaa', 160.0, {'p': {'hits': 20, 'matches': 9, 'nmissed': 0}})
+    assert deltas.compute(prev, unknown)['p']['errnos'] is None
+    assert deltas.compute(unknown, now)['p']['errnos'] is None  # nothing to subtract from

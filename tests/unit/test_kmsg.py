@@ -409,9 +409,9 @@ def test_probe_facts_loaded_counters_and_cursor(tmp_path):
     assert f['kernel'] == '6.1.0-56-amd64' and f['boot_id'] == 'boot-1'
     assert f['probes'] == {'disk_full': {'function': 'vfs_write', 'hits': 9123, 'matches': 3, 'nmissed': 0,
                                          'kp_nmissed': 0, 'maxactive': 64, 'registered': 1, 'reg_err': 0,
-                                         'suppressed': 1,
+                                         'suppressed': 1, 'errnos': None,
                                          'delta': {'hits': 9123, 'matches': 3, 'nmissed': 0, 'seconds': None,
-                                                   'reset': 'first collection on this host'}}}
+                                                   'reset': 'first collection on this host', 'errnos': None}}}
     assert f['reason'] is None and f['previous_boot_id'] is None
     assert [(e['seq'], e['comm'], e['errno']) for e in f['events']] == [(1, 'dd', 'ENOSPC'), (2, 'my prog', 'ENOSPC')]
     assert (f['events_lost'], f['events_dropped']) == (0, 0)
@@ -639,3 +639,20 @@ def test_collect_with_our_probes_loaded_but_no_directory_of_ours_warns_and_write
     assert f['loaded'] is True and tree(root) == before
     assert len(module.warnings) == 1 and 'cursor was not saved' in module.warnings[0]
     assert 'kprobes-fleet is not our working directory: it does not exist' in module.warnings[0]
+
+
+def test_probe_facts_errnos_per_errno_from_sysfs(tmp_path):
+    """#23: the module's exact per-errno counts (sysfs errnos), named, unnamed ones kept by number."""
+    root = fake_host(tmp_path, [ev_line()], loaded=True)
+    errnos = os.path.join(root, 'sys/kernel', MOD, 'probes/disk_full/errnos')
+    with open(errnos, 'w') as f:
+        f.write('2 7\n13 2\n41 1\n512 4\nother 1\n')
+    f = run_facts(tmp_path, root)
+    assert f['probes']['disk_full']['errnos'] == {'ENOENT': 7, 'EACCES': 2, '-41': 1, 'ERESTARTSYS': 4, 'other': 1}
+    assert f['probes']['disk_full']['delta']['errnos'] == f['probes']['disk_full']['errnos']
+    with open(errnos, 'w') as f:
+        f.write('2 9\n13 2\n41 1\n512 4\nother 1\n')
+    assert run_facts(tmp_path, root)['probes']['disk_full']['delta']['errnos'] == {'ENOENT': 2}
+    with open(errnos, 'w') as f:
+        f.write('garbage\n')
+    assert run_facts(tmp_path, root)['probes']['disk_full']['errnos'] is None

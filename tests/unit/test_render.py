@@ -17,6 +17,8 @@ import shutil
 import struct
 import subprocess
 
+from collections import Counter
+
 import jinja2
 import pytest
 
@@ -176,7 +178,7 @@ def test_init_registers_every_probe_on_its_symbol(module):
         [p['function'], str(p['maxactive'])] for p in module.variables['probes'])
     files = set(f[0] for f in values(lines, 'file'))
     attrs = ('function', 'hits', 'matches', 'nmissed', 'kp_nmissed', 'maxactive', 'registered', 'reg_err',
-             'suppressed')
+             'suppressed', 'errnos')
     assert files == set(['kprobes_fleet/spec_hash', 'kprobes_fleet/marker'] + [
         'kprobes_fleet/probes/%s/%s' % (p['name'], a) for p in module.variables['probes'] for a in attrs])
     assert set(f[1] for f in values(lines, 'file')) == {'444'}  # read-only
@@ -220,6 +222,31 @@ def test_handlers_count_and_report_what_the_spec_says(module):
         assert [e['function'] for e in logged] == [p['function']] * burst
         assert [e['comm'] for e in logged] == ['bash'] * burst and set(e['pid'] for e in logged) <= {4242}
         assert [e['ret'] for e in logged] == [value_of(p, u64(r)) for r in expected][:burst]
+
+
+def expected_errnos(probe, returns):
+    """The errnos sysfs file's counts for these register values: matches that are negative, per errno."""
+    out = Counter()
+    for r in returns:
+        value = value_of(probe, u64(r))
+        if reported(probe, u64(r)) and value < 0:
+            e = -value
+            out[str(-e) if 1 <= e <= 133 or 512 <= e <= 531 else 'other'] += 1
+    return dict((k.lstrip('-'), v) for k, v in out.items())
+
+
+def test_errnos_are_counted_exactly_per_errno(module):
+    """#23: exact counts per errno of the matches, whatever the log budget did."""
+    probes = module.variables['probes']
+    commands = ['init']
+    for p in probes:
+        commands += ['hit %s %d' % (p['function'], u64(r)) for r in RETURNS + [-2, -2, -13, -512, -600]]
+    commands += ['read kprobes_fleet/probes/%s/errnos' % p['name'] for p in probes]
+    lines = module.ok(*commands)
+    raw = [line for line in lines if line[0] == 'read']
+    for p, line in zip(probes, raw):
+        got = dict(entry.split(' ') for entry in line[2].split('|') if entry) if len(line) > 2 else {}
+        assert dict((k, int(v)) for k, v in got.items()) == expected_errnos(p, RETURNS + [-2, -2, -13, -512, -600]), p
 
 
 def test_report_decisions_per_return_type(tmp_path):
@@ -299,10 +326,11 @@ def test_probe_context_never_prints_directly_and_is_not_probeable(module):
     rc, lines = module.run(*(commands + ['nokprobe', 'handlers']))
     assert rc == 0 and values(lines, 'direct_in_probe') == [], lines
     blacklisted = set(n[0] for n in values(lines, 'nokprobe'))
-    assert {'kpf_match', 'kpf_is_log_reader', 'kpf_printk_deferred'} <= blacklisted
+    assert {'kpf_match', 'kpf_is_log_reader', 'kpf_printk_deferred', 'kpf_errno_slot'} <= blacklisted
     handlers = values(lines, 'handler_nokprobe')
     assert sorted(h[0] for h in handlers) == sorted(p['function'] for p in module.variables['probes'])
-    assert blacklisted == {'kpf_match', 'kpf_is_log_reader', 'kpf_printk_deferred'} | set(h[1] for h in handlers)
+    assert blacklisted == {'kpf_match', 'kpf_is_log_reader', 'kpf_printk_deferred', 'kpf_errno_slot'} | set(
+        h[1] for h in handlers)
 
 
 def test_init_is_all_or_nothing_and_exit_leaves_nothing(module):

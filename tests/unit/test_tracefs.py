@@ -779,9 +779,12 @@ def test_collect_counters_and_events(host):
     p = got['probes']
     assert set(p) == {'open_failures', 'disk_full', 'sleepers'}
     for entry in p.values():
-        assert set(entry) == set(COUNTERS) | {'function'}
+        assert set(entry) == set(COUNTERS) | {'function', 'errnos'}
     assert p['disk_full'] == {'function': 'vfs_write', 'hits': 4, 'matches': 3, 'nmissed': 0, 'kp_nmissed': None,
-                              'maxactive': 1024, 'registered': 1, 'reg_err': 0, 'suppressed': 0}
+                              'maxactive': 1024, 'registered': 1, 'reg_err': 0, 'suppressed': 0,
+                              'errnos': {'ENOSPC': 3}}
+    assert p['open_failures']['errnos'] == {'ENOENT': 1}
+    assert p['sleepers']['errnos'] is None  # report: any is keyed by event type, not by return value
     assert (p['open_failures']['hits'], p['open_failures']['matches']) == (2, 1)
     assert (p['sleepers']['hits'], p['sleepers']['matches'], p['sleepers']['nmissed']) == (1, 1, 1)
     assert [(e['probe'], e['ret'], e['errno'], e['pid'], e['comm'], e['seq']) for e in got['events']] == [
@@ -1083,3 +1086,12 @@ def test_written():
              '1': tracefs_counters.parse_stats('entries: 205\noverrun: 0\ncommit overrun: 0\ndropped events: 0\n'
                                                'read events: 0\n')}
     assert tracefs_counters.written(stats) == 20303  # seen on 5.10: 20000 failing mkdir + 303 sleeps
+
+
+def test_errno_counts_only_from_a_table_keyed_by_return_value():
+    hist = tracefs_counters.parse_hist('{ ret: -28 } hitcount: 3\n{ ret: -122 } hitcount: 1\n{ ret: 5 } hitcount: 9\n'
+                                       'Totals:\n    Hits: 13\n    Entries: 3\n    Dropped: 0\n')
+    assert tracefs_counters.errno_counts(hist, True) == {'ENOSPC': 3, 'EDQUOT': 1}
+    assert tracefs_counters.errno_counts(hist, False) is None
+    full = dict(hist, dropped=2)
+    assert tracefs_counters.errno_counts(full, True) is None  # a full table: counts unknown, not wrong
