@@ -42,8 +42,9 @@ options:
   probes:
     description:
       - The checked probe list (C(kprobes_fleet_probes) as validated). The tracefs backend does not capture
-        arguments, so for a probe with C(args) (its own or a candidate's) V(auto) picks V(module) and says
-        so, and V(tracefs) is refused with one sentence naming the probes.
+        arguments nor time calls, so for a probe with C(args) (its own or a candidate's) or C(latency) /
+        C(slower_than) V(auto) picks V(module) and says so, and V(tracefs) is refused with one sentence
+        naming the probes.
     type: list
     elements: dict
     default: []
@@ -61,6 +62,8 @@ _value:
   type: list
   elements: str
 '''
+
+from ansible_collections.kprobes.fleet.plugins.module_utils.probe_spec import module_only
 
 NO_TRACEFS = {'usable': False, 'reason': 'kernel_facts reported no tracefs'}
 SIGNING_HINT = ' (signed modules need a key the kernel trusts; kprobes_fleet_backend=auto or tracefs needs none)'
@@ -96,8 +99,22 @@ def _module(hard, signature):
 
 
 def _no_args(capturing):
-    return ('probe%s %s capture%s arguments (args), which the tracefs backend does not do'
-            % ('s' if len(capturing) > 1 else '', ', '.join(capturing), '' if len(capturing) > 1 else 's'))
+    """What the tracefs backend does not do for these probes ([(name, why)]), in one clause."""
+    groups = []
+    for name, why in capturing:
+        for group in groups:
+            if group[1] == why:
+                group[0].append(name)
+                break
+        else:
+            groups.append(([name], why))
+    parts = []
+    for group_names, why in groups:
+        if len(group_names) > 1:
+            why = ' and '.join(w.replace('captures ', 'capture ', 1).replace('times ', 'time ', 1)
+                               for w in why.split(' and '))
+        parts.append('probe%s %s %s' % ('s' if len(group_names) > 1 else '', ', '.join(group_names), why))
+    return '%s, which the tracefs backend does not do' % '; '.join(parts)
 
 
 def _tracefs(tracefs, capturing=()):
@@ -111,7 +128,7 @@ def _tracefs(tracefs, capturing=()):
 
 def _auto(blockers, tracefs, signed, capturing=()):
     if not blockers:
-        why = '; the module captures the arguments (%s)' % _no_args(capturing) if capturing else ''
+        why = '; the module does what tracefs cannot (%s)' % _no_args(capturing) if capturing else ''
         if signed:
             return ['module', 'auto: the module is signed with kprobes_fleet_signing_cert (its trust is checked before loading)' + why]
         return ['module', 'auto: an unsigned module loads here (no lockdown, no signature enforcement)' + why]
@@ -122,16 +139,10 @@ def _auto(blockers, tracefs, signed, capturing=()):
     return ['none', 'neither backend can run here: module: %s; tracefs: %s' % (', '.join(blockers), tracefs.get('reason'))]
 
 
-def capturing_args(probes):
-    """The names of the probes that capture arguments (their own args or a candidate's)."""
-    return [str(p.get('name')) for p in probes or [] if isinstance(p, dict) and (
-        p.get('args') or any(isinstance(c, dict) and c.get('args') for c in p.get('functions') or []))]
-
-
 def backend_choice(kernel, wanted, signed=False, probes=None):
     """[backend, reason] for a host with these kernel facts; backend 'none' stops the host with the reason."""
     signed = bool(signed)
-    capturing = capturing_args(probes)
+    capturing = module_only(probes)
     hard = hard_blockers(kernel)
     signature = signature_blockers(kernel, signed)
     tracefs = kernel.get('tracefs')

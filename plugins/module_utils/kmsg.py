@@ -92,7 +92,7 @@ def _event_re(module):
     if rx is None:
         rx = re.compile(
             r'^' + re.escape(module) + r': probe=([a-z][a-z0-9_]*) func=(\S+)'
-            r' ret=(-?[0-9]+) pid=([0-9]+) comm=(.*)$',
+            r' ret=(-?[0-9]+)(?: lat_ns=([0-9]+))? pid=([0-9]+) comm=(.*)$',
             re.DOTALL,
         )
         _EVENT_RE_CACHE[module] = rx
@@ -100,9 +100,10 @@ def _event_re(module):
 
 
 def parse_event(module, text):
-    """Parse ``<mod>: probe=<name> func=<symbol> ret=<n> pid=<pid> comm=<comm>``.
+    """Parse ``<mod>: probe=<name> func=<symbol> ret=<n> [lat_ns=<ns>] pid=<pid> comm=<comm>``.
 
-    Returns ``dict(probe, function, ret, pid, comm)`` or None for any other line
+    Returns ``dict(probe, function, ret, pid, comm)`` (plus ``lat_ns`` for a probe that times its
+    calls) or None for any other line
     (other modules, this module's ``loaded ...`` line, errors).  ``comm`` is everything after
     ``comm=``, so it may contain spaces and ``=``.
     """
@@ -111,13 +112,16 @@ def parse_event(module, text):
     m = _event_re(module).match(text)
     if m is None:
         return None
-    return {
+    event = {
         'probe': m.group(1),
         'function': m.group(2),
         'ret': int(m.group(3)),
-        'pid': int(m.group(4)),
-        'comm': m.group(5),
+        'pid': int(m.group(5)),
+        'comm': m.group(6),
     }
+    if m.group(4) is not None:
+        event['lat_ns'] = int(m.group(4))
+    return event
 
 
 def errno_name(ret):

@@ -96,6 +96,21 @@ class ModuleSysfs(object):
             out[name] = out.get(name, 0) + int(fields[1])
         return out
 
+    def latency(self, probe):
+        """A probe's latency of every call (``latency`` in sysfs), or None when it does not time its calls:
+        ``{count, sum_ns, buckets: [[le_ns, count], ...], p50_ns, p99_ns}``. Bucket b of the kernel holds
+        2^(b-1) <= ns < 2^b, shown by its inclusive upper bound ``le_ns`` = 2^b - 1; the percentiles are
+        the upper bounds of the buckets they fall in."""
+        text = read_text(self.sys('kernel', self.name, 'probes', probe, 'latency'))
+        lines = (text or '').split()
+        if len(lines) < 2 or len(lines) % 2 or not all(x.isdigit() for x in lines):
+            return None
+        values = [int(x) for x in lines]
+        count, total = values[0], values[1]
+        buckets = [[(1 << b) - 1, n] for b, n in zip(values[2::2], values[3::2]) if b <= 64]
+        return {'count': count, 'sum_ns': total, 'buckets': buckets,
+                'p50_ns': percentile(buckets, count, 0.50), 'p99_ns': percentile(buckets, count, 0.99)}
+
     def probes(self, counters=COUNTERS, errnos=False):
         """Per probe: ``function`` and the given counters (integers, None when unreadable), and with
         ``errnos`` its per-errno counts (``errnos()``)."""
@@ -113,8 +128,21 @@ class ModuleSysfs(object):
                 entry[counter] = read_int(os.path.join(d, counter))
             if errnos:
                 entry['errnos'] = self.errnos(probe)
+                entry['latency'] = self.latency(probe)
             result[probe] = entry
         return result
+
+
+def percentile(buckets, count, q):
+    """The upper bound of the bucket ([[le, n], ...] in order) that holds the q-th quantile, or None."""
+    if not count:
+        return None
+    seen = 0
+    for le, n in buckets:
+        seen += n
+        if seen >= q * count:
+            return le
+    return buckets[-1][0] if buckets else None
 
 
 def kernel_module_names(root, release):

@@ -46,7 +46,15 @@ _INT_FIELDS = {
     'log_interval': (5, 1, 3600, 'seconds'),
 }
 _INPUT_KEYS = frozenset(('name', 'function', 'functions', 'returns', 'report', 'errnos',
-                         'maxactive', 'log', 'log_burst', 'log_interval', 'args'))
+                         'maxactive', 'log', 'log_burst', 'log_interval', 'args', 'latency', 'slower_than'))
+
+# Latency (module backend): ``latency: true`` times every call from entry to return (ns,
+# CLOCK_MONOTONIC); ``slower_than`` (a duration: 100ms, 2s, 500us, 250000ns, or an integer of ns)
+# turns latency on and makes only slower calls matches. Normalized: latency bool, slower_than ns or None.
+SLOWER_THAN_MIN = 1000                  # 1 us
+SLOWER_THAN_MAX = 3600 * 10 ** 9        # 1 h
+_DURATION_RE = re.compile(r'([0-9]{1,13})(ns|us|ms|s)')
+_UNITS = {'ns': 1, 'us': 1000, 'ms': 10 ** 6, 's': 10 ** 9}
 
 # Arguments read when the probed function is entered (kretprobe entry_handler, module backend),
 # reported with the return value. ``arg`` is the 1-based parameter position (the first 6 are in
@@ -359,6 +367,23 @@ def _check_bool(ctx, raw, field, default):
         ctx.fail(field, str(e)[len('x: '):])
 
 
+def _check_duration(ctx, value):
+    """slower_than as nanoseconds (None when absent)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        ctx.fail('slower_than', 'must be a duration such as 100ms, 2s, 500us or a number of ns, got %s' % _type_name(value))
+    if isinstance(value, str):
+        m = _DURATION_RE.fullmatch(value.strip())
+        if not m:
+            ctx.fail('slower_than', 'must be a duration such as 100ms, 2s, 500us or a number of ns, got %s'
+                     % names.shown(value))
+        value = int(m.group(1)) * _UNITS[m.group(2)]
+    if not SLOWER_THAN_MIN <= value <= SLOWER_THAN_MAX:
+        ctx.fail('slower_than', 'must be from 1us to 3600s, got %d ns' % value)
+    return int(value)
+
+
 def _expand(index, raw):
     """A preset name becomes the preset's mapping; a mapping is returned as is."""
     if isinstance(raw, str):
@@ -391,6 +416,11 @@ def _normalize_one(index, raw):
     functions = _check_functions(ctx, raw.get('function', raw.get('functions')), returns, args)
     report, errnos = _check_report(ctx, raw)
     log = _check_bool(ctx, raw, 'log', True)
+    slower_than = _check_duration(ctx, raw.get('slower_than'))
+    latency = _check_bool(ctx, raw, 'latency', False)
+    if slower_than is not None and 'latency' in raw and not latency:
+        ctx.fail('latency', 'slower_than needs latency (it is on by default with slower_than; drop latency: false)')
+    latency = latency or slower_than is not None
     for cand in functions:
         if log and not cand['args'] and on_printk_path(cand['function']):
             ctx.fail('function', 'candidate %s runs on the kernel log\'s own path, where the line this probe logs '
@@ -402,6 +432,8 @@ def _normalize_one(index, raw):
         'functions': functions,
         'returns': returns,
         'args': args,
+        'latency': latency,
+        'slower_than': slower_than,
         'report': report,
         'errnos': errnos,
         'maxactive': _check_int(ctx, raw, 'maxactive'),
@@ -458,6 +490,23 @@ def normalize(probes):
 def captures_args(probes):
     """Whether any probe (normalized or resolved) captures arguments."""
     return any(p.get('args') or any(c.get('args') for c in p.get('functions') or []) for p in probes or [])
+
+
+def module_only(probes):
+    """[(probe name, what only the module backend does)] for the probes that need the module: captured
+    arguments (args) and latency."""
+    out = []
+    for p in probes or []:
+        if not isinstance(p, dict):
+            continue
+        needs = []
+        if p.get('args') or any(isinstance(c, dict) and c.get('args') for c in p.get('functions') or []):
+            needs.append('captures arguments (args)')
+        if p.get('latency') or p.get('slower_than'):
+            needs.append('times its calls (latency)')
+        if needs:
+            out.append((str(p.get('name')), ' and '.join(needs)))
+    return out
 
 
 def validate_module_name(name):

@@ -176,6 +176,7 @@ def counters(probe_set, state):
             'hits': hits,
             'matches': matched,
             'errnos': errnos,
+            'latency': None,      # calls are timed by the module backend only
             'nmissed': missed,
             'kp_nmissed': None,   # kprobe_profile sums the entry kprobe's and the kretprobe's
             'maxactive': (have[0]['maxactive'] if have and have[0]['maxactive'] else rec['maxactive']),

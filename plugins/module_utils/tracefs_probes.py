@@ -232,11 +232,11 @@ class TraceProbes(object):
         probes = probe_spec.check_resolved(resolved_probes)
         if not probes:
             raise names.InvalidValue('probes: must not be empty with state=present')
-        capturing = [p['name'] for p in probes if p.get('args')]
-        if capturing:
-            raise names.InvalidValue('probes: %s capture%s arguments (args), which the tracefs backend does not do; '
-                                     'use the module backend (kprobes_fleet_backend=module or auto)'
-                                     % (', '.join(capturing), 's' if len(capturing) == 1 else ''))
+        needs = probe_spec.module_only(probes)
+        if needs:
+            raise names.InvalidValue('probes: %s, which the tracefs backend does not do; use the module backend '
+                                     '(kprobes_fleet_backend=module or auto)'
+                                     % '; '.join('%s %s' % (name, why) for name, why in needs))
         if reason is not None and (not isinstance(reason, str) or len(reason) > 1000):
             raise names.InvalidValue('reason: must be a string of at most 1000 characters')
         avail = availability(self.root)

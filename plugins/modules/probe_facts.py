@@ -168,6 +168,11 @@ ansible_facts:
               C(report: any) (their table is keyed by event type), kernels without hist triggers
               (they count matches in a ring and cannot split them), a full hist table, a module
               built before this existed."
+            - "C(latency) - for a probe with C(latency: true) or C(slower_than) (module backend), every call
+              timed from entry to return since the module was loaded - C(count), C(sum_ns), C(buckets)
+              (log2 buckets as C([le_ns, count]) pairs, C(le_ns) = 2^b - 1 the inclusive upper bound),
+              C(p50_ns) and C(p99_ns) (the upper bound of the bucket the percentile falls in). V(null) for
+              the other probes."
             - C(delta) - what changed since the previous collection on this host - C(hits),
               C(matches), C(nmissed), C(errnos) (per errno), C(seconds) since then, and C(reset) - V(null), or why the
               counters restarted from zero (a reboot, a reload with another spec, a new probe,
@@ -242,6 +247,10 @@ ansible_facts:
               description: Thread id (events with C(args)).
               type: int
               returned: when the probe captures arguments
+            lat_ns:
+              description: How long the call took, entry to return (probes with C(latency) or C(slower_than)).
+              type: int
+              returned: when the probe times its calls
             uid:
               description: User id of the thread, as seen from the initial user namespace (events with C(args)).
               type: int

@@ -158,8 +158,18 @@ ARGS = [{'name': 'plain', 'args': [], 'functions': [{'function': 'f', 'args': []
 def test_auto_picks_the_module_for_arguments_and_says_so():
     backend, reason = backend_choice(kernel(), 'auto', probes=ARGS)
     assert backend == 'module'
-    assert reason == UNSIGNED_OK + '; the module captures the arguments (probes paths, renamed capture arguments ' \
+    assert reason == UNSIGNED_OK + '; the module does what tracefs cannot (probes paths, renamed capture arguments ' \
                                    '(args), which the tracefs backend does not do)'
+
+
+def test_latency_needs_the_module_too():
+    probes = ARGS[1:2] + [{'name': 'slow', 'latency': True, 'slower_than': 10 ** 8, 'args': [], 'functions': []},
+                          {'name': 'both', 'latency': True, 'args': [{'name': 'a'}], 'functions': []}]
+    backend, reason = backend_choice(kernel(), 'tracefs', probes=probes)
+    assert backend == 'none' and reason == (
+        'kprobes_fleet_backend=tracefs cannot run here: probe paths captures arguments (args); probe slow times its '
+        'calls (latency); probe both captures arguments (args) and times its calls (latency), which the tracefs '
+        'backend does not do; use kprobes_fleet_backend=module or auto')
 
 
 def test_no_module_and_arguments_means_neither_backend():

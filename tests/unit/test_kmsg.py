@@ -409,7 +409,7 @@ def test_probe_facts_loaded_counters_and_cursor(tmp_path):
     assert f['kernel'] == '6.1.0-56-amd64' and f['boot_id'] == 'boot-1'
     assert f['probes'] == {'disk_full': {'function': 'vfs_write', 'hits': 9123, 'matches': 3, 'nmissed': 0,
                                          'kp_nmissed': 0, 'maxactive': 64, 'registered': 1, 'reg_err': 0,
-                                         'suppressed': 1, 'errnos': None,
+                                         'suppressed': 1, 'errnos': None, 'latency': None,
                                          'delta': {'hits': 9123, 'matches': 3, 'nmissed': 0, 'seconds': None,
                                                    'reset': 'first collection on this host', 'errnos': None}}}
     assert f['reason'] is None and f['previous_boot_id'] is None
@@ -656,3 +656,17 @@ def test_probe_facts_errnos_per_errno_from_sysfs(tmp_path):
     with open(errnos, 'w') as f:
         f.write('garbage\n')
     assert run_facts(tmp_path, root)['probes']['disk_full']['errnos'] is None
+
+
+def test_probe_facts_latency_buckets_and_percentiles(tmp_path):
+    """#23: the module's latency file: count, sum, log2 buckets as inclusive upper bounds, p50/p99."""
+    root = fake_host(tmp_path, [ev_line()], loaded=True)
+    latency = os.path.join(root, 'sys/kernel', MOD, 'probes/disk_full/latency')
+    with open(latency, 'w') as f:
+        f.write('100 5000000000\n12 90\n28 9\n30 1\n')
+    lat = run_facts(tmp_path, root)['probes']['disk_full']['latency']
+    assert lat == {'count': 100, 'sum_ns': 5000000000, 'buckets': [[4095, 90], [268435455, 9], [1073741823, 1]],
+                   'p50_ns': 4095, 'p99_ns': 268435455}
+    with open(latency, 'w') as f:
+        f.write('')
+    assert run_facts(tmp_path, root)['probes']['disk_full']['latency'] is None  # not timed

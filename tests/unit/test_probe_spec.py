@@ -1,5 +1,6 @@
 """Unit tests for plugins/module_utils/probe_spec.py."""
 import copy
+import re
 
 import pytest
 
@@ -25,12 +26,12 @@ def test_default_presets():
         {'name': 'open_failures', 'functions': [{'function': 'do_filp_open', 'returns': 'errptr', 'args': []},
                                                 {'function': 'do_file_open', 'returns': 'errptr', 'args': []},
                                                 {'function': 'do_sys_openat2', 'returns': 'int', 'args': []}],
-         'returns': 'errptr', 'args': [],
+         'returns': 'errptr', 'args': [], 'latency': False, 'slower_than': None,
          'report': 'negative', 'errnos': [], 'maxactive': 256, 'log': True,
          'log_burst': 500, 'log_interval': 5},
         {'name': 'disk_full', 'functions': [{'function': 'vfs_write', 'returns': 'long', 'args': []},
                                             {'function': 'ksys_write', 'returns': 'long', 'args': []}],
-         'returns': 'long', 'args': [],
+         'returns': 'long', 'args': [], 'latency': False, 'slower_than': None,
          'report': 'errno', 'errnos': ['EDQUOT', 'ENOSPC'], 'maxactive': 1024, 'log': True,
          'log_burst': 100, 'log_interval': 5},
     ]
@@ -56,7 +57,7 @@ def test_presets_are_not_mutated():
 
 def test_defaults_and_string_function():
     assert ps.normalize([probe()]) == [{
-        'name': 'p', 'functions': [{'function': 'vfs_write', 'returns': 'long', 'args': []}], 'returns': 'long', 'args': [],
+        'name': 'p', 'functions': [{'function': 'vfs_write', 'returns': 'long', 'args': []}], 'returns': 'long', 'args': [], 'latency': False, 'slower_than': None,
         'report': 'negative',
         'errnos': [], 'maxactive': 64, 'log': True, 'log_burst': 100, 'log_interval': 5}]
 
@@ -87,7 +88,7 @@ def test_all_fields():
                 report=['EIO'], maxactive=4096, log=False, log_burst=1, log_interval=3600)
     assert ps.normalize([raw]) == [{
         'name': 'fsync_err', 'functions': [{'function': 'vfs_fsync_range', 'returns': 'int', 'args': []},
-                                           {'function': 'do_fsync', 'returns': 'int', 'args': []}], 'returns': 'int', 'args': [],
+                                           {'function': 'do_fsync', 'returns': 'int', 'args': []}], 'returns': 'int', 'args': [], 'latency': False, 'slower_than': None,
         'report': 'errno', 'errnos': ['EIO'], 'maxactive': 4096, 'log': False,
         'log_burst': 1, 'log_interval': 3600}]
 
@@ -525,3 +526,32 @@ def test_the_kernel_logs_own_path_is_refused_for_a_probe_that_logs(symbol):
 def test_names_that_only_look_alike_are_probed():
     for symbol in ('do_sys_openat2', 'vfs_write', 'update_console_cmdline', 'uprobe_register', 'up_read', 'xlog_write'):
         ps.normalize([probe(function=symbol)])
+
+
+# -- latency (#23) -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('value,ns', [('100ms', 10 ** 8), ('2s', 2 * 10 ** 9), ('500us', 500000), ('250000ns', 250000),
+                                      (1000, 1000), (' 3s ', 3 * 10 ** 9)])
+def test_slower_than_is_a_duration_in_ns_and_turns_latency_on(value, ns):
+    got = ps.normalize([probe(slower_than=value)])[0]
+    assert (got['latency'], got['slower_than']) == (True, ns)
+    assert ps.normalize([got]) == [got]
+    assert ps.module_only([got]) == [('p', 'times its calls (latency)')]
+
+
+@pytest.mark.parametrize('value,message', [
+    ('100 ms', "must be a duration such as 100ms, 2s, 500us or a number of ns, got '100 ms'"),
+    ('1h', "got '1h'"), (True, 'got boolean'), (1.5, 'got float'), (999, 'must be from 1us to 3600s, got 999 ns'),
+    ('3601s', 'must be from 1us to 3600s'),
+])
+def test_bad_slower_than_is_refused(value, message):
+    with pytest.raises(ps.ProbeSpecError, match=re.escape(message)):
+        ps.normalize([probe(slower_than=value)])
+
+
+def test_slower_than_with_latency_false_is_a_contradiction():
+    with pytest.raises(ps.ProbeSpecError, match="field 'latency': slower_than needs latency"):
+        ps.normalize([probe(slower_than='1s', latency=False)])
+    with pytest.raises(ps.ProbeSpecError, match="field 'latency': must be a boolean"):
+        ps.normalize([probe(latency='sometimes')])
+    assert ps.normalize([probe(latency=True)])[0]['slower_than'] is None

@@ -178,7 +178,7 @@ def test_init_registers_every_probe_on_its_symbol(module):
         [p['function'], str(p['maxactive'])] for p in module.variables['probes'])
     files = set(f[0] for f in values(lines, 'file'))
     attrs = ('function', 'hits', 'matches', 'nmissed', 'kp_nmissed', 'maxactive', 'registered', 'reg_err',
-             'suppressed', 'errnos')
+             'suppressed', 'errnos', 'latency')
     assert files == set(['kprobes_fleet/spec_hash', 'kprobes_fleet/marker'] + [
         'kprobes_fleet/probes/%s/%s' % (p['name'], a) for p in module.variables['probes'] for a in attrs])
     assert set(f[1] for f in values(lines, 'file')) == {'444'}  # read-only
@@ -576,3 +576,34 @@ def test_compile(tmp_path, headers, which):
         for p in variables['probes']:  # every handler on the kprobe blacklist (NOKPROBE_SYMBOL)
             assert '_kbl_addr_kpf_ret_%s' % p['name'] in defined, p['name']
         assert '_kbl_addr_kpf_match' in defined
+
+
+# -- latency (#23): every call timed, log2 buckets, slower_than ------------------------------------
+
+def test_latency_buckets_and_slower_than(tmp_path):
+    if CC is None:
+        pytest.skip('no C compiler')
+    variables = spec([{'name': 'slow_sleeps', 'function': 'do_nanosleep', 'returns': 'int', 'report': 'any',
+                       'slower_than': '100ms'},
+                      {'name': 'fsyncs', 'function': 'vfs_fsync_range', 'returns': 'int', 'report': ['EIO'],
+                       'latency': True},
+                      {'name': 'plain', 'function': 'vfs_write'}])
+    rc, out, module = build_user_space(tmp_path, variables)
+    assert rc == 0, out
+    commands = ['init', 'duration 200000000'] + ['hit do_nanosleep 0 sleep'] * 5 + ['duration 10000000'] + \
+        ['hit do_nanosleep 0 sleep'] * 3 + ['duration 0', 'hit do_nanosleep 0',
+                                            'duration 3000', 'hit vfs_fsync_range %d' % u64(-5),
+                                            'hit vfs_fsync_range 0', 'hit vfs_write %d' % u64(-28)]
+    commands += ['read kprobes_fleet/probes/%s/%s' % (p, f) for p in ('slow_sleeps', 'fsyncs', 'plain')
+                 for f in ('latency', 'matches', 'hits')]
+    lines = module.ok(*commands)
+    got = sysfs(lines)
+    # 0.2 s = 2^27.6 ns: bucket 28 (2^27 <= ns < 2^28); 10 ms: bucket 24; 0 ns: bucket 0
+    assert got['kprobes_fleet/probes/slow_sleeps/latency'] == '9 %d|0 1|24 3|28 5' % (5 * 200000000 + 3 * 10000000)
+    assert got['kprobes_fleet/probes/slow_sleeps/matches'] == '5'  # only the calls slower than 100 ms
+    assert got['kprobes_fleet/probes/fsyncs/latency'] == '2 6000|12 2'
+    assert got['kprobes_fleet/probes/fsyncs/matches'] == '1'
+    assert got['kprobes_fleet/probes/plain/latency'] == ''  # not timed
+    logged = [kmsg.parse_event('kprobes_fleet', t) for dummy, t in values(lines, 'log') if 'probe=' in t]
+    assert [(e['probe'], e.get('lat_ns')) for e in logged] == [('slow_sleeps', 200000000)] * 5 + [
+        ('fsyncs', 3000), ('plain', None)]

@@ -779,10 +779,10 @@ def test_collect_counters_and_events(host):
     p = got['probes']
     assert set(p) == {'open_failures', 'disk_full', 'sleepers'}
     for entry in p.values():
-        assert set(entry) == set(COUNTERS) | {'function', 'errnos'}
+        assert set(entry) == set(COUNTERS) | {'function', 'errnos', 'latency'}
     assert p['disk_full'] == {'function': 'vfs_write', 'hits': 4, 'matches': 3, 'nmissed': 0, 'kp_nmissed': None,
                               'maxactive': 1024, 'registered': 1, 'reg_err': 0, 'suppressed': 0,
-                              'errnos': {'ENOSPC': 3}}
+                              'errnos': {'ENOSPC': 3}, 'latency': None}
     assert p['open_failures']['errnos'] == {'ENOENT': 1}
     assert p['sleepers']['errnos'] is None  # report: any is keyed by event type, not by return value
     assert (p['open_failures']['hits'], p['open_failures']['matches']) == (2, 1)
