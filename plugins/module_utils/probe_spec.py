@@ -46,7 +46,19 @@ _INT_FIELDS = {
     'log_interval': (5, 1, 3600, 'seconds'),
 }
 _INPUT_KEYS = frozenset(('name', 'function', 'functions', 'returns', 'report', 'errnos',
-                         'maxactive', 'log', 'log_burst', 'log_interval', 'args', 'latency', 'slower_than'))
+                         'maxactive', 'log', 'log_burst', 'log_interval', 'args', 'latency', 'slower_than',
+                         'filter'))
+
+# In-kernel filters (module backend), applied before a return counts as a match; what they keep out
+# is counted in ``filtered`` (``hits`` unaffected). ``comm``/``comm_not``: process names, exact or a
+# prefix with a trailing ``*``; ``uid``/``uid_not``: user ids (initial user namespace). A probe matches
+# when its report condition holds, its comm is in ``comm`` (when given) and not in ``comm_not``, and
+# likewise for uid. The names go into the C source: a closed character set, refused otherwise.
+FILTER_KEYS = ('comm', 'comm_not', 'uid', 'uid_not')
+MAX_FILTER_VALUES = 16
+COMM_PATTERN = r'^[A-Za-z0-9_.:@+-][A-Za-z0-9_.:@+ -]{0,14}\*?$'
+_COMM_RE = re.compile(COMM_PATTERN[1:-1])
+UID_MAX = 4294967294
 
 # Latency (module backend): ``latency: true`` times every call from entry to return (ns,
 # CLOCK_MONOTONIC); ``slower_than`` (a duration: 100ms, 2s, 500us, 250000ns, or an integer of ns)
@@ -367,6 +379,43 @@ def _check_bool(ctx, raw, field, default):
         ctx.fail(field, str(e)[len('x: '):])
 
 
+def _check_filter(ctx, value):
+    """The filter mapping, normalized: {comm: [...], comm_not: [...], uid: [...], uid_not: [...]} (sorted)."""
+    if value is None:
+        return dict((k, []) for k in FILTER_KEYS)
+    if not isinstance(value, dict):
+        ctx.fail('filter', 'must be a mapping with keys %s, got %s' % (', '.join(FILTER_KEYS), _type_name(value)))
+    unknown = sorted(str(k) for k in value if k not in FILTER_KEYS)
+    if unknown:
+        ctx.fail('filter', 'unknown key %s (known: %s)' % (names.shown(unknown[0]), ', '.join(FILTER_KEYS)))
+    out = {}
+    for key in FILTER_KEYS:
+        items = _str_list(value.get(key, [])) if key.startswith('comm') else value.get(key, [])
+        if isinstance(items, (int, str)) and not isinstance(items, bool) and key.startswith('uid'):
+            items = [items]
+        if not isinstance(items, (list, tuple)):
+            ctx.fail('filter', '%s must be a list, got %s' % (key, _type_name(value.get(key))))
+        if len(items) > MAX_FILTER_VALUES:
+            ctx.fail('filter', '%s: at most %d values, got %d' % (key, MAX_FILTER_VALUES, len(items)))
+        checked = []
+        for item in items:
+            if key.startswith('comm'):
+                if not isinstance(item, str) or not _COMM_RE.fullmatch(item):
+                    ctx.fail('filter', '%s: %s is not a process name (at most 15 characters of letters, digits, '
+                             'space and _.:@+-, a trailing * for a prefix)' % (
+                                 key, names.shown(item) if isinstance(item, str) else _type_name(item)))
+            else:
+                try:
+                    item = names.as_int('x', item, 0, UID_MAX, '')
+                except names.InvalidValue:
+                    ctx.fail('filter', '%s: %s is not a user id (0 to %d)' % (
+                        key, names.shown(item) if isinstance(item, str) else item, UID_MAX))
+            if item not in checked:
+                checked.append(item)
+        out[key] = sorted(checked)
+    return out
+
+
 def _check_duration(ctx, value):
     """slower_than as nanoseconds (None when absent)."""
     if value is None:
@@ -421,6 +470,7 @@ def _normalize_one(index, raw):
     if slower_than is not None and 'latency' in raw and not latency:
         ctx.fail('latency', 'slower_than needs latency (it is on by default with slower_than; drop latency: false)')
     latency = latency or slower_than is not None
+    filters = _check_filter(ctx, raw.get('filter'))
     for cand in functions:
         if log and not cand['args'] and on_printk_path(cand['function']):
             ctx.fail('function', 'candidate %s runs on the kernel log\'s own path, where the line this probe logs '
@@ -434,6 +484,7 @@ def _normalize_one(index, raw):
         'args': args,
         'latency': latency,
         'slower_than': slower_than,
+        'filter': filters,
         'report': report,
         'errnos': errnos,
         'maxactive': _check_int(ctx, raw, 'maxactive'),
@@ -504,6 +555,8 @@ def module_only(probes):
             needs.append('captures arguments (args)')
         if p.get('latency') or p.get('slower_than'):
             needs.append('times its calls (latency)')
+        if any((p.get('filter') or {}).get(k) for k in FILTER_KEYS):
+            needs.append('filters in the kernel (filter)')
         if needs:
             out.append((str(p.get('name')), ' and '.join(needs)))
     return out

@@ -183,6 +183,7 @@ def counters(probe_set, state):
             'registered': 1 if registered else 0,
             'reg_err': 0 if registered else None,
             'suppressed': 0,      # tracefs has no rate limit: every match is in the buffer
+            'filtered': 0,        # nor filters (a probe with one runs on the module backend)
         }
     return result
 

@@ -157,8 +157,9 @@ ansible_facts:
         probes:
           description:
             - Probe name to its counters C(hits), C(matches), C(nmissed), C(kp_nmissed),
-              C(maxactive), C(registered), C(reg_err), C(suppressed) (integers, V(null) if
-              unreadable) and C(function) (the attached symbol).
+              C(maxactive), C(registered), C(reg_err), C(suppressed), C(filtered) (returns that met the
+              report condition but not the probe's C(filter)) (integers, V(null) if unreadable) and
+              C(function) (the attached symbol).
             - tracefs backend - C(kp_nmissed) is V(null) (C(nmissed) is the kernel's sum of the
               entry kprobe's and the return probe's misses), C(suppressed) is 0 (no rate limit),
               C(reg_err) is 0, or V(null) when the event is gone.

@@ -27,11 +27,13 @@ def test_default_presets():
                                                 {'function': 'do_file_open', 'returns': 'errptr', 'args': []},
                                                 {'function': 'do_sys_openat2', 'returns': 'int', 'args': []}],
          'returns': 'errptr', 'args': [], 'latency': False, 'slower_than': None,
+         'filter': {'comm': [], 'comm_not': [], 'uid': [], 'uid_not': []},
          'report': 'negative', 'errnos': [], 'maxactive': 256, 'log': True,
          'log_burst': 500, 'log_interval': 5},
         {'name': 'disk_full', 'functions': [{'function': 'vfs_write', 'returns': 'long', 'args': []},
                                             {'function': 'ksys_write', 'returns': 'long', 'args': []}],
          'returns': 'long', 'args': [], 'latency': False, 'slower_than': None,
+         'filter': {'comm': [], 'comm_not': [], 'uid': [], 'uid_not': []},
          'report': 'errno', 'errnos': ['EDQUOT', 'ENOSPC'], 'maxactive': 1024, 'log': True,
          'log_burst': 100, 'log_interval': 5},
     ]
@@ -58,6 +60,7 @@ def test_presets_are_not_mutated():
 def test_defaults_and_string_function():
     assert ps.normalize([probe()]) == [{
         'name': 'p', 'functions': [{'function': 'vfs_write', 'returns': 'long', 'args': []}], 'returns': 'long', 'args': [], 'latency': False, 'slower_than': None,
+         'filter': {'comm': [], 'comm_not': [], 'uid': [], 'uid_not': []},
         'report': 'negative',
         'errnos': [], 'maxactive': 64, 'log': True, 'log_burst': 100, 'log_interval': 5}]
 
@@ -89,6 +92,7 @@ def test_all_fields():
     assert ps.normalize([raw]) == [{
         'name': 'fsync_err', 'functions': [{'function': 'vfs_fsync_range', 'returns': 'int', 'args': []},
                                            {'function': 'do_fsync', 'returns': 'int', 'args': []}], 'returns': 'int', 'args': [], 'latency': False, 'slower_than': None,
+         'filter': {'comm': [], 'comm_not': [], 'uid': [], 'uid_not': []},
         'report': 'errno', 'errnos': ['EIO'], 'maxactive': 4096, 'log': False,
         'log_burst': 1, 'log_interval': 3600}]
 
@@ -555,3 +559,33 @@ def test_slower_than_with_latency_false_is_a_contradiction():
     with pytest.raises(ps.ProbeSpecError, match="field 'latency': must be a boolean"):
         ps.normalize([probe(latency='sometimes')])
     assert ps.normalize([probe(latency=True)])[0]['slower_than'] is None
+
+
+# -- filters (#23) ------------------------------------------------------------------------------
+
+def test_filters_are_normalized_sorted_and_need_the_module():
+    got = ps.normalize([probe(filter={'comm': ['postgres', 'nginx*', 'postgres'], 'uid_not': [0, '1000']})])[0]
+    assert got['filter'] == {'comm': ['nginx*', 'postgres'], 'comm_not': [], 'uid': [], 'uid_not': [0, 1000]}
+    assert ps.normalize([got]) == [got]
+    assert ps.module_only([got]) == [('p', 'filters in the kernel (filter)')]
+    assert ps.normalize([probe()])[0]['filter'] == {'comm': [], 'comm_not': [], 'uid': [], 'uid_not': []}
+    assert ps.module_only(ps.normalize([probe()])) == []
+
+
+@pytest.mark.parametrize('value,message', [
+    ('postgres', 'must be a mapping with keys comm, comm_not, uid, uid_not, got string'),
+    ({'pid': [1]}, "unknown key 'pid'"),
+    ({'comm': ['a"); evil(']}, "comm: 'a\"); evil(' is not a process name"),
+    ({'comm': ['back\\\\slash']}, 'is not a process name'),
+    ({'comm': ['x' * 16]}, 'is not a process name'),
+    ({'comm': ['*']}, "comm: '*' is not a process name"),
+    ({'comm_not': [3]}, 'comm_not: integer is not a process name'),
+    ({'uid': [-1]}, 'uid: -1 is not a user id (0 to 4294967294)'),
+    ({'uid': ['root']}, "uid: 'root' is not a user id"),
+    ({'uid': [True]}, 'is not a user id'),
+    ({'uid': list(range(17))}, 'uid: at most 16 values, got 17'),
+])
+def test_bad_filters_are_refused_before_reaching_the_c_source(value, message):
+    with pytest.raises(ps.ProbeSpecError) as e:
+        ps.normalize([probe(filter=value)])
+    assert "field 'filter'" in str(e.value) and message in str(e.value)

@@ -49,6 +49,8 @@ ARGS = [
     {'name': 'kstrings', 'function': 'kern_path', 'returns': 'int', 'args': [{'name': 'name', 'arg': 1, 'type': 'string'}],
      'log_burst': 100000},
     {'name': 'no_args', 'function': 'vfs_fsync_range', 'returns': 'int'},
+    {'name': 'timed_filtered', 'function': 'vfs_fallocate', 'returns': 'int', 'slower_than': '1ms',
+     'filter': {'comm': ['postgres', 'nginx*'], 'comm_not': ['nginx-debug'], 'uid_not': [0]}},
 ]
 MARKER = 'kprobes.fleet'
 U64 = 1 << 64
@@ -178,7 +180,7 @@ def test_init_registers_every_probe_on_its_symbol(module):
         [p['function'], str(p['maxactive'])] for p in module.variables['probes'])
     files = set(f[0] for f in values(lines, 'file'))
     attrs = ('function', 'hits', 'matches', 'nmissed', 'kp_nmissed', 'maxactive', 'registered', 'reg_err',
-             'suppressed', 'errnos', 'latency')
+             'suppressed', 'filtered', 'errnos', 'latency')
     assert files == set(['kprobes_fleet/spec_hash', 'kprobes_fleet/marker'] + [
         'kprobes_fleet/probes/%s/%s' % (p['name'], a) for p in module.variables['probes'] for a in attrs])
     assert set(f[1] for f in values(lines, 'file')) == {'444'}  # read-only
@@ -607,3 +609,33 @@ def test_latency_buckets_and_slower_than(tmp_path):
     logged = [kmsg.parse_event('kprobes_fleet', t) for dummy, t in values(lines, 'log') if 'probe=' in t]
     assert [(e['probe'], e.get('lat_ns')) for e in logged] == [('slow_sleeps', 200000000)] * 5 + [
         ('fsyncs', 3000), ('plain', None)]
+
+
+# -- filters (#23): comm and uid in the kernel, the rest counted in filtered ----------------------------
+
+def test_filters_keep_only_whom_they_name_and_count_the_rest(tmp_path):
+    if CC is None:
+        pytest.skip('no C compiler')
+    variables = spec([{'name': 'db_fsyncs', 'function': 'vfs_fsync_range', 'returns': 'int', 'report': ['EIO'],
+                       'filter': {'comm': ['postgres', 'nginx*'], 'comm_not': ['nginx-debug']}},
+                      {'name': 'root_opens', 'function': 'do_sys_openat2', 'returns': 'int', 'report': 'negative',
+                       'filter': {'uid_not': [0]}, 'args': [{'name': 'path', 'arg': 2, 'type': 'ustring'}]},
+                      {'name': 'plain', 'function': 'vfs_write'}])
+    rc, out, module = build_user_space(tmp_path, variables)
+    assert rc == 0, out
+    eio = u64(-5)
+    lines = module.ok('init', *(['hit vfs_fsync_range %d %s' % (eio, c) for c in
+                                 ('postgres', 'postgresql', 'nginx', 'nginx-worker', 'nginx-debug', 'bash')]
+                               + ['hit vfs_fsync_range 0 postgres',
+                                  'call do_sys_openat2 %d i:1 s:%s i:0' % (u64(-2), hexed('/as/uid/1000')),
+                                  'hit vfs_write %d' % u64(-1), 'ring']
+                               + ['read kprobes_fleet/probes/%s/%s' % (p, c) for p in ('db_fsyncs', 'root_opens', 'plain')
+                                  for c in ('hits', 'matches', 'filtered')]))
+    got = sysfs(lines)
+    # postgres, nginx, nginx-worker pass; postgresql (exact name), nginx-debug (excluded) and bash do not
+    assert [got['kprobes_fleet/probes/db_fsyncs/%s' % c] for c in ('hits', 'matches', 'filtered')] == ['7', '3', '3']
+    logged = [kmsg.parse_event('kprobes_fleet', t)['comm'] for dummy, t in values(lines, 'log') if 'db_fsyncs' in t]
+    assert logged == ['postgres', 'nginx', 'nginx-worker']
+    # the harness runs as uid 1000: not root, so it passes uid_not: [0]
+    assert [got['kprobes_fleet/probes/root_opens/%s' % c] for c in ('hits', 'matches', 'filtered')] == ['1', '1', '0']
+    assert [got['kprobes_fleet/probes/plain/%s' % c] for c in ('hits', 'matches', 'filtered')] == ['1', '1', '0']
