@@ -7,13 +7,15 @@ from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
 import os
+import stat
 import time
 
 from ansible.errors import AnsibleError
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.kprobes.fleet.plugins.module_utils import names, probe_spec
-from ansible_collections.kprobes.fleet.plugins.plugin_utils.module_cache import ModuleCache, template_sha
+from ansible_collections.kprobes.fleet.plugins.plugin_utils import module_sign, settings
+from ansible_collections.kprobes.fleet.plugins.plugin_utils.module_cache import ModuleCache, check_trusted, template_sha
 from ansible_collections.kprobes.fleet.plugins.plugin_utils.settings import BUILD_TIMEOUT, signer_identity
 
 ARGUMENT_SPEC = {
@@ -29,6 +31,8 @@ ARGUMENT_SPEC = {
     "poll": {"type": "float", "default": 2},
     "backend": {"type": "str", "default": "module", "choices": ["module", "tracefs"]},
     "signing_cert": {"type": "str"},
+    "signing_key": {"type": "str"},
+    "signing_hash": {"type": "str"},
     "error": {"type": "str"},
 }
 REQUIRED = {"plan": ("probes", "kernel"), "wait": ("build_key",), "publish": ("build_key", "staged"),
@@ -81,7 +85,8 @@ class ActionModule(ActionBase):
                 if os.path.abspath(args["staged"]) != cache.staged(key, host):
                     raise names.InvalidValue("staged: %s is not where this host's build of %s is fetched (%s)"
                                              % (args["staged"], key, cache.staged(key, host)))
-                meta = cache.publish(key, args["staged"], dict(args.get("meta") or {}, builder=host))
+                signed = self._sign(cache, cache.staged(key, host), args)
+                meta = cache.publish(key, args["staged"], dict(args.get("meta") or {}, builder=host, **signed))
                 cache.release(key)
                 result.update(changed=True, sha256=meta["sha256"], ko=cache.ko(key))
             else:
@@ -114,6 +119,46 @@ class ActionModule(ActionBase):
         finally:
             self._loader.cleanup_tmp_file(real)
         return signer_identity(data, "signing_cert: %s" % path)
+
+    def _sign(self, cache, staged, args):
+        """Sign the fetched .ko in place, on the controller, when its plan is signed (meta.signer).
+
+        The one place modules are signed (module_sign.sign_module, what the kernel's sign-file
+        makes); the key is read here only, into memory (settings.signing_pair, a vault file
+        decrypted with this run's vault secrets), and never reaches a host. Returns what the cache's
+        meta.json records of the signature ({} for an unsigned module)."""
+        signer = (args.get("meta") or {}).get("signer")
+        key_path, cert_path = args.get("signing_key") or "", args.get("signing_cert") or ""
+        if not signer:
+            if key_path or cert_path:
+                raise names.InvalidValue("signing_key and signing_cert are given but meta.signer is empty, so the "
+                                         "build key is that of an unsigned module; use the plan "
+                                         "kprobes.fleet.build_plan returns (its signer is set when modules are signed)")
+            return {}
+        if not isinstance(signer, dict) or not key_path or not cert_path or not args.get("signing_hash"):
+            raise names.InvalidValue("meta.signer says this module is signed: op=publish needs signing_key, "
+                                     "signing_cert and signing_hash (the kernel's CONFIG_MODULE_SIG_HASH)")
+        algorithm = args["signing_hash"]
+        module_sign.check_hash(algorithm)
+        key, cert, cert_sha = settings.signing_pair(
+            key_path, cert_path, lambda data, path: settings.vault_decrypt(self._loader, data, path))
+        if cert_sha != signer.get("sha256"):
+            raise names.InvalidValue("build plan: signer %s is not signing_cert %s (sha256 %s); use the plan "
+                                     "kprobes.fleet.build_plan returns" % (signer.get("sha256"), cert_path, cert_sha))
+        cache.check_root()
+        check_trusted(staged)  # ours, not a symbolic link: what is signed is what the builder made
+        with open(os.open(staged, os.O_RDONLY | os.O_NOFOLLOW), "rb") as f:
+            ko = module_sign.sign_module(f.read(), key, cert, algorithm)
+            mode = stat.S_IMODE(os.fstat(f.fileno()).st_mode)
+        tmp = "%s.signing-%d" % (staged, os.getpid())
+        try:
+            with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode & 0o755), "wb") as f:
+                f.write(ko)
+            os.rename(tmp, staged)  # publish sees the unsigned module or the signed one, never half of it
+        finally:
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
+        return {"sig_hash": algorithm}
 
     def _plan(self, cache, host, args, timeout, task_vars):
         kernel = args["kernel"]

@@ -10,8 +10,6 @@ plugins/plugin_utils/settings.py.
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
-from ansible.errors import AnsibleError
-from ansible.parsing.vault import AnsibleVaultFormatError
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.kprobes.fleet.plugins.module_utils import names
@@ -69,16 +67,4 @@ class ActionModule(ActionBase):
 
     def _decrypt(self, data, path):
         """An ansible-vault file's content, decrypted in memory with this run's vault secrets."""
-        vault = getattr(self._loader, '_vault', None)
-        if vault is None:
-            raise settings.VaultError('this Ansible gives its plugins no vault; ' + settings._VAULT_HOW)
-        if not vault.secrets:
-            raise settings.VaultError('this run has no vault password; ' + settings._VAULT_HOW)
-        try:
-            return vault.decrypt(data)
-        except (AnsibleVaultFormatError, ValueError):
-            raise settings.VaultError('it starts like one but is not a well-formed vault file (damaged, or '
-                                      'not made by ansible-vault encrypt)')
-        except AnsibleError:
-            raise settings.VaultError('none of the vault passwords of this run opens it (a wrong password '
-                                      'or vault id, or a damaged file)')
+        return settings.vault_decrypt(self._loader, data, path)

@@ -17,7 +17,9 @@ description:
     the key up in the controller cache. If the module is not cached, exactly one host per key
     gets the build (an atomic lock file in the cache); the others wait for it.
   - C(op=wait) waits until the module of a key is published, or fails when its build failed.
-  - C(op=publish) moves a fetched C(.ko) into the cache atomically with its sha256.
+  - C(op=publish) moves a fetched C(.ko) into the cache atomically with its sha256. When the plan is
+    signed (C(signer) in O(meta)), it first signs the C(.ko) here, on the controller, byte for byte as the
+    kernel's C(scripts/sign-file) does, with O(signing_key); the key never reaches a host.
   - C(op=abort) releases a build lock after a failed build.
 author:
   - kprobes.fleet developers (@kprobes-fleet)
@@ -49,7 +51,9 @@ options:
     description: Controller path of the fetched C(.ko); for C(op=publish).
     type: path
   meta:
-    description: Metadata stored with the published module.
+    description:
+      - Metadata stored with the published module. Its C(signer), the plan's, says whether O(op=publish)
+        signs it (a mapping) or not (V(null) or absent).
     type: dict
   timeout:
     description: Seconds to wait for another host's build; also the age after which a lock is stale.
@@ -68,12 +72,25 @@ options:
     default: module
   signing_cert:
     description:
-      - For C(op=plan) with O(backend=module). Controller path of the cert the module is signed with
+      - For C(op=plan) with O(backend=module), and for O(op=publish) of a signed plan (its sha256 must be
+        the plan's signer). Controller path of the cert the module is signed with
         (PEM or DER; an ansible-vault file is decrypted). Its sha256 becomes part of the build key, so a
         signed and an unsigned module, or modules signed by two certs, never share a cache entry.
       - An empty string means modules are not signed (the build key is the same as without signing).
-        When omitted, the host's validated C(kprobes_fleet_signing_cert) (C(__kprobes_fleet_valid),
+        When omitted for O(op=plan), the host's validated C(kprobes_fleet_signing_cert) (C(__kprobes_fleet_valid),
         set by the C(kprobes.fleet.validate) role) is used.
+    type: str
+  signing_key:
+    description:
+      - For O(op=publish) of a signed plan. Controller path of the PEM private key of O(signing_cert)
+        (C(kprobes_fleet_signing_key), may be an ansible-vault file, decrypted in memory with the run's
+        vault secrets). Checked as M(kprobes.fleet.validate) checks it, then read here only.
+      - Empty or omitted for an unsigned plan.
+    type: str
+  signing_hash:
+    description:
+      - For O(op=publish) of a signed plan. The hash of the signature, the kernel's
+        C(CONFIG_MODULE_SIG_HASH), one of V(sha256), V(sha384) or V(sha512); any other is refused.
     type: str
 attributes:
   check_mode:

@@ -27,7 +27,11 @@ except ImportError:  # pragma: no cover
     x509 = serialization = NameOID = None
     UnsupportedAlgorithm = ValueError
 
+from ansible.errors import AnsibleError
+from ansible.parsing.vault import AnsibleVaultFormatError
+
 from ansible_collections.kprobes.fleet.plugins.module_utils import events, names, probe_spec
+from ansible_collections.kprobes.fleet.plugins.plugin_utils import module_sign
 from ansible_collections.kprobes.fleet.plugins.plugin_utils.module_cache import (
     ModuleCache, check_trusted, template_sha)
 
@@ -188,6 +192,26 @@ class VaultError(Exception):
     """An ansible-vault file the run cannot decrypt; the message says why, as the end of a sentence."""
 
 
+def vault_decrypt(loader, data, path):
+    """An ansible-vault file's content, decrypted in memory with the vault secrets of ``loader`` (an
+    action plugin's ``_loader``: this run's --ask-vault-pass, --vault-password-file, AWX credential).
+    The ``decrypt`` of read_signing_file; raises VaultError."""
+    del path
+    vault = getattr(loader, '_vault', None)
+    if vault is None:
+        raise VaultError('this Ansible gives its plugins no vault; ' + _VAULT_HOW)
+    if not vault.secrets:
+        raise VaultError('this run has no vault password; ' + _VAULT_HOW)
+    try:
+        return vault.decrypt(data)
+    except (AnsibleVaultFormatError, ValueError):
+        raise VaultError('it starts like one but is not a well-formed vault file (damaged, or not made by '
+                         'ansible-vault encrypt)')
+    except AnsibleError:
+        raise VaultError('none of the vault passwords of this run opens it (a wrong password or vault id, or a '
+                         'damaged file)')
+
+
 def _controller_file(name, value, private=False):
     """Empty (no signing) or a readable regular file on the controller; returns its absolute path.
 
@@ -260,26 +284,27 @@ def read_signing_file(name, path, decrypt=None):
 def private_key(data, what='kprobes_fleet_signing_key'):
     """The private key of a PEM file (the first PRIVATE KEY block; a cert may be in the same file).
 
-    Refused: no PEM private key (sign-file reads PEM only), a key with a passphrase (sign-file would
-    ask for it on the builder, where nobody can answer), a block that does not parse."""
+    Refused: no PEM private key, a key with a passphrase (nobody can type it while a play runs), a
+    block that does not parse, a key of a type module signatures cannot use (module_sign.check_key)."""
     match = _PEM_KEY_RE.search(data)
     if not match:
-        raise names.InvalidValue('%s is not a PEM private key (-----BEGIN PRIVATE KEY-----), which the kernel\'s '
-                                 'sign-file needs (openssl pkey -in key.der -inform DER -out key.pem converts '
-                                 'a DER key)' % what)
+        raise names.InvalidValue('%s is not a PEM private key (-----BEGIN PRIVATE KEY-----), which kprobes.fleet '
+                                 'signs with (openssl pkey -in key.der -inform DER -out key.pem converts a DER key)'
+                                 % what)
     block = match.group(0)
-    encrypted = ('%s is protected by a passphrase, which nobody can type on the builder where sign-file runs: '
+    encrypted = ('%s is protected by a passphrase, which nobody can type while the play signs modules: '
                  'remove it (openssl pkey -in key.pem -out plain.pem) and protect the plain key with '
                  'ansible-vault encrypt or chmod 600 instead' % what)
     if match.group(1) == b'ENCRYPTED PRIVATE KEY' or b'Proc-Type: 4,ENCRYPTED' in block:
         raise names.InvalidValue(encrypted)
     try:
-        return serialization.load_pem_private_key(block, password=None)
+        key = serialization.load_pem_private_key(block, password=None)
     except TypeError:  # cryptography: "Password was not given but private key is encrypted"
         raise names.InvalidValue(encrypted)
     except (ValueError, UnsupportedAlgorithm):
         raise names.InvalidValue('%s holds a PEM private key that does not parse (damaged, or of a kind '
                                  'OpenSSL cannot read)' % what)
+    return module_sign.check_key(key, what)
 
 
 def certificate(data, what='kprobes_fleet_signing_cert'):
@@ -302,6 +327,23 @@ def check_signing(values, decrypt=None):
     """What the signing files hold: a plain (or vault-decrypted) PEM private key without passphrase,
     an X.509 cert, and the key of that cert. Returns ``(errors, cert_sha256)``; cert_sha256 is the
     sha256 of the cert's (decrypted) content, as in signer_identity, or None."""
+    errors, dummy, dummy, cert_sha = _read_signing(values, decrypt)
+    return errors, cert_sha
+
+
+def signing_pair(key_path, cert_path, decrypt=None):
+    """``(key, cert, cert_sha256)`` to sign modules with (module_sign.sign_module), read and checked
+    as the validate action checks them (paths and modes, then content): the key is read on the
+    controller only, into memory (a vault file decrypted with ``decrypt``). Raises InvalidValue."""
+    paths = {SIGNING[0]: _signing_key(SIGNING[0], key_path), SIGNING[1]: _signing_cert(SIGNING[1], cert_path)}
+    errors, key, cert, cert_sha = _read_signing(paths, decrypt)
+    if errors or key is None or cert is None:
+        raise names.InvalidValue('; '.join(errors) or 'modules are signed with kprobes_fleet_signing_key and '
+                                 'kprobes_fleet_signing_cert together, and one of them is empty')
+    return key, cert, cert_sha
+
+
+def _read_signing(values, decrypt):
     errors = []
     key = cert = cert_sha = None
     key_path, cert_path = values.get(SIGNING[0]), values.get(SIGNING[1])
@@ -319,10 +361,10 @@ def check_signing(values, decrypt=None):
         except names.InvalidValue as e:
             errors.append(str(e))
     if key is not None and cert is not None and _public_der(key.public_key()) != _public_der(cert.public_key()):
-        errors.append('%s: %s is not the private key of %s %s (their public keys differ): sign-file would '
+        errors.append('%s: %s is not the private key of %s %s (their public keys differ): it would '
                       'make a signature no kernel that trusts this cert accepts; give the key the cert was made '
                       'from' % (SIGNING[0], key_path, SIGNING[1], cert_path))
-    return errors, cert_sha
+    return errors, key, cert, cert_sha
 
 
 def _common_name(name):
