@@ -5,13 +5,15 @@
 
 The unit ``kprobes-fleet-<name>-events.service`` (installed by the event_forwarder module) runs
 ``run()`` through the copy of these module_utils kept in ``<host_dir>/lib``. It reads our
-module's match lines from /dev/kmsg (kernel facility only, ``kmsg.collect``) and, when the
-tracefs backend runs, our instance's ``trace`` file (``tracefs_buffer.select_new``), with cursors of its
-own (``<state_dir>/<name>.events-cursor``: the collector's cursors are never touched), turns every
-match into one event ``{host, probe, function, ret, errno, pid, comm, ts, boot_id, seq, burst}``
-and POSTs batches of them as ``{"kprobes_fleet": {...}, "events": [...]}`` to ``url`` (the
-``eda.builtin.webhook`` source of ansible-rulebook, with ``eda.builtin.event_splitter`` on
-``payload.events``). A flood never becomes a flood of requests: events wait in a bounded queue,
+module's match lines from /dev/kmsg (kernel facility only, ``kmsg.collect``), the matches of
+probes with ``args`` from the module's root-only ring ``/proc/<name>.events`` (``event_ring``) and,
+when the tracefs backend runs, our instance's ``trace`` file (``tracefs_buffer.select_new``), with
+cursors of its own (``<state_dir>/<name>.events-cursor``: the collector's cursors are never touched),
+turns every match into one event ``{host, probe, function, ret, errno, pid, comm, ts, boot_id, seq,
+burst}`` (a match with captured arguments also ``args``, ``tid``, ``uid`` and, when a value was cut or
+could not be read, ``args_truncated`` / ``args_errors``) and POSTs batches of them as
+``{"kprobes_fleet": {...}, "events": [...]}`` to ``url`` (the ``eda.builtin.webhook`` source of
+ansible-rulebook, with ``eda.builtin.event_splitter`` on ``payload.events``). A flood never becomes a flood of requests: events wait in a bounded queue,
 leave in batches, at most ``rate`` requests a second; a failed request is retried with back-off;
 whatever has to be given up is counted in ``dropped`` (never silently lost). Its counters are in
 ``<state_dir>/<name>.events-status.json``, which probe_facts reports as ``forwarder``.
@@ -33,7 +35,7 @@ import select
 import signal
 import time
 
-from ansible_collections.kprobes.fleet.plugins.module_utils import kmsg, names, tracefs_buffer, tracefs_counters
+from ansible_collections.kprobes.fleet.plugins.module_utils import event_ring, kmsg, names, tracefs_buffer, tracefs_counters
 from ansible_collections.kprobes.fleet.plugins.module_utils.tracefs_probes import TraceProbes
 from ansible_collections.kprobes.fleet.plugins.module_utils.tracefs_support import TracefsError
 from ansible_collections.kprobes.fleet.plugins.module_utils.host_state import atomic_write, state_file
@@ -54,7 +56,7 @@ NUMBERS = collections.OrderedDict([
     ('retry_max_s', (30, 1, 3600, 'longest back-off between retries, s')),
     ('timeout_s', (5, 1, 60, 'seconds one request may take')),
     ('burst_gap_s', (60, 1, 86400, 'quiet seconds that end a burst of matches')),
-    ('poll_ms', (500, 50, 10000, 'how often the tracefs buffer is read, ms')),
+    ('poll_ms', (500, 50, 10000, 'how often the tracefs buffer and the ring of events with args are read, ms')),
     ('spool_max_kb', (1024, 16, 1048576, 'size of the JSONL spool before it is rotated, KiB')),
 ])
 BOOLS = collections.OrderedDict([('spool', False)])
@@ -63,6 +65,17 @@ KEYS = STRINGS + tuple(NUMBERS) + tuple(BOOLS)
 LOOPBACK_HOSTS = ('localhost', '::1')
 RETRY_FIRST_S = 0.5
 EVENT_KEYS = ('host', 'probe', 'function', 'ret', 'errno', 'pid', 'comm', 'ts', 'boot_id', 'seq', 'burst')
+# Only the events of probes with ``args`` (read from event_ring) have these.
+ARGS_KEYS = ('args', 'args_truncated', 'args_errors', 'tid', 'uid')
+# Longest strings of an args event, in characters (a unit test holds the event source's equal):
+# 255 bytes captured, each shown as \xHH at worst; a file's fs type; a mount point or its source
+# (PATH_MAX); a file's path is its mount point and the captured path below it.
+ARGS_TEXT_MAX = 1100
+ARGS_FS_MAX = 130
+ARGS_MOUNT_MAX = 4096
+ARGS_PATH_MAX = ARGS_MOUNT_MAX + ARGS_TEXT_MAX
+_ERRNO_NAME_RE = re.compile(r'E[A-Z0-9]{1,15}')
+_PARTIAL_ESCAPE_RE = re.compile(r'\\(x[0-9a-f]?)?$')
 _TOKEN_RE = re.compile(r'[A-Za-z0-9._~+/=-]{16,512}')
 _HOST_RE = re.compile(r'[A-Za-z0-9_][A-Za-z0-9_.:-]{0,254}')
 # Group names every inventory has: as a playbook limit they mean every host.
@@ -198,10 +211,82 @@ def files(state_dir, name):
 
 # -- the event --------------------------------------------------------------------------------------
 def event_of(host, boot_id, fact, burst):
-    """One match (a probe_facts event) as the event that leaves the host."""
-    return {'host': host, 'probe': fact['probe'], 'function': fact['function'], 'ret': fact['ret'],
-            'errno': fact.get('errno'), 'pid': fact['pid'], 'comm': fact['comm'], 'ts': fact['ts'],
-            'boot_id': boot_id, 'seq': fact.get('seq'), 'burst': burst}
+    """One match (a probe_facts event) as the event that leaves the host; a match with captured
+    arguments (event_ring) also carries them (``args_of``)."""
+    event = {'host': host, 'probe': fact['probe'], 'function': fact['function'], 'ret': fact['ret'],
+             'errno': fact.get('errno'), 'pid': fact['pid'], 'comm': fact['comm'], 'ts': fact['ts'],
+             'boot_id': boot_id, 'seq': fact.get('seq'), 'burst': burst}
+    if isinstance(fact.get('args'), dict):
+        event.update(args_of(fact))
+    return event
+
+
+def _text(value, limit):
+    """(text, cut): a captured string as an event carries it: shown() text (event_ring) stays byte for
+    byte; a control character or a lone surrogate it could still hold (a mount point from mountinfo is
+    not shown() text) is written ``\\xHH`` like shown() does, so that the event source, which refuses
+    them, never refuses a batch for it; beyond ``limit`` characters it is cut (never inside an escape)."""
+    out = []
+    for ch in value:
+        code = ord(ch)
+        if 0xdc80 <= code <= 0xdcff:
+            out.append('\\x%02x' % (code - 0xdc00))
+        elif 0xd800 <= code <= 0xdfff:
+            out.append('?')
+        elif code < 0x20 or 0x7f <= code <= 0x9f:
+            out.extend('\\x%02x' % b for b in ch.encode('utf-8'))
+        else:
+            out.append(ch)
+    text = ''.join(out)
+    if len(text) <= limit:
+        return text, False
+    return _PARTIAL_ESCAPE_RE.sub('', text[:limit]), True
+
+
+def _errno_name(err):
+    """An errno name as event_ring gives it; a number it has no name for (``-1234``) as ``E1234``."""
+    text = str(err)
+    if _ERRNO_NAME_RE.fullmatch(text):
+        return text
+    m = re.fullmatch(r'-?([0-9]{1,15})', text)
+    return 'E%s' % m.group(1) if m else 'EUNKNOWN'
+
+
+def args_of(fact):
+    """The keys an event of a probe with ``args`` adds: ``args`` ({name: int | str | None | {path, fs,
+    dev, mount, device}}), ``tid``, ``uid``, and ``args_truncated`` (names, sorted) / ``args_errors``
+    ({name: errno name}) when there are any. A value longer than the event source takes is cut and
+    its name added to ``args_truncated``: nothing leaves the host that the source would refuse."""
+    cut = set(n for n in fact.get('args_truncated') or () if n in fact['args'])
+    args = {}
+    for name, value in fact['args'].items():
+        if isinstance(value, dict):
+            info = {}
+            for key, limit in (('path', ARGS_PATH_MAX), ('fs', ARGS_FS_MAX), ('dev', ARGS_TEXT_MAX),
+                               ('mount', ARGS_MOUNT_MAX), ('device', ARGS_MOUNT_MAX)):
+                if key not in value:
+                    continue
+                if isinstance(value[key], str):
+                    info[key], was_cut = _text(value[key], limit)
+                    if was_cut:
+                        cut.add(name)
+                else:
+                    info[key] = None
+            value = info
+        elif isinstance(value, str):
+            value, was_cut = _text(value, ARGS_TEXT_MAX)
+            if was_cut:
+                cut.add(name)
+        elif isinstance(value, bool) or not isinstance(value, int):
+            value = None
+        args[name] = value
+    out = {'args': args, 'tid': fact.get('tid'), 'uid': fact.get('uid')}
+    if cut:
+        out['args_truncated'] = sorted(cut)
+    errors = dict((name, _errno_name(err)) for name, err in (fact.get('args_errors') or {}).items() if name in args)
+    if errors:
+        out['args_errors'] = errors
+    return out
 
 
 class Bursts(object):
@@ -408,6 +493,48 @@ class KmsgSource(object):
         os.close(self.fd)
 
 
+class RingSource(object):
+    """The matches of probes with ``args``, from the module's root-only ring ``/proc/<name>.events``
+    (``event_ring.collect``: its parser, the mount points in front of file paths), after a cursor of
+    the forwarder's own, ``{boot_id: '<boot id>/<ring id>', next_seq}``. On its first start in a boot,
+    or on a ring other than its cursor's (the module was reloaded while it was stopped), it begins
+    after the newest record (what is already in the ring is the collector's); a ring made while it
+    runs (a load, a reload) is read from its first record. Without a ring (no probe with ``args``,
+    no module) it yields nothing. A gap in the sequence numbers is records lost."""
+
+    def __init__(self, name, boot_id, cursor=None, root='/'):
+        self.name = name
+        self.boot_id = boot_id
+        self.root = root
+        rid = event_ring.ring_id(name, root)
+        if rid is not None and _ring_cursor(cursor) and cursor['boot_id'] == '%s/%s' % (boot_id, rid):
+            self.cursor = {'boot_id': cursor['boot_id'], 'next_seq': cursor['next_seq']}
+        else:
+            self.cursor = None
+            if rid is not None:
+                dummy, dummy, self.cursor = self._collect(None)
+
+    def _collect(self, cursor):
+        try:
+            return event_ring.collect(self.name, cursor, self.boot_id, self.root)
+        except (IOError, OSError):  # the module went away while it was read: the next look tells
+            return None, 0, cursor
+
+    def read(self):
+        # No cursor yet: the ring was made after the start, so all of it is new, from seq 0 (a gap is lost).
+        events, lost, cursor = self._collect(self.cursor or {'boot_id': '', 'next_seq': 0})
+        if events is None:
+            return [], 0
+        self.cursor = cursor
+        return events, lost
+
+
+def _ring_cursor(cursor):
+    return isinstance(cursor, dict) and isinstance(cursor.get('boot_id'), str) \
+        and isinstance(cursor.get('next_seq'), int) and not isinstance(cursor.get('next_seq'), bool) \
+        and cursor['next_seq'] >= 0
+
+
 class TraceSource(object):
     """The tracefs backend's matches, from our instance's ``trace`` (read, never consumed: the
     collector reads it too), after a cursor of the forwarder's own."""
@@ -495,6 +622,7 @@ class Runner(object):
         self.lost = status.get('lost', 0) if status.get('boot_id') == self.boot_id else 0
         self.kmsg = KmsgSource(self.name, self.boot_id, saved.get('kmsg'),
                                os.path.join(root, kmsg.KMSG_PATH.lstrip('/')))
+        self.ring = RingSource(self.name, self.boot_id, saved.get('ring'), root)
         self.trace = TraceSource(self.name, self.boot_id, host_state, saved.get('tracefs'), root)
         self.bursts = Bursts(self.cfg['burst_gap_s'])
         self.spool = Spool(state_file(state_dir, self.name, 'events-spool'), self.cfg['spool_max_kb'] * 1024) \
@@ -509,7 +637,7 @@ class Runner(object):
         atomic_write(state_file(self.state_dir, self.name, 'events-status'),
                      json.dumps(status, indent=1, sort_keys=True).encode('utf-8'), 0o600)
         atomic_write(state_file(self.state_dir, self.name, 'events-cursor'),
-                     json.dumps({'kmsg': self.kmsg.cursor, 'tracefs': self.trace.cursor},
+                     json.dumps({'kmsg': self.kmsg.cursor, 'ring': self.ring.cursor, 'tracefs': self.trace.cursor},
                                 sort_keys=True).encode('utf-8'), 0o600)
 
     def take(self, facts, lost, now):
@@ -542,9 +670,10 @@ class Runner(object):
                 poller.poll(int(wait * 1000) + 1)
             now = clock()
             facts, lost = self.kmsg.read()
-            if now >= next_trace:
-                more, lost2 = self.trace.read()
-                facts, lost = facts + more, lost + lost2
+            if now >= next_trace:  # the ring and the trace buffer cannot be polled: read every poll_ms
+                for source in (self.ring, self.trace):
+                    more, lost2 = source.read()
+                    facts, lost = facts + more, lost + lost2
                 next_trace = now + poll_s
             if facts or lost:
                 self.take(facts, lost, now)

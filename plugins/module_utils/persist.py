@@ -33,7 +33,8 @@ BACKENDS = ('module', 'tracefs')
 # The module_utils the restore needs (persist and what it imports), as shipped to <host_dir>/lib.
 # The event forwarder (events, unit kprobes-fleet-<name>-events.service) runs from the same copy.
 LIB_MODULES = ('persist', 'names', 'host_state', 'kmod_load', 'kmsg', 'ownership', 'hostfs', 'probe_spec',
-               'tracefs_support', 'tracefs_commands', 'tracefs_probes', 'tracefs_counters', 'tracefs_buffer', 'events')
+               'tracefs_support', 'tracefs_commands', 'tracefs_probes', 'tracefs_counters', 'tracefs_buffer', 'event_ring',
+               'events')
 LIB_PACKAGE = ('ansible_collections', 'kprobes', 'fleet', 'plugins', 'module_utils')
 RESTORE_SCRIPT = 'kprobes-fleet-restore'
 

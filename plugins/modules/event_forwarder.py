@@ -14,10 +14,17 @@ description:
   - With O(state=present), installs, enables and (re)starts the systemd unit
     C(kprobes-fleet-<name>-events.service). It runs the forwarder of this collection (standard library
     only, from the copy of its C(module_utils) in C(<host_dir>/lib) that the boot-time restore uses too).
-    Every match our probes log (module backend - kernel-facility C(/dev/kmsg) records of our module; tracefs
+    Every match our probes log (module backend - kernel-facility C(/dev/kmsg) records of our module, and for
+    probes with C(args) the module's root-only ring C(/proc/<name>.events), read every C(poll_ms); tracefs
     backend - our instance's buffer) becomes one event C({host, probe, function, ret, errno, pid, comm,
     ts, boot_id, seq, burst}), POSTed in batches (a JSON object with the list C(events) and C(kprobes_fleet)
     holding C(host) and C(count)) to C(config.url), such as ansible-rulebook's C(eda.builtin.webhook) source.
+  - An event of a probe with C(args) also carries C(args) (name to an integer, a string, null, or a file
+    C({path, fs, dev, mount, device})), C(tid), C(uid) and, when a value was cut or could not be read,
+    C(args_truncated) (names) and C(args_errors) (name to errno name). Captured strings are the facts' text -
+    every byte that is not printable UTF-8, and the backslash, written as \xHH - and never longer than the
+    event sources take (a longer one is cut and named in C(args_truncated)); records of the ring overwritten
+    before the forwarder read them are counted in C(lost).
   - Bounded queue, batches, at most C(config.rate) requests a second, retries with back-off; events
     it has to give up (queue full, refused by the endpoint, still queued at a stop) are counted in
     C(dropped). Its counters are in C(<host_dir>/state/<name>.events-status.json), which

@@ -13,7 +13,9 @@ description:
   - Reads the JSONL spool the kprobes.fleet event forwarder writes with C(kprobes_fleet_events.spool=true)
     (C(<kprobes_fleet_host_dir>/state/<name>.events.jsonl), one event a line) and puts every event on
     the rulebook's queue, with the same shape the forwarder POSTs to a webhook -
-    C({host, probe, function, ret, errno, pid, comm, ts, boot_id, seq, burst}).
+    C({host, probe, function, ret, errno, pid, comm, ts, boot_id, seq, burst}), and for a probe with captured
+    arguments also C(args), C(tid), C(uid) and, when a value was cut or could not be read, C(args_truncated) /
+    C(args_errors).
   - For rulebooks that run where the spool is (on the host itself, or a copy shipped by other means);
     across hosts, use the forwarder's webhook delivery and C(eda.builtin.webhook) with
     C(eda.builtin.event_splitter) on C(payload.events) (rulebook C(kprobes.fleet.disk_full)).
@@ -24,7 +26,16 @@ description:
     type, length and characters (C(host) one inventory host name, never C(all) or a pattern; C(probe),
     C(function), C(errno), C(boot_id), C(burst) names of their own alphabet; C(ret), C(pid), C(seq)
     integers; C(ts) a number); C(comm) is whatever name a process gave itself - its control and format
-    characters are replaced by C(?). Lines that fail are skipped and counted (logged), never passed on.
+    characters, and C({) (and C(#) in front), are replaced by C(?). Lines that fail are skipped and counted
+    (logged), never passed on.
+  - C(args) - at most 4 names C([a-z][a-z0-9_]{0,15}), each an integer (64 bits), null, a string of at most
+    1100 characters, or a file C({path, fs, dev, mount, device}) (C(dev) C(<major>:<minor>), C(mount) and
+    C(device) at most 4096 characters, C(path) at most 5196, the mount point in front); C(args_truncated) a
+    list of those names, C(args_errors) names to errno names; C(tid), C(uid) integers of 32 bits. A captured
+    string is passed on byte for byte as the forwarder wrote it (bytes that are not printable UTF-8, and the
+    backslash, as \xHH); one holding a raw control character did not come from the forwarder and is refused.
+    So that no Ansible template can read it as one (ansible-rulebook hands the event to a playbook as extra
+    vars, which ansible-core renders), every C({) and a C(#) in front are written \x7b and \x23 too.
   - Its arguments are checked before it starts - a wrong type, an unknown argument, or a path that is a
     directory, a device or in a directory that does not exist stops it with one sentence.
 options:
@@ -78,8 +89,16 @@ import re
 import stat
 import unicodedata
 
-# Every event has exactly these keys (the forwarder's shape, plugins/module_utils/events.py).
+# Every event has exactly these keys (the forwarder's shape, plugins/module_utils/events.py), and an event of
+# a probe with args some of ARGS_KEYS (events.ARGS_KEYS; the limits below are events.ARGS_*, a unit test holds them equal).
 EVENT_KEYS = ('host', 'probe', 'function', 'ret', 'errno', 'pid', 'comm', 'ts', 'boot_id', 'seq', 'burst')
+ARGS_KEYS = ('args', 'args_truncated', 'args_errors', 'tid', 'uid')
+ARGS_MAX = 4
+ARGS_TEXT_MAX = 1100   # 255 bytes captured, each \xHH at worst
+ARGS_FS_MAX = 130
+ARGS_MOUNT_MAX = 4096  # PATH_MAX
+ARGS_PATH_MAX = ARGS_MOUNT_MAX + ARGS_TEXT_MAX  # a file's mount point, then its path below it
+FILE_KEYS = ('path', 'fs', 'dev', 'mount', 'device')
 DEFAULT_PATH = '/var/lib/kprobes-fleet/state/kprobes_fleet.events.jsonl'
 ARGS = {'path': DEFAULT_PATH, 'from_start': False, 'delay': 0.5, 'once': False}
 # Group names every inventory has: as a playbook limit they mean every host.
@@ -95,6 +114,8 @@ _FUNCTION_RE = re.compile(r'[A-Za-z_][A-Za-z0-9_.]{0,127}')
 _ERRNO_RE = re.compile(r'E[A-Z0-9]{1,15}')
 _BOOT_ID_RE = re.compile(r'[A-Za-z0-9-]{1,64}')
 _BURST_RE = re.compile(r'[A-Za-z0-9_.:+-]{1,160}')
+_ARG_NAME_RE = re.compile(r'[a-z][a-z0-9_]{0,15}')
+_DEV_RE = re.compile(r'[0-9]{1,10}:[0-9]{1,10}')
 
 logger = logging.getLogger(__name__)
 
@@ -210,28 +231,114 @@ def _int(field, value, low, high, optional=False):
 
 def clean_comm(value):
     """A process name is whatever the process chose: a string of at most COMM_MAX characters, its
-    control and format characters (escape sequences, bidi overrides, NUL) replaced by '?'."""
+    control and format characters (escape sequences, bidi overrides, NUL) replaced by '?', and so
+    is every '{' and a '#' in front (Ansible would read the name as a template, see ``inert``)."""
     if not isinstance(value, str) or len(value) > COMM_MAX:
         raise BadEvent('comm must be a process name of at most %d characters, got %s'
                        % (COMM_MAX, 'a longer string' if isinstance(value, str) else _type_name(value)))
-    return ''.join('?' if unicodedata.category(c)[0] in 'CZ' and c != ' ' else c for c in value)
+    value = ''.join('?' if (unicodedata.category(c)[0] in 'CZ' and c != ' ') or c == '{' else c for c in value)
+    return '?' + value[1:] if value.startswith('#') else value
+
+
+def inert(text):
+    """A captured string (event_ring's text: every byte that is not printable UTF-8, and '\\', as
+    \\xHH) that no Ansible template can read as one: '{' (``{{``, ``{%``, ``{#``) and a '#' in front
+    (a ``#jinja2:`` header) are written \\x7b and \\x23 too. ansible-rulebook hands an event to a
+    playbook as extra vars, which ansible-core renders: a file named ``{{ lookup('pipe', 'id') }}``
+    would run ``id`` on the controller. The bytes stay the same (event_ring.raw reads both back)."""
+    text = text.replace('{', '\\x7b')
+    return '\\x23' + text[1:] if text.startswith('#') else text
+
+
+def _arg_text(field, value, limit, optional=False):
+    """A captured string: at most ``limit`` characters and no control character (event_ring never
+    writes one; it writes them \\xHH), made inert."""
+    if optional and value is None:
+        return None
+    if not isinstance(value, str) or len(value) > limit:
+        raise BadEvent('%s must be a string of at most %d characters%s, got %s' % (
+            field, limit, ' or null' if optional else '',
+            'a longer string' if isinstance(value, str) else _type_name(value)))
+    for c in value:
+        kind = {'Cc': 'control character', 'Cs': 'lone surrogate'}.get(unicodedata.category(c))
+        if kind:
+            raise BadEvent('%s holds the %s U+%04X (the forwarder writes each byte it cannot print as \\xHH)'
+                           % (field, kind, ord(c)))
+    return inert(value)
+
+
+def _arg_value(field, value):
+    if isinstance(value, dict):
+        if not set(value) <= set(FILE_KEYS) or not {'path', 'fs', 'dev'} <= set(value):
+            keys = sorted(json.dumps(str(k)[:40]) for k in value)
+            raise BadEvent('%s: a file has the keys path, fs and dev, and may have mount and device; got %s'
+                           % (field, ', '.join(keys[:8]) + (', ...' if len(keys) > 8 else '') if keys else 'none'))
+        out = {'path': _arg_text(field + '.path', value['path'], ARGS_PATH_MAX, optional=True),
+               'fs': _arg_text(field + '.fs', value['fs'], ARGS_FS_MAX),
+               'dev': _name(field + '.dev', value['dev'], _DEV_RE, 'a device number <major>:<minor>')}
+        for key in ('mount', 'device'):
+            if key in value:
+                out[key] = _arg_text('%s.%s' % (field, key), value[key], ARGS_MOUNT_MAX, optional=True)
+        return out
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return _arg_text(field, value, ARGS_TEXT_MAX)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return _int(field, value, -2 ** 63, 2 ** 64 - 1)
+    raise BadEvent('%s must be a number, a string, null or a file ({path, fs, dev, mount, device}), got %s'
+                   % (field, _type_name(value)))
+
+
+def check_args_keys(event):
+    """The keys of an event of a probe with ``args`` -> {key: checked value} (none for other events)."""
+    present = [k for k in ARGS_KEYS if k in event]
+    if not present:
+        return {}
+    for key in ('args', 'tid', 'uid'):
+        if key not in event:
+            raise BadEvent('an event with %s must have args, tid and uid' % ', '.join(present))
+    args = event['args']
+    if not isinstance(args, dict) or len(args) > ARGS_MAX:
+        raise BadEvent('args must be a mapping of at most %d argument names, got %s'
+                       % (ARGS_MAX, '%d names' % len(args) if isinstance(args, dict) else _type_name(args)))
+    out = {'args': {}}
+    for name, value in args.items():
+        _name('an argument name', name, _ARG_NAME_RE, 'a name [a-z][a-z0-9_], at most 16')
+        out['args'][name] = _arg_value('args.' + name, value)
+    out['tid'] = _int('tid', event['tid'], 0, 2 ** 32 - 1)
+    out['uid'] = _int('uid', event['uid'], 0, 2 ** 32 - 1)
+    if 'args_truncated' in event:
+        cut = event['args_truncated']
+        if not isinstance(cut, list) or not cut or len(set(str(n) for n in cut)) != len(cut) \
+                or not all(isinstance(n, str) and n in args for n in cut):
+            raise BadEvent('args_truncated must be a list of names of args, each once, got %s' % _type_name(cut))
+        out['args_truncated'] = list(cut)
+    if 'args_errors' in event:
+        errors = event['args_errors']
+        if not isinstance(errors, dict) or not errors or not all(isinstance(n, str) and n in args for n in errors):
+            raise BadEvent('args_errors must be a mapping of names of args to errno names, got %s' % _type_name(errors))
+        out['args_errors'] = dict((n, _name('args_errors.' + n, e, _ERRNO_RE, 'an errno name')) for n, e in errors.items())
+    return out
 
 
 def check_event(event):
-    """One event as the forwarder makes it -> a new dict with exactly EVENT_KEYS, every field checked;
-    BadEvent says what is wrong. Nothing of the input but these checked values is passed on."""
+    """One event as the forwarder makes it -> a new dict with exactly EVENT_KEYS (and those of ARGS_KEYS
+    it has), every field checked; BadEvent says what is wrong. Nothing of the input but these checked
+    values is passed on."""
     if not isinstance(event, dict):
         raise BadEvent('an event must be a JSON object, got %s' % _type_name(event))
     missing = [k for k in EVENT_KEYS if k not in event]
-    extra = sorted(str(k)[:40] for k in event if k not in EVENT_KEYS)
+    extra = sorted(str(k)[:40] for k in event if k not in EVENT_KEYS + ARGS_KEYS)
     if missing or extra:
-        raise BadEvent('an event has exactly the keys %s%s%s' % (
-            ', '.join(EVENT_KEYS), '; missing: %s' % ', '.join(missing) if missing else '',
+        raise BadEvent('an event has exactly the keys %s, and may have %s%s%s' % (
+            ', '.join(EVENT_KEYS), ', '.join(ARGS_KEYS), '; missing: %s' % ', '.join(missing) if missing else '',
             '; unknown: %s' % ', '.join(extra) if extra else ''))
     ts = event['ts']
     if isinstance(ts, bool) or not isinstance(ts, (int, float)) or not math.isfinite(ts) or not 0 <= ts < 1e10:
         raise BadEvent('ts must be the seconds since boot (a number), got %s' % _type_name(ts))
-    return {
+    checked = check_args_keys(event)
+    checked.update({
         'host': check_host(event['host']),
         'probe': _name('probe', event['probe'], _PROBE_RE, 'a probe name ([a-z][a-z0-9_], at most 32)'),
         'function': _name('function', event['function'], _FUNCTION_RE, 'a kernel function name'),
@@ -243,7 +350,8 @@ def check_event(event):
         'boot_id': _name('boot_id', event['boot_id'], _BOOT_ID_RE, 'a boot id (letters, digits, -)'),
         'seq': _int('seq', event['seq'], 0, 2 ** 63 - 1, optional=True),
         'burst': _name('burst', event['burst'], _BURST_RE, 'a burst name (letters, digits, _.:+-, at most 160)'),
-    }
+    })
+    return checked
 
 
 def parse_line(line):
