@@ -277,9 +277,9 @@ def _top_paths(hosts, top):
     if not paths:
         return '<p>No event carries a path (give probes <code>args</code> to capture them).</p>'
     ranked = sorted(paths.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
-    rows = ['<tr><td class="n">%d</td><td>%s</td><td>%s</td><td class="path">%s</td><td class="n">%s</td>'
-            '<td class="n">%d</td></tr>' % (i + 1, _e(comm), _e(errno), _e(path), '{:,}'.format(count),
-                                          len(where[(comm, errno, path)]))
+    row = ('<tr><td class="n">%d</td><td>%s</td><td>%s</td><td class="path">%s</td><td class="n">%s</td>'
+           '<td class="n">%d</td></tr>')
+    rows = [row % (i + 1, _e(comm), _e(errno), _e(path), '{:,}'.format(count), len(where[(comm, errno, path)]))
             for i, ((comm, errno, path), count) in enumerate(ranked)]
     return ('<p>%d distinct (comm, errno, path) in this collection; the top %d:</p>' % (len(paths), len(ranked))
             + _table(['#', 'comm', 'errno', 'path', 'events', 'hosts'], rows, 'paths'))

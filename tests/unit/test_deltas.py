@@ -41,10 +41,10 @@ def test_unreadable_counters_stay_unknown():
 
 
 def test_errnos_per_name_since_the_previous_collection():
-    prev = deltas.snapshot('b1', 'module', 'aaaa', 100.0, {'p': {'hits': 9, 'matches': 5, 'nmissed': 0,
-                                                                'errnos': {'ENOENT': 3, 'EACCES': 2}}})
-    now = deltas.snapshot('b1', 'module', 'aaaa', 160.0, {'p': {'hits': 20, 'matches': 9, 'nmissed': 0,
-                                                               'errnos': {'ENOENT': 6, 'EACCES': 2, 'EIO': 1}}})
+    before = {'p': {'hits': 9, 'matches': 5, 'nmissed': 0, 'errnos': {'ENOENT': 3, 'EACCES': 2}}}
+    after = {'p': {'hits': 20, 'matches': 9, 'nmissed': 0, 'errnos': {'ENOENT': 6, 'EACCES': 2, 'EIO': 1}}}
+    prev = deltas.snapshot('b1', 'module', 'aaaa', 100.0, before)
+    now = deltas.snapshot('b1', 'module', 'aaaa', 160.0, after)
     assert deltas.compute(prev, now)['p']['errnos'] == {'ENOENT': 3, 'EIO': 1}
     rebooted = dict(now, boot_id='b2')
     assert deltas.compute(prev, rebooted)['p']['errnos'] == {'ENOENT': 6, 'EACCES': 2, 'EIO': 1}

@@ -23,7 +23,8 @@ def test_the_paths_deployed_hosts_have_do_not_change():
     assert (layout.host_dir, layout.state, layout.lib) == (HOST, HOST + '/state', HOST + '/lib')
     got = dict((what, layout.file('kpf', what)) for what in host_state.STATE_FILES)
     assert got == dict((what, HOST + '/state/kpf' + suffix) for what, suffix in (
-        ('kmsg-cursor', '.kmsg-cursor'), ('loaded-ko', '.loaded.ko'), ('loading-ko', '.loading.ko'), ('ring-cursor', '.ring-cursor'), ('tracefs', '.tracefs.json'),
+        ('kmsg-cursor', '.kmsg-cursor'), ('loaded-ko', '.loaded.ko'), ('loading-ko', '.loading.ko'),
+        ('ring-cursor', '.ring-cursor'), ('tracefs', '.tracefs.json'),
         ('tracefs-cursor', '.tracefs-cursor'), ('persist', '.persist.json'),
         ('persist-status', '.persist-status.json'), ('last-collect', '.last-collect'),
         ('events-config', '.events.json'), ('events-status', '.events-status.json'),

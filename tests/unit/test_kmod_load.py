@@ -124,6 +124,6 @@ def test_the_kernels_refusal_is_named(ko, monkeypatch):
 def test_unknown_architecture_says_so(monkeypatch):
     class Uname(object):
         machine = 'vax'
-    monkeypatch.setattr(kmod_load.os, 'uname', lambda: Uname())
+    monkeypatch.setattr(kmod_load.os, 'uname', Uname)
     with pytest.raises(OSError, match='unknown for architecture vax'):
         kmod_load.finit_module(0)

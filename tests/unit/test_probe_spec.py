@@ -59,8 +59,9 @@ def test_presets_are_not_mutated():
 
 def test_defaults_and_string_function():
     assert ps.normalize([probe()]) == [{
-        'name': 'p', 'functions': [{'function': 'vfs_write', 'returns': 'long', 'args': []}], 'returns': 'long', 'args': [], 'latency': False, 'slower_than': None,
-         'filter': {'comm': [], 'comm_not': [], 'uid': [], 'uid_not': []},
+        'name': 'p', 'functions': [{'function': 'vfs_write', 'returns': 'long', 'args': []}], 'returns': 'long',
+        'args': [], 'latency': False, 'slower_than': None,
+        'filter': {'comm': [], 'comm_not': [], 'uid': [], 'uid_not': []},
         'report': 'negative',
         'errnos': [], 'maxactive': 64, 'log': True, 'log_burst': 100, 'log_interval': 5}]
 
@@ -91,8 +92,9 @@ def test_all_fields():
                 report=['EIO'], maxactive=4096, log=False, log_burst=1, log_interval=3600)
     assert ps.normalize([raw]) == [{
         'name': 'fsync_err', 'functions': [{'function': 'vfs_fsync_range', 'returns': 'int', 'args': []},
-                                           {'function': 'do_fsync', 'returns': 'int', 'args': []}], 'returns': 'int', 'args': [], 'latency': False, 'slower_than': None,
-         'filter': {'comm': [], 'comm_not': [], 'uid': [], 'uid_not': []},
+                                           {'function': 'do_fsync', 'returns': 'int', 'args': []}],
+        'returns': 'int', 'args': [], 'latency': False, 'slower_than': None,
+        'filter': {'comm': [], 'comm_not': [], 'uid': [], 'uid_not': []},
         'report': 'errno', 'errnos': ['EIO'], 'maxactive': 4096, 'log': False,
         'log_burst': 1, 'log_interval': 3600}]
 
@@ -467,7 +469,7 @@ def test_args_are_normalized_and_a_candidate_may_give_its_own():
         {'name': 'fd', 'arg': 1, 'type': 'int'}]}], args=[{'name': 'file', 'arg': 1, 'type': 'file'}])])[0]
     assert got['args'] == [{'name': 'file', 'arg': 1, 'type': 'file'}]
     assert [c['args'] for c in got['functions']] == [[{'name': 'file', 'arg': 1, 'type': 'file'}],
-                                                      [{'name': 'fd', 'arg': 1, 'type': 'int'}]]
+                                                     [{'name': 'fd', 'arg': 1, 'type': 'int'}]]
     resolved = ps.resolve([got], {'p': 'ksys_write'})[0]
     assert resolved['args'] == [{'name': 'fd', 'arg': 1, 'type': 'int'}]
     assert ps.normalize([got]) == [got]

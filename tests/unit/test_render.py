@@ -624,13 +624,13 @@ def test_filters_keep_only_whom_they_name_and_count_the_rest(tmp_path):
     rc, out, module = build_user_space(tmp_path, variables)
     assert rc == 0, out
     eio = u64(-5)
-    lines = module.ok('init', *(['hit vfs_fsync_range %d %s' % (eio, c) for c in
-                                 ('postgres', 'postgresql', 'nginx', 'nginx-worker', 'nginx-debug', 'bash')]
-                               + ['hit vfs_fsync_range 0 postgres',
-                                  'call do_sys_openat2 %d i:1 s:%s i:0' % (u64(-2), hexed('/as/uid/1000')),
-                                  'hit vfs_write %d' % u64(-1), 'ring']
-                               + ['read kprobes_fleet/probes/%s/%s' % (p, c) for p in ('db_fsyncs', 'root_opens', 'plain')
-                                  for c in ('hits', 'matches', 'filtered')]))
+    commands = ['hit vfs_fsync_range %d %s' % (eio, c) for c in
+                ('postgres', 'postgresql', 'nginx', 'nginx-worker', 'nginx-debug', 'bash')]
+    commands += ['hit vfs_fsync_range 0 postgres', 'call do_sys_openat2 %d i:1 s:%s i:0' % (u64(-2), hexed('/as/uid/1000')),
+                 'hit vfs_write %d' % u64(-1), 'ring']
+    commands += ['read kprobes_fleet/probes/%s/%s' % (p, c) for p in ('db_fsyncs', 'root_opens', 'plain')
+                 for c in ('hits', 'matches', 'filtered')]
+    lines = module.ok('init', *commands)
     got = sysfs(lines)
     # postgres, nginx, nginx-worker pass; postgresql (exact name), nginx-debug (excluded) and bash do not
     assert [got['kprobes_fleet/probes/db_fsyncs/%s' % c] for c in ('hits', 'matches', 'filtered')] == ['7', '3', '3']
