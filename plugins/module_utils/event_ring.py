@@ -95,7 +95,7 @@ def parse_event(module, text):
             args[name] = int(value)
         elif attr == 'truncated':
             truncated.append(name)
-        elif attr == 'error':
+        elif attr == 'error' and re.match(r'^-?[0-9]{1,10}$', value):
             errors[name] = kmsg.errno_name(int(value)) or value
         elif attr in ('dev', 'fs'):
             files.setdefault(name, {})[attr] = shown(unpercent(value)) if attr == 'fs' else value
@@ -118,21 +118,27 @@ def parse_event(module, text):
 
 def mounts(root='/'):
     """{'<major>:<minor>': (mount point, source)} from /proc/self/mountinfo (the first mount of each
-    filesystem's root)."""
+    filesystem's root), both as shown() text: a mount point is any bytes root chose."""
+    try:
+        with open(os.path.join(root, 'proc', 'self', 'mountinfo'), 'rb') as f:
+            data = f.read()
+    except (IOError, OSError):
+        return {}
     found = {}
-    for line in (read_text(os.path.join(root, 'proc', 'self', 'mountinfo')) or '').splitlines():
+    for line in data.split(b'\n'):
         fields = line.split()
-        if len(fields) < 10 or '-' not in fields:
+        if len(fields) < 10 or b'-' not in fields:
             continue
-        dash = fields.index('-')
-        dev, fsroot, point = fields[2], fields[3], fields[4]
-        if fsroot == '/' and dev not in found and len(fields) > dash + 2:
-            found[dev] = (_octal(point), _octal(fields[dash + 2]))
+        dash = fields.index(b'-')
+        dev, fsroot, point = fields[2].decode('ascii', 'replace'), fields[3], fields[4]
+        if fsroot == b'/' and dev not in found and len(fields) > dash + 2:
+            found[dev] = (shown(_octal(point)), shown(_octal(fields[dash + 2])))
     return found
 
 
-def _octal(text):
-    return re.sub(r'\\([0-7]{3})', lambda m: chr(int(m.group(1), 8)), text)
+def _octal(data):
+    """mountinfo's \\ooo escapes (space, tab, newline, backslash) as the bytes they stand for."""
+    return re.sub(br'\\([0-7]{3})', lambda m: bytes(bytearray([int(m.group(1), 8) & 0xff])), data)
 
 
 def place_files(event, where):

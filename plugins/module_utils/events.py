@@ -218,6 +218,8 @@ def event_of(host, boot_id, fact, burst):
              'boot_id': boot_id, 'seq': fact.get('seq'), 'burst': burst}
     if isinstance(fact.get('args'), dict):
         event.update(args_of(fact))
+    if isinstance(fact.get('lat_ns'), int) and not isinstance(fact.get('lat_ns'), bool) and fact['lat_ns'] >= 0:
+        event['lat_ns'] = fact['lat_ns']  # a probe that times its calls (latency, slower_than)
     return event
 
 

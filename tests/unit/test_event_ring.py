@@ -144,3 +144,8 @@ def test_mounts_decode_octal_escapes_and_prefer_the_filesystem_root(tmp_path):
     root = fake_host(tmp_path, [])
     assert event_ring.mounts(root) == {'254:1': ('/', '/dev/vda1'), '7:0': ('/mnt/kpf full', '/dev/loop0')}
     assert os.path.exists(event_ring.ring_path(MOD, root))
+
+
+def test_a_bad_error_value_is_ignored_not_a_crash():
+    ev = event_ring.parse_event(MOD, kmsg.parse_record(record(1, ' arg.path.error=oops arg.n.num=3'))['text'])
+    assert ev['args'] == {'n': 3} and 'args_errors' not in ev

@@ -121,16 +121,18 @@ def test_an_event_of_a_probe_with_args_carries_them():
 
 
 def test_the_event_never_holds_what_the_source_refuses(tmp_path):
-    """A mount point from mountinfo is not shown() text (a FUSE mount may hold a newline); a value the
-    source would refuse would cost the whole batch: it is escaped, cut and marked instead."""
+    """A mount point from mountinfo may hold any byte (a FUSE mount, a newline): event_ring shows it with
+    the documented escape, backslash included; a value the source would refuse would cost the whole
+    batch: it is escaped, cut and marked instead."""
     root = fake_host(tmp_path, [file_record(0, dev='7:0'), file_record(1, dev='7:1')])
     with open(os.path.join(root, 'proc/self/mountinfo'), 'a') as f:
         f.write('50 22 7:1 / /home/u/a\\012b\\011c\\134d rw - fuse.x sshfs\\012x rw\n')
     got, dummy, dummy = event_ring.collect(MOD, {'boot_id': '%s/%s' % (BOOT, RID), 'next_seq': 1}, BOOT, root=root)
     e = events.event_of('h1', 'b-1', got[0], 'x')
-    assert e['args']['file']['mount'] == '/home/u/a\\x0ab\\x09c\\d' and e['args']['file']['device'] == 'sshfs\\x0ax'
+    assert e['args']['file']['mount'] == '/home/u/a\\x0ab\\x09c\\x5cd' and e['args']['file']['device'] == 'sshfs\\x0ax'
+    assert event_ring.raw(e['args']['file']['mount']) == b'/home/u/a\nb\tc\\d'
     checked = pe.check_event(json.loads(json.dumps(e)))
-    assert checked['args']['file']['path'] == '/home/u/a\\x0ab\\x09c\\d/fill'
+    assert checked['args']['file']['path'] == '/home/u/a\\x0ab\\x09c\\x5cd/fill'
     long_fact = args_fact(args={'name': 'x' * 2000, 'file': {'path': '/' + '\\xff' * 1400, 'fs': 'ext4', 'dev': '1:2'},
                                 'num': 5}, args_errors={'name': '-1234', 'num': 'ENOSPC'})
     e = events.event_of('h1', 'b-1', long_fact, 'x')
@@ -222,7 +224,7 @@ def test_the_keys_message_names_the_optional_keys():
     with pytest.raises(pe.BadEvent) as err:
         pe.check_event(args_event(meta={'hosts': 'all'}))
     assert str(err.value) == ('an event has exactly the keys host, probe, function, ret, errno, pid, comm, ts, boot_id, seq, '
-                              'burst, and may have args, args_truncated, args_errors, tid, uid; unknown: meta')
+                              'burst, and may have args, args_truncated, args_errors, tid, uid, lat_ns; unknown: meta')
 
 
 TEMPLATES = [b"{{ lookup('pipe', 'id') }}", b'{% if true %}x{% endif %}', b'{# c #}',
@@ -328,3 +330,15 @@ def test_the_report_shows_args_and_renders_none_of_them(tmp_path):
     assert shown['comm'] == '??7*7}}' and event_ring.raw(shown['args']['path']).decode() == hostile
     assert not marker.exists()
     assert os.path.exists(str(marker) + '.control')  # the danger is real: ansible-core renders extra vars
+
+
+def test_latency_of_a_timed_call_is_forwarded_and_checked():
+    fact = {'probe': 'slow_sleeps', 'function': 'hrtimer_nanosleep', 'ret': 0, 'errno': None, 'pid': 5,
+            'comm': 'sleep', 'ts': 1.5, 'seq': 3, 'lat_ns': 200000123}
+    event = events.event_of('web-1', 'boot-1', fact, 'b1')
+    assert event['lat_ns'] == 200000123
+    assert pe.check_event(event)['lat_ns'] == 200000123
+    for bad in (-1, 'fast', True, 2 ** 63):
+        with pytest.raises(pe.BadEvent, match='lat_ns must be an integer'):
+            pe.check_event(dict(event, lat_ns=bad))
+    assert 'lat_ns' not in events.event_of('web-1', 'boot-1', dict(fact, lat_ns=None), 'b1')

@@ -93,6 +93,8 @@ import unicodedata
 # a probe with args some of ARGS_KEYS (events.ARGS_KEYS; the limits below are events.ARGS_*, a unit test holds them equal).
 EVENT_KEYS = ('host', 'probe', 'function', 'ret', 'errno', 'pid', 'comm', 'ts', 'boot_id', 'seq', 'burst')
 ARGS_KEYS = ('args', 'args_truncated', 'args_errors', 'tid', 'uid')
+# A probe that times its calls (latency, slower_than): how long the call took, in ns.
+LATENCY_KEYS = ('lat_ns',)
 ARGS_MAX = 4
 ARGS_TEXT_MAX = 1100   # 255 bytes captured, each \xHH at worst
 ARGS_FS_MAX = 130
@@ -329,15 +331,17 @@ def check_event(event):
     if not isinstance(event, dict):
         raise BadEvent('an event must be a JSON object, got %s' % _type_name(event))
     missing = [k for k in EVENT_KEYS if k not in event]
-    extra = sorted(str(k)[:40] for k in event if k not in EVENT_KEYS + ARGS_KEYS)
+    extra = sorted(str(k)[:40] for k in event if k not in EVENT_KEYS + ARGS_KEYS + LATENCY_KEYS)
     if missing or extra:
         raise BadEvent('an event has exactly the keys %s, and may have %s%s%s' % (
-            ', '.join(EVENT_KEYS), ', '.join(ARGS_KEYS), '; missing: %s' % ', '.join(missing) if missing else '',
+            ', '.join(EVENT_KEYS), ', '.join(ARGS_KEYS + LATENCY_KEYS), '; missing: %s' % ', '.join(missing) if missing else '',
             '; unknown: %s' % ', '.join(extra) if extra else ''))
     ts = event['ts']
     if isinstance(ts, bool) or not isinstance(ts, (int, float)) or not math.isfinite(ts) or not 0 <= ts < 1e10:
         raise BadEvent('ts must be the seconds since boot (a number), got %s' % _type_name(ts))
     checked = check_args_keys(event)
+    if 'lat_ns' in event:
+        checked['lat_ns'] = _int('lat_ns', event['lat_ns'], 0, 2 ** 63 - 1)
     checked.update({
         'host': check_host(event['host']),
         'probe': _name('probe', event['probe'], _PROBE_RE, 'a probe name ([a-z][a-z0-9_], at most 32)'),
