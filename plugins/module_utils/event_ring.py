@@ -4,7 +4,7 @@
 """Events with captured arguments: the module's root-only ring, ``/proc/<module>.events``.
 
 A probe with ``args`` (probe_spec) never writes to the kernel log, which every user may read
-where ``kernel.dmesg_restrict=0``: its matches go to a ring of 512 records that only root can
+where ``kernel.dmesg_restrict=0``: its matches go to a ring of 2,048 records that only root can
 read (mode 0400). A read returns one record framed like a /dev/kmsg record, so kmsg's reader
 and cursor logic apply (a gap in the sequence numbers is events lost); end of file when caught up::
 

@@ -452,9 +452,9 @@ def test_probes_without_arguments_keep_the_kernel_log(args_module):
 
 
 def test_the_ring_keeps_the_newest_and_shows_the_gap(args_module):
-    calls = ['call kern_path %d s:%s' % (u64(-2), hexed('/n/%d' % i)) for i in range(600)]
+    calls = ['call kern_path %d s:%s' % (u64(-2), hexed('/n/%d' % i)) for i in range(2100)]
     events, lines = ring(args_module, *calls)
-    assert len(events) == 512 and events[0]['seq'] == 88 and events[-1]['args']['name'] == '/n/599'
+    assert len(events) == 2048 and events[0]['seq'] == 52 and events[-1]['args']['name'] == '/n/2099'
     lines = args_module.ok('init', *(calls[:3] + ['read kprobes_fleet/probes/kstrings/matches', 'exit', 'ring']))
     assert sysfs(lines)['kprobes_fleet/probes/kstrings/matches'] == '3'
     assert values(lines, 'exit') == [['0', '0']] and values(lines, 'ring_end') == [['none']]  # gone with the module
