@@ -538,11 +538,6 @@ def normalize(probes):
     return result
 
 
-def captures_args(probes):
-    """Whether any probe (normalized or resolved) captures arguments."""
-    return any(p.get('args') or any(c.get('args') for c in p.get('functions') or []) for p in probes or [])
-
-
 def module_only(probes):
     """[(probe name, what only the module backend does)] for the probes that need the module: captured
     arguments (args) and latency."""

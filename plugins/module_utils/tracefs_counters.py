@@ -144,11 +144,6 @@ def match_counts(probe_set, rec):
     return hist['matches'], errno_counts(hist, (rec.get('trigger') or '').startswith('hist:keys=ret:'))
 
 
-def matches(probe_set, rec):
-    """Exact matches of one probe: its hist trigger's counts, or its counting instance's ring."""
-    return match_counts(probe_set, rec)[0]
-
-
 def counters(probe_set, state):
     """{probe: {function, hits, matches, nmissed, kp_nmissed, maxactive, registered, reg_err,
     suppressed}} in the module backend's schema (ownership.COUNTERS)."""

@@ -473,7 +473,7 @@ def test_args_are_normalized_and_a_candidate_may_give_its_own():
     resolved = ps.resolve([got], {'p': 'ksys_write'})[0]
     assert resolved['args'] == [{'name': 'fd', 'arg': 1, 'type': 'int'}]
     assert ps.normalize([got]) == [got]
-    assert ps.captures_args([got]) and not ps.captures_args(ps.normalize(None))
+    assert ps.module_only([got]) == [('p', 'captures arguments (args)')] and ps.module_only(ps.normalize(None)) == []
 
 
 def test_args_change_the_spec_hash():
