@@ -3,6 +3,7 @@
 #   make test       lint + sanity + unit tests (incl. the report in headless chromium, build/install/EE/changelog) + molecule on real kernels in QEMU (5.10, 6.1, 6.12)
 #   make test-lifecycle  reboots, a kernel upgrade, faults on real kernels (molecule lifecycle; not in make test: 33 min of reboots and a kernel install)
 #   make test-events  the Event-Driven Ansible loop on a real kernel, tracefs then module backend (not in make test: 3 + 6 min here)
+#   make test-metrics  Prometheus (Debian's server, here) scrapes node_exporter on two VMs, module and tracefs; exact counts, the ENOSPC alert (not in make test)
 #   make test-core-matrix  sanity + unit tests on each ansible-core release requires_ansible claims (.ci/core-matrix.txt; CORE="oldest newest" or versions picks)
 #   make test-extended  molecule (same converge + verify, plus tracefs forced) on Debian sid (newest kernel, 7.x) and bookworm-arm64 (6.1 on arm64)
 #   make ee         the execution environment's build context (ansible-builder create, offline) in build/ee-context
@@ -25,11 +26,14 @@ export LAB_DIR
 SYS_CMDS := qemu-system-x86_64 qemu-img debootstrap mkfs.ext4 ssh ssh-keygen rsync git
 SYS_PKGS := qemu-system-x86 qemu-utils debootstrap e2fsprogs openssh-client rsync git python3-venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# promtool (unit tests: the textfile and the alerting rules) and the prometheus server (make test-metrics)
+PROM_CMDS := promtool prometheus
+PROM_PKGS := prometheus
 # arm64 lab VMs (LAB=bookworm-arm64): the emulator, and qemu-user-static for debootstrap --arch=arm64
 ARM64_CMDS := qemu-system-aarch64 qemu-aarch64-static update-binfmts
 ARM64_PKGS := qemu-system-arm qemu-user-static binfmt-support
 
-.PHONY: help deps sys-deps arm64-deps venv lab lab-down lab-status demo deploy test test-lifecycle test-events test-extended test-core-matrix lint sanity unit compile lab-test molecule clean ee dist changelog
+.PHONY: help deps sys-deps arm64-deps prom-deps test-metrics venv lab lab-down lab-status demo deploy test test-lifecycle test-events test-extended test-core-matrix lint sanity unit compile lab-test molecule clean ee dist changelog
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -47,6 +51,13 @@ arm64-deps:
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages for arm64 VMs (missing:$$missing)"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(ARM64_PKGS) >/dev/null; \
+	fi
+
+prom-deps:
+	@missing=""; for c in $(PROM_CMDS); do command -v $$c >/dev/null || missing="$$missing $$c"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing system packages for the metrics (missing:$$missing)"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(PROM_PKGS) >/dev/null; \
 	fi
 
 $(VENV)/.installed: requirements.txt
@@ -81,7 +92,7 @@ sanity: venv
 	.ci/sanity
 
 # Unit tests, plus the compile tests when kernel headers are installed on this machine.
-unit: venv
+unit: venv prom-deps
 	$(BIN)/pytest -q tests/unit
 
 compile: venv
@@ -89,7 +100,7 @@ compile: venv
 
 # The lab itself on a real VM: idempotent up, clean down, a VM that cannot boot.
 lab-test: deps
-	$(BIN)/pytest -q tests/vm --ignore=tests/vm/test_events.py
+	$(BIN)/pytest -q tests/vm --ignore=tests/vm/test_events.py --ignore=tests/vm/test_metrics.py
 
 # The pipeline on 5.10, 6.1, 6.12.
 molecule: deps
@@ -111,6 +122,12 @@ test-events: deps
 	EVENTS_BACKEND=tracefs $(BIN)/pytest -q tests/vm/test_events.py
 	EVENTS_BACKEND=module $(BIN)/pytest -q tests/vm/test_events.py
 	@echo "make test-events: all passed"
+
+# Metrics (tests/vm/test_metrics.py, README "Metrics"): two VMs (module, tracefs) with node_exporter, a
+# prometheus server here on loopback. Not in make test: it boots two VMs, builds, reboots one.
+test-metrics: deps prom-deps
+	$(BIN)/pytest -q tests/vm/test_metrics.py
+	@echo "make test-metrics: all passed"
 
 # meta/runtime.yml's requires_ansible, tested: sanity and the unit tests on each ansible-core release of
 # .ci/core-matrix.txt (the claimed range that runs on Python 3.11), each in a throwaway virtualenv

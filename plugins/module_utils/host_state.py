@@ -47,6 +47,7 @@ STATE_FILES = {
     'events-status': '%s.events-status.json',    # its counters
     'events-cursor': '%s.events-cursor',         # its own cursors
     'events-spool': '%s.events.jsonl',           # its spool (rotated to <spool>.1)
+    'metrics-config': '%s.metrics.json',         # the metrics timer's settings (its textfile directory)
 }
 
 

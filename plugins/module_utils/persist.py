@@ -34,9 +34,10 @@ BACKENDS = ('module', 'tracefs')
 # The event forwarder (events, unit kprobes-fleet-<name>-events.service) runs from the same copy.
 LIB_MODULES = ('persist', 'names', 'host_state', 'kmod_load', 'kmsg', 'ownership', 'hostfs', 'probe_spec',
                'tracefs_support', 'tracefs_commands', 'tracefs_probes', 'tracefs_counters', 'tracefs_buffer', 'event_ring',
-               'events')
+               'events', 'metrics')
 LIB_PACKAGE = ('ansible_collections', 'kprobes', 'fleet', 'plugins', 'module_utils')
 RESTORE_SCRIPT = 'kprobes-fleet-restore'
+METRICS_SCRIPT = 'kprobes-fleet-metrics'
 
 
 class PersistError(Exception):
@@ -51,12 +52,18 @@ def events_unit_name(name):
     return 'kprobes-fleet-%s-events.service' % names.module_name(name, 'name')
 
 
+def metrics_unit_name(name, kind='service'):
+    return 'kprobes-fleet-%s-metrics.%s' % (names.module_name(name, 'name'), kind)
+
+
 def lib_files(lib_dir):
     """{path: text} of the programs our units run (the boot-time restore, the event forwarder): the
     module_utils they import, and their entry points."""
-    from ansible_collections.kprobes.fleet.plugins.module_utils import events
+    # imported here, not at the top (they import persist), and named so AnsiballZ ships them with every module
+    from ansible_collections.kprobes.fleet.plugins.module_utils import events, metrics  # noqa: F401 pylint: disable=unused-import
     files = {os.path.join(lib_dir, RESTORE_SCRIPT): RESTORE_MAIN,
-             os.path.join(lib_dir, events.FORWARD_SCRIPT): FORWARD_MAIN}
+             os.path.join(lib_dir, events.FORWARD_SCRIPT): FORWARD_MAIN,
+             os.path.join(lib_dir, METRICS_SCRIPT): METRICS_MAIN}
     pkg = os.path.join(lib_dir, *LIB_PACKAGE)
     # Regular packages (not namespace ones): ours is found first, whatever else is installed.
     for depth in range(1, len(LIB_PACKAGE) + 1):
@@ -307,9 +314,9 @@ class UnitFiles(object):
             os.unlink(self.host(self.unit))
             self.systemctl('daemon-reload')
 
-    def remove_lib_unless(self, other_unit):
-        """Remove the program copy, unless our other unit (which runs from it too) is installed."""
-        if not os.path.exists(self.host(os.path.join(self.unit_dir, other_unit))):
+    def remove_lib_unless(self, *other_units):
+        """Remove the program copy, unless one of our other units (which run from it too) is installed."""
+        if not any(os.path.exists(self.host(os.path.join(self.unit_dir, u))) for u in other_units):
             self.changed |= remove_lib(self.lib_dir, self.root, self.module.check_mode)
 
     def systemctl(self, *args, **kw):
@@ -348,3 +355,5 @@ RESTORE_MAIN = entry_point('boot-time restore of probes', 'persist', (
     "sys.exit(1 if s.get('failed') else 0)"))
 FORWARD_MAIN = entry_point('forwards probe matches as events', 'events',
                            'sys.exit(events.Runner(a.name, a.state_dir).run())')
+METRICS_MAIN = entry_point("writes the probes' counters for Prometheus", 'metrics',
+                           'sys.exit(metrics.main(a.name, a.state_dir))')

@@ -175,7 +175,7 @@ class EventForwarder(persist.UnitFiles):
                     self.changed = True
                     if not self.module.check_mode:
                         os.unlink(self.host(path))
-            self.remove_lib_unless(persist.unit_name(self.name))
+            self.remove_lib_unless(persist.unit_name(self.name), persist.metrics_unit_name(self.name))
         except (IOError, OSError) as e:
             self.module.fail_json(msg='cannot remove the forwarder of %s: %s' % (self.name, to_native(e)))
         return self.result(False, 'removed' if self.changed else 'not installed')

@@ -415,6 +415,9 @@ class ProbeFacts(object):
         """Per probe ``delta`` since the previous collection; the snapshot is saved with the cursor."""
         prev = deltas.load(self.state_dir, self.name)
         snap = deltas.snapshot(facts['boot_id'], facts['backend'], facts['spec_hash'], time.time(), facts['probes'])
+        # events lost on this boot, summed over collections (kprobes_fleet_events_lost_total{reader="collect"})
+        before = prev.get('events_lost') if prev and prev.get('boot_id') == facts['boot_id'] else 0
+        snap['events_lost'] = (before if isinstance(before, int) else 0) + facts['events_lost']
         for probe, delta in deltas.compute(prev, snap).items():
             facts['probes'][probe]['delta'] = delta
         facts['previous_boot_id'] = prev.get('boot_id') if prev else None

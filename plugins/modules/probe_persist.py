@@ -124,7 +124,7 @@ class Persister(persist.UnitFiles):
         self.refuse_foreign_unit()
         self.remove_unit()
         try:
-            self.remove_lib_unless(persist.events_unit_name(self.name))
+            self.remove_lib_unless(persist.events_unit_name(self.name), persist.metrics_unit_name(self.name))
         except (IOError, OSError) as e:
             self.module.fail_json(msg='cannot remove %s: %s' % (self.lib_dir, to_native(e)))
         return {'changed': self.changed, 'unit': self.unit, 'enabled': False, 'recorded': None,

@@ -66,6 +66,9 @@ options:
   kprobes_fleet_persist: {description: Boolean., type: raw}
   kprobes_fleet_lock_wait: {description: Seconds (0-86400)., type: raw}
   kprobes_fleet_unlock: {description: Empty or a run id (16 lower-case hex digits)., type: raw}
+  kprobes_fleet_metrics: {description: V(off) (or V(false)) or V(textfile)., type: raw}
+  kprobes_fleet_metrics_dir: {description: An absolute normalised directory path., type: raw}
+  kprobes_fleet_metrics_interval: {description: Seconds (1-3600)., type: raw}
   kprobes_fleet_events:
     description:
       - Empty (no events) or the event forwarder's settings - a mapping with C(url) (http only to the host's

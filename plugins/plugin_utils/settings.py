@@ -64,6 +64,20 @@ def _lock_wait(name, value):
     return names.as_int(name, value, 0, 86400, 'seconds to wait for another run on the same host')
 
 
+def _metrics(name, value):
+    """'off' (also false or empty: YAML reads an unquoted off as false) or 'textfile'."""
+    if value in (False, None, '', 'off'):
+        return 'off'
+    if value == 'textfile':
+        return 'textfile'
+    raise names.InvalidValue('%s: must be off or textfile (the node_exporter textfile collector), got %s' % (
+        name, names.shown(value) if isinstance(value, str) else names.type_name(value)))
+
+
+def _metrics_interval(name, value):
+    return names.as_int(name, value, 1, 3600, 'seconds between two refreshes of the textfile')
+
+
 def _run_id(name, value):
     if value in (None, ''):
         return ''
@@ -577,6 +591,9 @@ PUBLIC = {
     'kprobes_fleet_unlock': ('', _run_id),
     'kprobes_fleet_report': ('', _report),
     'kprobes_fleet_events': ({}, None),  # needs the host's name: _events
+    'kprobes_fleet_metrics': ('off', _metrics),
+    'kprobes_fleet_metrics_dir': ('/var/lib/prometheus/node-exporter', lambda name, value: names.host_path(value, name)),
+    'kprobes_fleet_metrics_interval': (15, _metrics_interval),
 }
 
 

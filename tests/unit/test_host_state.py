@@ -28,7 +28,7 @@ def test_the_paths_deployed_hosts_have_do_not_change():
         ('tracefs-cursor', '.tracefs-cursor'), ('persist', '.persist.json'),
         ('persist-status', '.persist-status.json'), ('last-collect', '.last-collect'),
         ('events-config', '.events.json'), ('events-status', '.events-status.json'),
-        ('events-cursor', '.events-cursor'), ('events-spool', '.events.jsonl')))
+        ('events-cursor', '.events-cursor'), ('events-spool', '.events.jsonl'), ('metrics-config', '.metrics.json')))
     assert (host_state.MODULES, host_state.BUILD) == ('modules', 'build')
 
 
