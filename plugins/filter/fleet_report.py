@@ -22,10 +22,24 @@ description:
     M(kprobes.fleet.probe_facts); anything else, such as V(null) or V(false), for a host without facts,
     for example unreachable) and
     returns an HTML document with inline CSS and inline SVG only (no script, nothing fetched).
-  - Summaries come first (fleet totals per probe, hosts that need attention, the top (comm, errno)
-    pairs, the top paths per (comm, errno) and the filesystems that were full, from the events of probes
-    that capture arguments, a timeline of this collection's events); the per host and probe counters and the events
-    are folded in C(<details>) elements, so the page stays readable for 1,000 hosts.
+  - Summaries come first (fleet totals per probe with C(filtered) and C(exempted), hosts that need attention,
+    the exact per-errno counts per probe summed over the fleet, the latency of the probes that time their
+    calls, the top (comm, errno) pairs and the units they ran in, the top paths per (comm, errno) and the
+    filesystems that were full, from the events of probes that capture arguments, a timeline of this
+    collection's events); the per host and probe counters and the events are folded in C(<details>)
+    elements, so the page stays readable for 1,000 hosts.
+  - Per-errno counts come from each probe's C(errnos) (exact kernel counters, not the events). Per (probe,
+    errno) the fleet's sum, the sum of C(delta.errnos) over the hosts whose facts carry it (an errno a
+    known delta does not name counts 0 there), the hosts with any and the top hosts. Probes whose
+    C(errnos) is V(null) on some hosts are named with how many.
+  - Latency is merged across the fleet - each host's log2 C(buckets) summed by their upper bound C(le_ns),
+    C(count) and C(sum_ns) summed - and drawn as inline SVG bars, one per log2 bucket from the fastest to
+    the slowest (heights on a log scale, exact counts in each bar's title), labelled by the bucket's upper
+    bound as a duration (V(1µs), V(134ms), V(2.1s)). The merged p50 and p99 are bucket upper bounds (the
+    percentile is at most that), computed from the merged buckets, and marked in the picture.
+  - Event tables carry who made the call - C(pid) and C(tid) where the event has both, C(uid), the
+    systemd C(unit) (else the C(cgroup) path) - and the call's C(lat_ns) as a duration; a field an event
+    does not carry is left blank. Every value from the facts is HTML-escaped.
   - A probe's C(delta) (C(hits), C(matches), C(nmissed), C(seconds) since the previous collection)
     is shown when the facts carry it, C(n/a) otherwise.
   - The timeline's axis is the events' C(ts) (seconds since each host booted), so hosts that booted at
@@ -76,13 +90,15 @@ _value:
 '''
 
 import html
+import math
 import re
 from collections import Counter
 
 from ansible.errors import AnsibleFilterError
+from ansible_collections.kprobes.fleet.plugins.module_utils.ownership import percentile
 from ansible_collections.kprobes.fleet.plugins.plugin_utils.settings import REPORT_MARK
 
-COUNTERS = ('hits', 'matches', 'nmissed', 'kp_nmissed', 'suppressed')
+COUNTERS = ('hits', 'matches', 'nmissed', 'kp_nmissed', 'suppressed', 'filtered', 'exempted')
 DELTAS = ('hits', 'matches', 'nmissed')
 PALETTE = ('#1f6feb', '#d1242f', '#1a7f37', '#9a6700', '#8250df', '#bc4c00', '#0a7b83', '#cf222e')
 OPEN_ROWS = 50      # attention rows shown before the rest is folded
@@ -100,7 +116,7 @@ h1{font-size:1.5em;margin:0 0 .2em}h2{font-size:1.2em;margin:1.6em 0 .5em;border
 table{border-collapse:collapse;margin:.4em 0;font-variant-numeric:tabular-nums}
 th,td{border:1px solid #d0d7de;padding:.2em .5em;text-align:left;vertical-align:top}
 th{background:#f6f8fa}td.n{text-align:right}td.path{word-break:break-all;font-family:monospace}tr.warn td{background:#ffebe9}
-td.bad{color:#a40e26;font-weight:600}.na{color:#818b98}
+td.bad{color:#a40e26;font-weight:600}td.w{min-width:12em}.na{color:#818b98}
 details{margin:.3em 0}summary{cursor:pointer}details.host{border-left:3px solid #d0d7de;padding-left:.5em}
 details.host.warn{border-left-color:#d1242f}.tag{border-radius:3px;padding:0 .35em;background:#ffebe9;
  color:#a40e26;font-size:.85em;margin-left:.3em}svg{max-width:100%;height:auto}
@@ -128,6 +144,19 @@ def _num(value, bad=False):
     if number is None:
         return '<td class="n na">n/a</td>'
     return '<td class="n%s">%s</td>' % (' bad' if bad and number > 0 else '', '{:,}'.format(number))
+
+
+def _dur(ns):
+    """Nanoseconds as people write durations: 511ns, 1\u00b5s, 4.1\u00b5s, 134ms, 2.1s."""
+    ns = _int(ns)
+    if ns is None:
+        return 'n/a'
+    for unit, scale in (('s', 10 ** 9), ('ms', 10 ** 6), ('\u00b5s', 10 ** 3)):
+        if ns >= scale:
+            value = ns / float(scale)
+            text = ('%.1f' % value) if value < 9.95 else '{:,.0f}'.format(value)
+            return (text[:-2] if text.endswith('.0') else text) + unit
+    return '%dns' % ns
 
 
 def _natural(name):
@@ -199,7 +228,7 @@ def _probe_totals(hosts):
         having = [h for h in hosts if name in h.probes]
         probes = [h.probes[name] for h in having]
         cells = ['<td>%s</td>' % _e(name), '<td class="n">%d</td>' % len(having)]
-        for key in ('hits', 'matches', 'nmissed'):
+        for key in ('hits', 'matches', 'nmissed', 'filtered', 'exempted'):
             values = [_int(p.get(key)) for p in probes]
             cells.append(_num(sum(v for v in values if v is not None) if any(v is not None for v in values) else None,
                               bad=key == 'nmissed'))
@@ -214,8 +243,140 @@ def _probe_totals(hosts):
         rows.append('<tr>%s</tr>' % ''.join(cells))
     if not rows:
         return '<p>No probe is active on any host.</p>'
-    return _table(['probe', 'hosts', 'hits', 'matches', 'nmissed', '\u0394 hits', '\u0394 matches',
-                   '\u0394 nmissed', 'hosts with \u0394', 'events'], rows)
+    return _table(['probe', 'hosts', 'hits', 'matches', 'nmissed', 'filtered', 'exempted', '\u0394 hits',
+                   '\u0394 matches', '\u0394 nmissed', 'hosts with \u0394', 'events'], rows)
+
+
+def _errno_counts(errnos):
+    """{errno: count} of a probe's (or its delta's) ``errnos``, or None where they are not known."""
+    if not isinstance(errnos, dict):
+        return None
+    return dict((str(k), _int(v)) for k, v in errnos.items() if _int(v) is not None)
+
+
+def _errnos(hosts, top):
+    """Per (probe, errno): the kernel's exact counts summed over the fleet, the delta where the hosts
+    have one, and the hosts with the most."""
+    rows = {}      # (probe, errno) -> [total, delta or None, Counter(host -> count)]
+    unknown = Counter()
+    for h in hosts:
+        for name, p in h.probes.items():
+            counts = _errno_counts(p.get('errnos'))
+            if counts is None:
+                unknown[name] += 1
+                continue
+            delta = _errno_counts((_delta(p) or {}).get('errnos'))
+            for errno in set(counts) | set(delta or ()):
+                row = rows.setdefault((name, errno), [0, None, Counter()])
+                row[0] += counts.get(errno, 0)
+                row[2][h.name] += counts.get(errno, 0)
+                if delta is not None:  # known: an errno it does not name did not change
+                    row[1] = (row[1] or 0) + delta.get(errno, 0)
+    out = []
+    if rows:
+        ranked = sorted(rows.items(), key=lambda kv: (kv[0][0], -kv[1][0], kv[0][1]))
+        out.append(_table(['probe', 'errno', 'count', '\u0394 count', 'hosts', 'top hosts'], [
+            '<tr><td>%s</td><td>%s</td>%s%s<td class="n">%d</td><td>%s</td></tr>' % (
+                _e(name), _e(errno), _num(total), _num(delta), sum(1 for n in per_host.values() if n),
+                _e(', '.join('%s %s' % (host, '{:,}'.format(n)) for host, n in sorted(
+                    per_host.items(), key=lambda kv: (-kv[1], _natural(kv[0])))[:min(top, 5)] if n)))
+            for (name, errno), (total, delta, per_host) in ranked], 'errnos'))
+    else:
+        out.append('<p>No probe has counted an errno.</p>')
+    if unknown:
+        out.append('<p class="meta">Not known (<code>errnos</code> null: tracefs with <code>report: any</code> or '
+                   'without hist triggers, a full hist table, an older module) for %s.</p>' % _e(', '.join(
+                       '%s on %d host%s' % (name, n, '' if n == 1 else 's') for name, n in sorted(unknown.items()))))
+    return '\n'.join(out)
+
+
+def _merged_latency(hosts):
+    """Per probe that times its calls: every host's log2 buckets summed by their upper bound."""
+    merged = {}
+    for h in hosts:
+        for name, p in h.probes.items():
+            lat = p.get('latency')
+            if not isinstance(lat, dict):
+                continue
+            m = merged.setdefault(name, {'buckets': Counter(), 'count': 0, 'sum_ns': 0, 'hosts': []})
+            for pair in lat.get('buckets') if isinstance(lat.get('buckets'), list) else ():
+                if isinstance(pair, (list, tuple)) and len(pair) == 2 and None not in (_int(pair[0]), _int(pair[1])):
+                    m['buckets'][_int(pair[0])] += _int(pair[1])
+            m['count'] += _int(lat.get('count')) or 0
+            m['sum_ns'] += _int(lat.get('sum_ns')) or 0
+            m['hosts'].append((h.name, _int(lat.get('p99_ns'))))
+    for m in merged.values():
+        buckets = [[le, n] for le, n in sorted(m['buckets'].items()) if n]
+        m['p50_ns'] = percentile(buckets, m['count'], 0.50)
+        m['p99_ns'] = percentile(buckets, m['count'], 0.99)
+    return merged
+
+
+def _histogram(name, m):
+    """One probe's fleet-merged latency as inline SVG bars, one per log2 bucket from the fastest to the
+    slowest (heights on a log scale, the count in each bar's title), labelled by the bucket's upper bound."""
+    slots = Counter()
+    for le, n in m['buckets'].items():
+        slots[max(le, 0).bit_length()] += n      # le = 2^b - 1: bucket b
+    slots = dict((b, n) for b, n in slots.items() if n > 0)
+    if not slots:
+        return '<p class="meta">%s: no call timed yet.</p>' % _e(name)
+    lo, hi = min(slots), max(slots)
+    width, left, right, top, plot_h = 960, 70, 20, 36, 140
+    bar_w = min(48.0, (width - left - right) / float(hi - lo + 1))
+    base = top + plot_h
+    peak = max(slots.values())
+    out = ['<svg xmlns="http://www.w3.org/2000/svg" role="img" width="%d" height="%d" viewBox="0 0 %d %d" '
+           'aria-label="%s">' % (width, base + 40, width, base + 40,
+                                 _e('latency of %s: %d calls across the fleet' % (name, m['count']))),
+           '<text x="%d" y="%d" text-anchor="end">%s</text>' % (left - 6, top + 10, _e('{:,}'.format(peak))),
+           '<text x="%d" y="%d" text-anchor="end">calls</text>' % (left - 6, top + 24),
+           '<text x="%d" y="%d" text-anchor="end">(log)</text>' % (left - 6, top + 38)]
+    every = int(math.ceil(46 / bar_w))
+    for i, b in enumerate(range(lo, hi + 1)):
+        x, n = left + i * bar_w, slots.get(b, 0)
+        if n:
+            size = max(2.0, math.log10(n + 1) / math.log10(peak + 1) * plot_h)
+            out.append('<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="#1f6feb"><title>%s</title></rect>'
+                       % (x, base - size, max(bar_w - 2, 1), size,
+                          _e('\u2264 %s: %s calls' % (_dur((1 << b) - 1), '{:,}'.format(n)))))
+        if i % every == 0:
+            out.append('<text x="%.1f" y="%d" text-anchor="middle">%s</text>'
+                       % (x + bar_w / 2, base + 14, _e(_dur((1 << b) - 1))))
+    for label, value, color, y in (('p50', m['p50_ns'], '#1a7f37', 12), ('p99', m['p99_ns'], '#d1242f', 26)):
+        if value is not None:
+            x = left + (max(value, 0).bit_length() - lo + 1) * bar_w - 1
+            out.append('<line x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="%s" stroke-dasharray="4 3"/>'
+                       '<text x="%.1f" y="%d" text-anchor="end" fill="%s">%s</text>'
+                       % (x, y + 4, x, base, color, x - 3, y + 4, color, _e('%s \u2264 %s' % (label, _dur(value)))))
+    out.append('<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#59636e"/>' % (left, base, width - right, base))
+    out.append('<text x="%d" y="%d">%s</text>' % (left, base + 34, _e(
+        '%s: time from entry to return, each bar a log2 bucket labelled by its upper bound' % name)))
+    out.append('</svg>')
+    return ''.join(out)
+
+
+def _latency(hosts, top):
+    merged = _merged_latency(hosts)
+    if not merged:
+        return ('<p>No probe times its calls (give a probe <code>latency: true</code> or '
+                '<code>slower_than</code>).</p>')
+    rows = ['<tr><td>%s</td><td class="n">%d</td>%s<td class="n">%s</td><td class="n">%s</td><td class="n">%s</td>'
+            '<td class="n">%s</td><td>%s</td></tr>' % (
+                _e(name), len(m['hosts']), _num(m['count']),
+                _e(_dur(m['sum_ns'] // m['count']) if m['count'] else 'n/a'),
+                _e('\u2264 ' + _dur(m['p50_ns']) if m['p50_ns'] is not None else 'n/a'),
+                _e('\u2264 ' + _dur(m['p99_ns']) if m['p99_ns'] is not None else 'n/a'),
+                _e('\u2264 ' + _dur(max(m['buckets'])) if m['buckets'] else 'n/a'),
+                _e(', '.join('%s \u2264 %s' % (host, _dur(p99)) for host, p99 in sorted(
+                    (hp for hp in m['hosts'] if hp[1] is not None),
+                    key=lambda hp: (-hp[1], _natural(hp[0])))[:min(top, 5)])))
+            for name, m in sorted(merged.items())]
+    return '\n'.join(
+        ['<p>Every call of these probes since their module was loaded, the hosts\' log2 buckets summed. '
+         'p50 and p99 are bucket upper bounds: half (99%) of the calls took at most that long.</p>',
+         _table(['probe', 'hosts', 'calls', 'mean', 'p50', 'p99', 'slowest bucket', 'highest p99'], rows, 'latency')]
+        + [_histogram(name, m) for name, m in sorted(merged.items())])
 
 
 def _attention(hosts):
@@ -233,6 +394,11 @@ def _attention(hosts):
     return '\n'.join(out)
 
 
+def _unit(ev):
+    """Whose, beyond the comm: the event's systemd unit, else its cgroup path ('' when it has neither)."""
+    return str(ev.get('unit') or ev.get('cgroup') or '')
+
+
 def _top_pairs(hosts, top):
     pairs = Counter()
     where = {}
@@ -240,19 +406,24 @@ def _top_pairs(hosts, top):
         for ev in h.events:
             key = (str(ev.get('comm', '')), ev.get('errno') or ('ret=%s' % ev.get('ret')))
             pairs[key] += 1
-            seen = where.setdefault(key, (set(), set()))
+            seen = where.setdefault(key, (set(), set(), Counter()))
             seen[0].add(h.name)
             seen[1].add(str(ev.get('probe', '')))
+            if _unit(ev):
+                seen[2][_unit(ev)] += 1
     if not pairs:
         return '<p>No events in this collection.</p>'
     ranked = sorted(pairs.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
-    rows = ['<tr><td class="n">%d</td><td>%s</td><td>%s</td><td class="n">%s</td><td class="n">%d</td><td>%s</td></tr>'
+    rows = ['<tr><td class="n">%d</td><td>%s</td><td>%s</td><td class="n">%s</td><td class="n">%d</td><td>%s</td>'
+            '<td class="path">%s</td></tr>'
             % (i + 1, _e(comm), _e(errno), '{:,}'.format(count), len(where[(comm, errno)][0]),
-               _e(', '.join(sorted(where[(comm, errno)][1]))))
+               _e(', '.join(sorted(where[(comm, errno)][1]))),
+               _e(', '.join('%s %d' % kv for kv in sorted(where[(comm, errno)][2].items(),
+                                                          key=lambda kv: (-kv[1], kv[0]))[:3])))
             for i, ((comm, errno), count) in enumerate(ranked)]
     return ('<p>%d distinct (comm, errno) pairs in %s events; the top %d:</p>' % (
         len(pairs), '{:,}'.format(sum(pairs.values())), len(ranked))
-        + _table(['#', 'comm', 'errno', 'events', 'hosts', 'probes'], rows, 'top'))
+        + _table(['#', 'comm', 'errno', 'events', 'hosts', 'probes', 'units'], rows, 'top'))
 
 
 def _arg_paths(ev):
@@ -378,9 +549,10 @@ def _timeline(hosts, colors):
             if x is None:
                 continue
             probe = str(ev.get('probe', ''))
-            out.append('<circle cx="%.1f" cy="%d" r="3" fill="%s"><title>%s %s %s pid %s</title></circle>'
+            out.append('<circle cx="%.1f" cy="%d" r="3" fill="%s"><title>%s %s %s pid %s %s</title></circle>'
                        % (left + (x - lo) / span * plot, y + 7, colors.get(probe, '#818b98'), _e(probe),
-                          _e(ev.get('comm')), _e(ev.get('errno') or ev.get('ret')), _e(ev.get('pid'))))
+                          _e(ev.get('comm')), _e(ev.get('errno') or ev.get('ret')), _e(ev.get('pid')),
+                          _e(_unit(ev))))
     axis_y = height - 12
     unit = 'seconds before collection' if aligned else 'seconds since each host booted'
     out.append('<text x="%d" y="%d">%s</text>' % (left, axis_y, _e('%.1f' % lo)))
@@ -414,25 +586,39 @@ def _host_detail(h, max_events):
     for name, p in sorted(h.probes.items()):
         d = _delta(p) or {}
         missed = (_int(p.get('nmissed')) or 0) > 0 or (_int(p.get('kp_nmissed')) or 0) > 0
-        rows.append('<tr%s><td>%s</td><td>%s</td>%s%s<td class="n%s">%s</td></tr>' % (
-            ' class="warn"' if missed else '', _e(name), _e(p.get('function')),
-            ''.join(_num(p.get(k), bad=k in ('nmissed', 'kp_nmissed')) for k in COUNTERS),
-            ''.join(_num(d.get(k), bad=k == 'nmissed') for k in DELTAS),
-            '' if d.get('seconds') is not None else ' na',
-            _e('%s' % d.get('seconds')) if d.get('seconds') is not None else 'n/a'))
-    body = [_table(['probe', 'function', 'hits', 'matches', 'nmissed', 'kp_nmissed', 'suppressed',
-                    '\u0394 hits', '\u0394 matches', '\u0394 nmissed', '\u0394 seconds'], rows) if rows
+        errnos, derrnos, lat = _errno_counts(p.get('errnos')), _errno_counts(d.get('errnos')), p.get('latency')
+        errno_text = None if errnos is None else ' \u00b7 '.join(
+            '%s %s%s' % (errno, '{:,}'.format(n), '' if derrnos is None else ' (\u0394 %d)' % derrnos.get(errno, 0))
+            for errno, n in sorted(errnos.items(), key=lambda kv: (-kv[1], kv[0]))) or 'none'
+        lat_text = ('%s calls, p50 \u2264 %s, p99 \u2264 %s' % (
+            '{:,}'.format(_int(lat.get('count')) or 0), _dur(lat.get('p50_ns')), _dur(lat.get('p99_ns')))
+            if isinstance(lat, dict) else '')
+        rows.append('<tr%s><td>%s</td><td>%s</td>%s%s<td class="n%s">%s</td><td class="w%s">%s</td><td class="w">%s</td>'
+                    '</tr>' % (' class="warn"' if missed else '', _e(name), _e(p.get('function')),
+                               ''.join(_num(p.get(k), bad=k in ('nmissed', 'kp_nmissed')) for k in COUNTERS),
+                               ''.join(_num(d.get(k), bad=k == 'nmissed') for k in DELTAS),
+                               '' if d.get('seconds') is not None else ' na',
+                               _e('%s' % d.get('seconds')) if d.get('seconds') is not None else 'n/a',
+                               ' na' if errno_text is None else '', 'n/a' if errno_text is None else _e(errno_text),
+                               _e(lat_text)))
+    body = [_table(['probe', 'function', 'hits', 'matches', 'nmissed', 'kp_nmissed', 'suppressed', 'filtered',
+                    'exempted', '\u0394 hits', '\u0394 matches', '\u0394 nmissed', '\u0394 seconds',
+                    'errnos (\u0394)', 'latency'], rows) if rows
             else '<p>No probes.</p>',
             '<p>events_lost %d, events_dropped %d</p>' % (h.events_lost, h.events_dropped)]
     if h.events:
         shown = h.events[-max_events:]
-        erows = ['<tr><td class="n">%s</td><td>%s</td><td>%s</td><td>%s</td><td class="n">%s</td><td>%s</td>'
-                 '<td class="path">%s</td></tr>'
+        erows = ['<tr><td class="n">%s</td><td>%s</td><td>%s</td><td>%s</td><td class="n">%s</td><td class="n">%s</td>'
+                 '<td class="n">%s</td><td class="path">%s</td><td class="n">%s</td><td class="path">%s</td></tr>'
                  % (_e(ev.get('ts')), _e(ev.get('probe')), _e(ev.get('comm')), _e(ev.get('errno')),
-                    _e(ev.get('ret')), _e(ev.get('pid')), _e(_args_text(ev))) for ev in shown]
+                    _e(ev.get('ret')), _e(ev.get('pid') if ev.get('tid') is None else '%s / %s' % (
+                        ev.get('pid'), ev.get('tid'))),
+                    _e(ev.get('uid')), _e(_unit(ev)), _e(_dur(ev['lat_ns']) if ev.get('lat_ns') is not None else ''),
+                    _e(_args_text(ev))) for ev in shown]
         body.append('<details><summary>%d events%s</summary>%s</details>' % (
             len(h.events), ' (the newest %d shown)' % len(shown) if len(shown) < len(h.events) else '',
-            _table(['ts', 'probe', 'comm', 'errno', 'ret', 'pid', 'args'], erows)))
+            _table(['ts', 'probe', 'comm', 'errno', 'ret', 'pid / tid', 'uid', 'unit / cgroup', 'latency', 'args'],
+                   erows)))
     return '<details class="host%s" id="h-%s"><summary>%s</summary>%s</details>' % (
         warn, _e(h.name), summary, '\n'.join(body))
 
@@ -486,6 +672,8 @@ def fleet_report(hostfacts, title='kprobes.fleet report', generated='', top=20, 
             for label, value, bad in cards),
         '<h2>Probes across the fleet</h2>', _probe_totals(hosts),
         '<h2 id="attention">Hosts that need attention</h2>', _attention(hosts),
+        '<h2 id="errnos">Errors per probe (exact kernel counts)</h2>', _errnos(hosts, top),
+        '<h2 id="latency">Latency per probe (the fleet merged)</h2>', _latency(hosts, top),
         '<h2>Top (comm, errno) pairs</h2>', _top_pairs(hosts, top),
         '<h2>Top paths per (comm, errno)</h2>', _top_paths(hosts, top),
         '<h2>Filesystems that were full</h2>', _full_filesystems(hosts),

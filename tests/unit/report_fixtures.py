@@ -1,7 +1,8 @@
 """Fixture facts for the fleet report: a small lab-like fleet and a synthetic one of any size.
 
 The shape is what kprobes.fleet.probe_facts returns (its RETURN docs), plus the per-probe
-``delta`` ({hits, matches, nmissed, seconds}) where a host has one.
+``delta`` ({hits, matches, nmissed, errnos, seconds}) where a host has one; ``errnos`` and ``latency``
+where the probe counts or times them.
 """
 import random
 
@@ -12,17 +13,35 @@ COMMS = ["cat", "dd", "python3", "systemd-journal", "nginx", "postgres", "sshd",
 
 def probe(function, hits, matches, nmissed=0, delta=None, **extra):
     p = {"function": function, "hits": hits, "matches": matches, "nmissed": nmissed, "kp_nmissed": 0,
-         "maxactive": 64, "registered": 1, "reg_err": 0, "suppressed": 0}
+         "maxactive": 64, "registered": 1, "reg_err": 0, "suppressed": 0, "filtered": 0, "exempted": 0,
+         "errnos": None, "latency": None}
     if delta is not None:
         p["delta"] = delta
     p.update(extra)
     return p
 
 
-def event(probe_name, comm, errno, ret, pid, seq, ts):
-    return {"probe": probe_name, "function": "vfs_write" if probe_name == "disk_full" else "do_filp_open",
-            "ret": ret, "errno": errno, "pid": pid, "comm": comm, "seq": seq,
-            "ts_usec": int(ts * 1e6), "ts": ts}
+def event(probe_name, comm, errno, ret, pid, seq, ts, **extra):
+    ev = {"probe": probe_name, "function": "vfs_write" if probe_name == "disk_full" else "do_filp_open",
+          "ret": ret, "errno": errno, "pid": pid, "comm": comm, "seq": seq,
+          "ts_usec": int(ts * 1e6), "ts": ts}
+    ev.update(extra)
+    return ev
+
+
+def latency(buckets, sum_ns):
+    """``latency`` facts from ``[[le_ns, count], ...]``: count, sum and the percentiles as the module
+    computes them (the upper bound of the bucket the quantile falls in)."""
+    count = sum(n for dummy, n in buckets)
+
+    def upper(q):
+        seen = 0
+        for le, n in buckets:
+            seen += n
+            if seen >= q * count:
+                return le
+        return None
+    return {"count": count, "sum_ns": sum_ns, "buckets": buckets, "p50_ns": upper(0.5), "p99_ns": upper(0.99)}
 
 
 def facts(kernel, backend, probes, events, events_lost=0, events_dropped=0, loaded=True):
@@ -38,16 +57,24 @@ def lab_fleet():
     return {
         "bookworm-1": facts("6.1.0-50-amd64", "module", {
             "open_failures": probe("do_filp_open", 9120, 41, delta={"hits": 812, "matches": 1, "nmissed": 0,
-                                                                    "seconds": 3600.2}),
+                                                                    "errnos": {"ENOENT": 1}, "seconds": 3600.2},
+                                   errnos={"ENOENT": 30, "EACCES": 11}),
             "disk_full": probe("vfs_write", 30211, 4, delta={"hits": 977, "matches": 4, "nmissed": 0,
-                                                             "seconds": 3600.2}),
+                                                             "errnos": {"ENOSPC": 4}, "seconds": 3600.2},
+                               errnos={"ENOSPC": 4}),
+            # five 0.2 s sleeps among fast calls: 2^27 <= 0.2e9 < 2^28
+            "slow_fsyncs": probe("vfs_fsync_range", 120, 5, filtered=7, errnos={},
+                                 delta={"hits": 120, "matches": 5, "nmissed": 0, "errnos": {}, "seconds": 3600.2},
+                                 latency=latency([[2047, 60], [4095, 40], [8191, 15], [268435455, 5]],
+                                                 60 * 1500 + 40 * 3000 + 15 * 6000 + 5 * 200000000)),
         }, [event("open_failures", "cat", "ENOENT", -2, 812, 4410, 91.2),
             event("disk_full", "sh", "ENOSPC", -28, 815, 4411, 91.5),
             event("disk_full", "sh", "ENOSPC", -28, 816, 4412, 91.6),
             event("disk_full", "sh", "ENOSPC", -28, 817, 4413, 91.7),
-            event("disk_full", "dd", "ENOSPC", -28, 820, 4414, 92.0)]),
+            event("disk_full", "dd", "ENOSPC", -28, 820, 4414, 92.0, unit="demo-fill.service",
+                  cgroup="/system.slice/demo-fill.service")]),
         "trixie-1": facts("6.12.57+deb13-amd64", "tracefs", {
-            "open_failures": probe("do_filp_open", 5000, 17, nmissed=3),
+            "open_failures": probe("do_filp_open", 5000, 17, nmissed=3, errnos={"ENOENT": 17}),
             "disk_full": probe("vfs_write", 12000, 4),
         }, [event("open_failures", "cat", "ENOENT", -2, 612, 1, 80.0),
             event("disk_full", "sh", "ENOSPC", -28, 615, 2, 80.4)], events_lost=2),
@@ -57,8 +84,11 @@ def lab_fleet():
 
 def synthetic_fleet(n, seed=11, events_per_host=5):
     """``n`` hosts with two probes; every 17th host has missed calls, every 89th lost events,
-    every 101st no facts; every other host has a delta."""
+    every 101st no facts; every other host has a delta. The matches are split into exact errno counts
+    (delta too); module hosts (two in three) also time a third probe, slow_fsyncs, whose buckets differ
+    from host to host; every 50th host has units in its events."""
     rnd = random.Random(seed)
+    more = random.Random(seed + 1)  # the errnos, latency and units: the rest stays what it was
     fleet = {}
     for i in range(n):
         name = "host-%04d.example.test" % i
@@ -72,14 +102,36 @@ def synthetic_fleet(n, seed=11, events_per_host=5):
             delta = ({"hits": rnd.randint(0, 1000), "matches": rnd.randint(0, matches), "nmissed": 0,
                       "seconds": 3600.0} if i % 2 == 0 else None)
             probes[pname] = probe(fn, hits, matches, nmissed=(7 if i % 17 == 16 and pname == "disk_full" else 0),
-                                  delta=delta)
+                                  delta=delta, errnos=split(more, matches, ERRNOS[pname]))
+            if delta:
+                delta["errnos"] = split(more, delta["matches"], ERRNOS[pname])
+        if i % 3:
+            buckets = [[(1 << b) - 1, more.randint(1, 10 ** 5)] for b in sorted(more.sample(range(9, 31), 6))]
+            probes["slow_fsyncs"] = probe("vfs_fsync_range", sum(n for dummy, n in buckets), 0, errnos={},
+                                          latency=latency(buckets, sum(n * (le // 2 + 1) for le, n in buckets)))
         events = []
         for k in range(events_per_host):
             pname = rnd.choice(sorted(ERRNOS))
             errno, ret = rnd.choice(ERRNOS[pname])
             events.append(event(pname, rnd.choice(COMMS), errno, ret, rnd.randint(100, 60000), k + 1,
                                 round(1000 + k * 10 + rnd.random() * 5, 6)))
+            if i % 50 == 0:
+                events[-1]["unit"] = more.choice(["nginx.service", "postgresql@15-main.service", "cron.service"])
         fleet[name] = facts(["5.10.0-35-amd64", "6.1.0-50-amd64", "6.12.57+deb13-amd64"][i % 3],
                             "module" if i % 3 else "tracefs", probes, events,
                             events_lost=(3 if i % 89 == 88 else 0))
     return fleet
+
+
+def split(rnd, total, errnos):
+    """``total`` as exact counts per errno name (the names of ``errnos``, some of them)."""
+    out = {}
+    names = [name for name, dummy in errnos]
+    for name in names[:-1]:
+        n = rnd.randint(0, total)
+        if n:
+            out[name] = n
+        total -= n
+    if total:
+        out[names[-1]] = total
+    return out
