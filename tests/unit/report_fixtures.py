@@ -135,3 +135,25 @@ def split(rnd, total, errnos):
     if total:
         out[names[-1]] = total
     return out
+
+
+HOSTILE = '<script>alert("x")</script>'
+HOSTILE_HOST = '<iframe src="//evil">'
+HOSTILE_PROBE = '</svg><object data=x onload=alert(1)>'
+
+
+def hostile_fleet():
+    """One host whose names, errno names, units, cgroups, ids and comm are markup (as a tampered host could send)."""
+    bad_host, bad_probe = HOSTILE_HOST, HOSTILE_PROBE
+    return {bad_host: facts("6.1.0", "module", {
+        bad_probe: probe("f'\"<marquee>", 5, 3, filtered=1, errnos={'<img src=x onerror=alert(2)>': 3},
+                         delta={"hits": 1, "matches": 1, "nmissed": 0, "errnos": {'<img src=x onerror=alert(2)>': 1},
+                                "seconds": 1.0},
+                         latency=latency([[1023, 5]], 3000)),
+    }, [{"probe": bad_probe, "function": "f", "ret": -2, "errno": "ENOENT", "pid": 1, "tid": '"><svg onload=alert(3)>',
+         "uid": '<u onmouseover=alert(4)>', "comm": "\\xff\\xfe" + HOSTILE, "unit": HOSTILE,
+         "cgroup": "/system.slice/x.service", "lat_ns": 1500, "seq": 1, "ts_usec": 1, "ts": 1.0},
+        {"probe": bad_probe, "function": "f", "ret": -2, "errno": "ENOENT", "pid": 2, "comm": "x",
+         "cgroup": '/system.slice/"><object>.service', "seq": 2, "ts_usec": 2, "ts": 2.0},
+        {"probe": bad_probe, "function": "f", "ret": -2, "errno": "ENOENT", "pid": 3, "comm": "x",
+         "cgroup": "/'\"&<b>", "unit": "", "seq": 3, "ts_usec": 3, "ts": 3.0}])}

@@ -19,7 +19,8 @@ from ansible.template import Templar, trust_as_template
 from ansible_collections.kprobes.fleet.plugins.filter.fleet_report import fleet_report, FilterModule, _dur
 from ansible_collections.kprobes.fleet.plugins.plugin_utils.settings import REPORT_MARK
 
-from report_fixtures import facts, lab_fleet, latency, probe, synthetic_fleet
+from report_fixtures import HOSTILE, HOSTILE_HOST, HOSTILE_PROBE, facts, hostile_fleet, lab_fleet, latency, probe, \
+    synthetic_fleet
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -364,24 +365,9 @@ def test_without_latency_or_errnos_the_sections_say_so():
     assert "for p on 1 host." in section(doc, "errnos")
 
 
-HOSTILE = '<script>alert("x")</script>'
-
-
 def test_every_new_cell_is_escaped():
-    bad_host = '<iframe src="//evil">'
-    bad_probe = '</svg><object data=x onload=alert(1)>'
-    fleet = {bad_host: facts("6.1.0", "module", {
-        bad_probe: probe("f'\"<marquee>", 5, 3, filtered=1, errnos={'<img src=x onerror=alert(2)>': 3},
-                         delta={"hits": 1, "matches": 1, "nmissed": 0, "errnos": {'<img src=x onerror=alert(2)>': 1},
-                                "seconds": 1.0},
-                         latency=latency([[1023, 5]], 3000)),
-    }, [{"probe": bad_probe, "function": "f", "ret": -2, "errno": "ENOENT", "pid": 1, "tid": '"><svg onload=alert(3)>',
-         "uid": '<u onmouseover=alert(4)>', "comm": "\\xff\\xfe" + HOSTILE, "unit": HOSTILE,
-         "cgroup": "/system.slice/x.service", "lat_ns": 1500, "seq": 1, "ts_usec": 1, "ts": 1.0},
-        {"probe": bad_probe, "function": "f", "ret": -2, "errno": "ENOENT", "pid": 2, "comm": "x",
-         "cgroup": '/system.slice/"><object>.service', "seq": 2, "ts_usec": 2, "ts": 2.0},
-        {"probe": bad_probe, "function": "f", "ret": -2, "errno": "ENOENT", "pid": 3, "comm": "x",
-         "cgroup": "/'\"&<b>", "unit": "", "seq": 3, "ts_usec": 3, "ts": 3.0}])}
+    bad_host, bad_probe = HOSTILE_HOST, HOSTILE_PROBE
+    fleet = hostile_fleet()
     doc = fleet_report(fleet)
     page = parse(doc)
     for tag in ("script", "img", "iframe", "object", "marquee", "u"):

@@ -14,7 +14,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from headless import Browser, find_chromium  # noqa: E402  pylint: disable=wrong-import-position
 
 from ansible_collections.kprobes.fleet.plugins.filter.fleet_report import fleet_report  # noqa: E402
-from report_fixtures import lab_fleet, synthetic_fleet  # noqa: E402
+from report_fixtures import HOSTILE, hostile_fleet, lab_fleet, synthetic_fleet  # noqa: E402
 from test_report_playbook import write_report  # noqa: E402
 
 pytestmark = [pytest.mark.browser,
@@ -83,8 +83,27 @@ def test_lab_report_in_the_browser(repo, tmp_path, browser):
     # the timeline is drawn: one dot per event, inside the picture
     assert page.eval("document.querySelectorAll('svg circle').length") == sum(len(f["events"]) for f in live)
     assert page.eval("document.querySelector('svg').getBoundingClientRect().width") > 500
+    # the exact errnos are a visible table; the latency picture has a bar per non-empty bucket, seen at its size
+    assert "bookworm-1 30, trixie-1 17" in visible
+    pic = "document.querySelector('#latency ~ svg')"
+    assert page.eval(pic + ".querySelectorAll('rect').length") == len(
+        fleet["bookworm-1"]["probes"]["slow_fsyncs"]["latency"]["buckets"])
+    assert page.eval(pic + ".getBoundingClientRect().width") > 500 and page.eval(pic + ".checkVisibility()") is True
+    assert "p99 \u2264 268ms" in page.eval(pic + ".textContent")
     page.screenshot(str(tmp_path / "report.png"))
     assert os.path.getsize(str(tmp_path / "report.png")) > 10000
+
+
+def test_hostile_strings_stay_text_in_the_browser(tmp_path, browser):
+    path = tmp_path / "hostile.html"
+    path.write_text(fleet_report(hostile_fleet()))
+    page = browser.open(url(path))
+    assert page.errors == [] and page.requests == [url(path)]
+    assert page.eval("document.querySelectorAll('script, iframe, object, img, marquee, u').length") == 0
+    page.eval("document.querySelector('#hosts').open = true; "
+              "document.querySelectorAll('details.host details').forEach(d => d.open = true)")
+    assert HOSTILE in page.eval("document.body.innerText")
+    assert page.eval("document.querySelectorAll('svg').length") == 2  # the timeline and one latency picture
 
 
 def test_thousand_hosts_in_the_browser(tmp_path, browser):
