@@ -20,7 +20,7 @@ from ansible_collections.kprobes.fleet.plugins.module_utils.hostfs import read_i
 from ansible_collections.kprobes.fleet.plugins.module_utils.probe_spec import ERRNO_NAMES
 
 COUNTERS = ('hits', 'matches', 'nmissed', 'kp_nmissed', 'maxactive', 'registered',
-            'reg_err', 'suppressed', 'filtered')
+            'reg_err', 'suppressed', 'filtered', 'exempted')
 
 
 class ModuleSysfs(object):

@@ -47,7 +47,7 @@ _INT_FIELDS = {
 }
 _INPUT_KEYS = frozenset(('name', 'function', 'functions', 'returns', 'report', 'errnos',
                          'maxactive', 'log', 'log_burst', 'log_interval', 'args', 'latency', 'slower_than',
-                         'filter'))
+                         'filter', 'log_exempt'))
 
 # In-kernel filters (module backend), applied before a return counts as a match; what they keep out
 # is counted in ``filtered`` (``hits`` unaffected). ``comm``/``comm_not``: process names, exact or a
@@ -59,6 +59,16 @@ MAX_FILTER_VALUES = 16
 COMM_PATTERN = r'^[A-Za-z0-9_.:@+-][A-Za-z0-9_.:@+ -]{0,14}\*?$'
 _COMM_RE = re.compile(COMM_PATTERN[1:-1])
 UID_MAX = 4294967294
+
+# The log readers' exemption: processes whose matches are counted but never written to the kernel log.
+# Logging the failures of the tasks that store the kernel log feeds back (journald opens files for
+# every record it stores, which fails again, which we log...) until the whole log budget is theirs.
+# ``kprobes_fleet_log_exempt`` (a public variable) sets the list for every probe, a probe's own
+# ``log_exempt`` for that probe; names as in ``filter: comm`` (exact, or a prefix with a trailing
+# ``*``), at most MAX_FILTER_VALUES, an empty list exempts nobody. What it keeps out of the log is
+# counted in ``exempted`` (exact). Only the kernel log has the loop: the ring of probes with ``args``
+# and the tracefs buffer exempt nobody.
+LOG_EXEMPT_DEFAULT = ('systemd-journal', 'rsyslogd', 'syslog-ng', 'klogd')
 
 # Latency (module backend): ``latency: true`` times every call from entry to return (ns,
 # CLOCK_MONOTONIC); ``slower_than`` (a duration: 100ms, 2s, 500us, 250000ns, or an integer of ns)
@@ -379,6 +389,25 @@ def _check_bool(ctx, raw, field, default):
         ctx.fail(field, str(e)[len('x: '):])
 
 
+def check_comm_list(value, what):
+    """A list of process names (exact, or a prefix with a trailing ``*``) -> the list, duplicates dropped, in
+    the user's order; ProbeSpecError ('<what>: ...') otherwise. A single name may be given as a string."""
+    items = _str_list(value) if value is not None else None
+    if items is None:
+        raise ProbeSpecError('%s: must be a list of process names, got %s' % (what, _type_name(value)))
+    if len(items) > MAX_FILTER_VALUES:
+        raise ProbeSpecError('%s: at most %d process names, got %d' % (what, MAX_FILTER_VALUES, len(items)))
+    out = []
+    for item in items:
+        if not isinstance(item, str) or not _COMM_RE.fullmatch(item):
+            raise ProbeSpecError('%s: %s is not a process name (at most 15 characters of letters, digits, space and '
+                                 '_.:@+-, a trailing * for a prefix)' % (
+                                     what, names.shown(item) if isinstance(item, str) else _type_name(item)))
+        if item not in out:
+            out.append(str(item))
+    return out
+
+
 def _check_filter(ctx, value):
     """The filter mapping, normalized: {comm: [...], comm_not: [...], uid: [...], uid_not: [...]} (sorted)."""
     if value is None:
@@ -446,7 +475,7 @@ def _expand(index, raw):
     return raw
 
 
-def _normalize_one(index, raw):
+def _normalize_one(index, raw, log_exempt=LOG_EXEMPT_DEFAULT):
     raw = _expand(index, raw)
     ctx = _Probe(index, raw)
     unknown = sorted(str(k) for k in raw if k not in _INPUT_KEYS)
@@ -471,6 +500,10 @@ def _normalize_one(index, raw):
         ctx.fail('latency', 'slower_than needs latency (it is on by default with slower_than; drop latency: false)')
     latency = latency or slower_than is not None
     filters = _check_filter(ctx, raw.get('filter'))
+    try:
+        exempt = check_comm_list(raw.get('log_exempt', log_exempt), 'log_exempt')
+    except ProbeSpecError as e:
+        ctx.fail('log_exempt', str(e)[len('log_exempt: '):])
     for cand in functions:
         if log and not cand['args'] and on_printk_path(cand['function']):
             ctx.fail('function', 'candidate %s runs on the kernel log\'s own path, where the line this probe logs '
@@ -491,6 +524,7 @@ def _normalize_one(index, raw):
         'log': log,
         'log_burst': _check_int(ctx, raw, 'log_burst'),
         'log_interval': _check_int(ctx, raw, 'log_interval'),
+        'log_exempt': exempt,
     }
 
 
@@ -501,12 +535,15 @@ def preset(name):
     return result
 
 
-def normalize(probes):
+def normalize(probes, log_exempt=None):
     """Validate the user's probe list and return the normalized spec (architecture.md).
 
     ``None`` or an empty list means the default presets. Entries are mappings or preset
-    names. Normalizing a normalized spec returns it unchanged.
+    names. Normalizing a normalized spec returns it unchanged. ``log_exempt`` (the checked
+    ``kprobes_fleet_log_exempt``; None: LOG_EXEMPT_DEFAULT) is the ``log_exempt`` of every probe
+    that does not give its own.
     """
+    log_exempt = list(LOG_EXEMPT_DEFAULT) if log_exempt is None else log_exempt
     if probes is None or (isinstance(probes, (list, tuple)) and not probes):
         probes = list(DEFAULT_PRESETS)
     if not isinstance(probes, (list, tuple)):
@@ -517,7 +554,7 @@ def normalize(probes):
     result = []
     seen = {}
     for index, raw in enumerate(probes, 1):
-        probe = _normalize_one(index, raw)
+        probe = _normalize_one(index, raw, log_exempt)
         if probe['name'] in seen:
             _Probe(index, probe).fail('name', 'duplicate name, already used by probe #%d'
                                       % seen[probe['name']])

@@ -179,6 +179,7 @@ def counters(probe_set, state):
             'reg_err': 0 if registered else None,
             'suppressed': 0,      # tracefs has no rate limit: every match is in the buffer
             'filtered': 0,        # nor filters (a probe with one runs on the module backend)
+            'exempted': 0,        # nor a log readers' exemption (the trace buffer is not the kernel log)
         }
     return result
 

@@ -76,6 +76,13 @@ options:
         bounds. Unknown keys, other schemes, credentials in the URL and shell or template characters are
         refused.
     type: raw
+  kprobes_fleet_log_exempt:
+    description:
+      - Processes whose matches are counted (in C(exempted)) but never written to the kernel log - the log readers,
+        whose own failures would feed back. A list of at most 16 process names as in a probe's C(filter.comm)
+        (exact, or a prefix with a trailing C(*)); an empty list exempts nobody. Default
+        C([systemd-journal, rsyslogd, syslog-ng, klogd]). A probe's own C(log_exempt) overrides it.
+    type: raw
   check_probes:
     description: Check C(kprobes_fleet_probes) (with C(kprobes_fleet_state=present)).
     type: bool

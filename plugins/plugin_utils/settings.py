@@ -568,6 +568,14 @@ def _events(name, value, host):
     return config
 
 
+def _log_exempt(name, value):
+    """The processes whose matches are never written to the kernel log (probe_spec.LOG_EXEMPT_DEFAULT)."""
+    try:
+        return probe_spec.check_comm_list(value, name)
+    except probe_spec.ProbeSpecError as e:
+        raise names.InvalidValue(str(e))
+
+
 # name: (default, check). A check takes (name, value) and returns the normalised value.
 PUBLIC = {
     'kprobes_fleet_probes': ([], None),  # probe_spec.normalize(), only with state present
@@ -594,6 +602,7 @@ PUBLIC = {
     'kprobes_fleet_metrics': ('off', _metrics),
     'kprobes_fleet_metrics_dir': ('/var/lib/prometheus/node-exporter', lambda name, value: names.host_path(value, name)),
     'kprobes_fleet_metrics_interval': (15, _metrics_interval),
+    'kprobes_fleet_log_exempt': (list(probe_spec.LOG_EXEMPT_DEFAULT), _log_exempt),
 }
 
 
@@ -689,7 +698,8 @@ def check(values, host, inventory, check_probes=True, plans=None, decrypt=None):
     errors.extend(signing_errors)
     if check_probes and result.get('kprobes_fleet_state') == 'present':
         try:
-            result['kprobes_fleet_probes'] = probe_spec.normalize(values.get('kprobes_fleet_probes'))
+            result['kprobes_fleet_probes'] = probe_spec.normalize(
+                values.get('kprobes_fleet_probes'), log_exempt=result.get('kprobes_fleet_log_exempt'))
         except names.InvalidValue as e:
             errors.append('kprobes_fleet_probes: %s' % e)
     sha = None

@@ -409,7 +409,8 @@ def test_probe_facts_loaded_counters_and_cursor(tmp_path):
     assert f['kernel'] == '6.1.0-56-amd64' and f['boot_id'] == 'boot-1'
     assert f['probes'] == {'disk_full': {'function': 'vfs_write', 'hits': 9123, 'matches': 3, 'nmissed': 0,
                                          'kp_nmissed': 0, 'maxactive': 64, 'registered': 1, 'reg_err': 0,
-                                         'suppressed': 1, 'filtered': None, 'errnos': None, 'latency': None,
+                                         'suppressed': 1, 'filtered': None, 'exempted': None, 'errnos': None,
+                                         'latency': None,
                                          'delta': {'hits': 9123, 'matches': 3, 'nmissed': 0, 'seconds': None,
                                                    'reset': 'first collection on this host', 'errnos': None}}}
     assert f['reason'] is None and f['previous_boot_id'] is None

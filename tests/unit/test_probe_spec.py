@@ -13,6 +13,10 @@ def probe(**kw):
     return base
 
 
+NO_FILTER = dict((k, {} if k in ('args', 'args_not') else []) for k in ps.FILTER_KEYS)
+EXEMPT = ['systemd-journal', 'rsyslogd', 'syslog-ng', 'klogd']
+
+
 def error_of(probes):
     with pytest.raises(ps.ProbeSpecError) as info:
         ps.normalize(probes)
@@ -27,15 +31,15 @@ def test_default_presets():
                                                 {'function': 'do_file_open', 'returns': 'errptr', 'args': []},
                                                 {'function': 'do_sys_openat2', 'returns': 'int', 'args': []}],
          'returns': 'errptr', 'args': [], 'latency': False, 'slower_than': None,
-         'filter': {'comm': [], 'comm_not': [], 'uid': [], 'uid_not': []},
+         'filter': NO_FILTER,
          'report': 'negative', 'errnos': [], 'maxactive': 256, 'log': True,
-         'log_burst': 500, 'log_interval': 5},
+         'log_burst': 500, 'log_interval': 5, 'log_exempt': EXEMPT},
         {'name': 'disk_full', 'functions': [{'function': 'vfs_write', 'returns': 'long', 'args': []},
                                             {'function': 'ksys_write', 'returns': 'long', 'args': []}],
          'returns': 'long', 'args': [], 'latency': False, 'slower_than': None,
-         'filter': {'comm': [], 'comm_not': [], 'uid': [], 'uid_not': []},
+         'filter': NO_FILTER,
          'report': 'errno', 'errnos': ['EDQUOT', 'ENOSPC'], 'maxactive': 1024, 'log': True,
-         'log_burst': 100, 'log_interval': 5},
+         'log_burst': 100, 'log_interval': 5, 'log_exempt': EXEMPT},
     ]
     assert ps.normalize(None) == expected
     assert ps.normalize([]) == expected
@@ -61,9 +65,9 @@ def test_defaults_and_string_function():
     assert ps.normalize([probe()]) == [{
         'name': 'p', 'functions': [{'function': 'vfs_write', 'returns': 'long', 'args': []}], 'returns': 'long',
         'args': [], 'latency': False, 'slower_than': None,
-        'filter': {'comm': [], 'comm_not': [], 'uid': [], 'uid_not': []},
+        'filter': NO_FILTER,
         'report': 'negative',
-        'errnos': [], 'maxactive': 64, 'log': True, 'log_burst': 100, 'log_interval': 5}]
+        'errnos': [], 'maxactive': 64, 'log': True, 'log_burst': 100, 'log_interval': 5, 'log_exempt': EXEMPT}]
 
 
 @pytest.mark.parametrize('report', [
@@ -94,9 +98,9 @@ def test_all_fields():
         'name': 'fsync_err', 'functions': [{'function': 'vfs_fsync_range', 'returns': 'int', 'args': []},
                                            {'function': 'do_fsync', 'returns': 'int', 'args': []}],
         'returns': 'int', 'args': [], 'latency': False, 'slower_than': None,
-        'filter': {'comm': [], 'comm_not': [], 'uid': [], 'uid_not': []},
+        'filter': NO_FILTER,
         'report': 'errno', 'errnos': ['EIO'], 'maxactive': 4096, 'log': False,
-        'log_burst': 1, 'log_interval': 3600}]
+        'log_burst': 1, 'log_interval': 3600, 'log_exempt': EXEMPT}]
 
 
 def test_normalize_is_idempotent():
@@ -570,7 +574,7 @@ def test_filters_are_normalized_sorted_and_need_the_module():
     assert got['filter'] == {'comm': ['nginx*', 'postgres'], 'comm_not': [], 'uid': [], 'uid_not': [0, 1000]}
     assert ps.normalize([got]) == [got]
     assert ps.module_only([got]) == [('p', 'filters in the kernel (filter)')]
-    assert ps.normalize([probe()])[0]['filter'] == {'comm': [], 'comm_not': [], 'uid': [], 'uid_not': []}
+    assert ps.normalize([probe()])[0]['filter'] == NO_FILTER
     assert ps.module_only(ps.normalize([probe()])) == []
 
 
@@ -591,3 +595,34 @@ def test_bad_filters_are_refused_before_reaching_the_c_source(value, message):
     with pytest.raises(ps.ProbeSpecError) as e:
         ps.normalize([probe(filter=value)])
     assert "field 'filter'" in str(e.value) and message in str(e.value)
+
+
+# --- the log readers' exemption (#23): an explicit default, the user's list -------------------------
+
+def test_log_exempt_defaults_to_the_log_readers_and_takes_the_users_list():
+    assert list(ps.LOG_EXEMPT_DEFAULT) == EXEMPT
+    assert ps.normalize([probe()])[0]['log_exempt'] == EXEMPT
+    assert ps.normalize([probe()], log_exempt=[])[0]['log_exempt'] == []
+    assert ps.normalize([probe(log_exempt=['vector*', 'vector*', 'fluent-bit'])], log_exempt=[])[0]['log_exempt'] == [
+        'vector*', 'fluent-bit']
+    assert ps.normalize([probe(log_exempt='journald')])[0]['log_exempt'] == ['journald']
+    once = ps.normalize([probe(), probe(name='q', log_exempt=[])], log_exempt=['x'])
+    assert ps.normalize(once) == once  # idempotent: the spec keeps each probe's list
+
+
+@pytest.mark.parametrize('value,message', [
+    (['bad name!'], "is not a process name"),
+    (['a' * 16], "is not a process name"),
+    (['new\nline'], "is not a process name"),
+    (['*'], "is not a process name"),
+    (['mid*dle'], "is not a process name"),
+    ([['x']], "is not a process name"),
+    (None, "must be a list of process names"),
+    ({'a': 1}, "must be a list of process names"),
+    (['p%d' % i for i in range(17)], "at most 16 process names"),
+])
+def test_log_exempt_refuses_what_is_not_a_process_name(value, message):
+    assert message in error_of([probe(log_exempt=value)])
+    with pytest.raises(ps.ProbeSpecError) as info:
+        ps.check_comm_list(value, 'kprobes_fleet_log_exempt')
+    assert str(info.value).startswith('kprobes_fleet_log_exempt: ') and message in str(info.value)

@@ -60,3 +60,16 @@ def test_deploy_validates_in_its_first_play_and_deploys_with_those_values():
     main = load("roles", "probe_deploy", "tasks", "main.yml")
     assert main[0]["ansible.builtin.import_role"] == {"name": "kprobes.fleet.validate"}
     assert main[1]["ansible.builtin.import_tasks"] == "run.yml"
+
+
+def test_log_exempt_is_checked_before_any_host_task_and_reaches_every_probe():
+    result, errors, dummy = settings.check({"kprobes_fleet_probes": [{"name": "p", "function": "vfs_write"}],
+                                            "kprobes_fleet_log_exempt": ["fluent-bit", "vector*"]}, "h1", ["h1"])
+    assert errors == [] and result["kprobes_fleet_probes"][0]["log_exempt"] == ["fluent-bit", "vector*"]
+    result, errors, dummy = settings.check({"kprobes_fleet_log_exempt": []}, "h1", ["h1"])
+    assert errors == [] and all(p["log_exempt"] == [] for p in result["kprobes_fleet_probes"])
+    assert settings.check({}, "h1", ["h1"])[0]["kprobes_fleet_log_exempt"] == [
+        "systemd-journal", "rsyslogd", "syslog-ng", "klogd"]
+    dummy, errors, dummy = settings.check({"kprobes_fleet_log_exempt": ["rm -rf /"]}, "h1", ["h1"])
+    assert errors == ["kprobes_fleet_log_exempt: 'rm -rf /' is not a process name (at most 15 characters of letters, "
+                      "digits, space and _.:@+-, a trailing * for a prefix)"]

@@ -180,7 +180,7 @@ def test_init_registers_every_probe_on_its_symbol(module):
         [p['function'], str(p['maxactive'])] for p in module.variables['probes'])
     files = set(f[0] for f in values(lines, 'file'))
     attrs = ('function', 'hits', 'matches', 'nmissed', 'kp_nmissed', 'maxactive', 'registered', 'reg_err',
-             'suppressed', 'filtered', 'errnos', 'latency')
+             'suppressed', 'filtered', 'exempted', 'errnos', 'latency')
     assert files == set(['kprobes_fleet/spec_hash', 'kprobes_fleet/marker'] + [
         'kprobes_fleet/probes/%s/%s' % (p['name'], a) for p in module.variables['probes'] for a in attrs])
     assert set(f[1] for f in values(lines, 'file')) == {'444'}  # read-only
@@ -304,7 +304,8 @@ def test_the_handler_reads_the_chosen_candidates_type(tmp_path):
 
 
 def test_rate_limit_and_log_readers(tmp_path):
-    """log_burst lines per interval, the rest counted as suppressed; the log daemons' own matches never logged."""
+    """log_burst lines per interval, the rest counted as suppressed; the log daemons' own matches never logged,
+    counted in exempted (not in suppressed, and not against the budget)."""
     if CC is None:
         pytest.skip('no C compiler')
     variables = spec([{'name': 'full', 'function': 'vfs_write', 'report': ['ENOSPC'], 'log_burst': 2,
@@ -314,12 +315,50 @@ def test_rate_limit_and_log_readers(tmp_path):
     hit = 'hit vfs_write %d' % u64(-28)
     lines = module.ok('init', hit, hit, hit, 'interval', hit, hit + ' systemd-journal', hit + ' rsyslogd',
                       hit + ' syslog-ng', hit + ' klogd', 'interval', hit + ' journalctl',
-                      'read kprobes_fleet/probes/full/matches', 'read kprobes_fleet/probes/full/suppressed')
+                      'read kprobes_fleet/probes/full/matches', 'read kprobes_fleet/probes/full/suppressed',
+                      'read kprobes_fleet/probes/full/exempted')
     events = [kmsg.parse_event('kprobes_fleet', t) for dummy, t in values(lines, 'log')]
     assert [e['comm'] for e in events if e] == ['bash', 'bash', 'bash', 'journalctl']
-    assert sysfs(lines) == {'kprobes_fleet/probes/full/matches': '9', 'kprobes_fleet/probes/full/suppressed': '5'}
+    assert sysfs(lines) == {'kprobes_fleet/probes/full/matches': '9', 'kprobes_fleet/probes/full/suppressed': '1',
+                            'kprobes_fleet/probes/full/exempted': '4'}
     # records from the handlers go to the ring buffer deferred (LOGLEVEL_SCHED), at KERN_INFO
     assert set(level for level, text in values(lines, 'log') if 'probe=' in text) == {'6D'}
+
+
+def test_log_exempt_is_the_users_list(tmp_path):
+    """kprobes_fleet_log_exempt (normalize's log_exempt) for every probe, a probe's own log_exempt for it; an
+    empty list exempts nobody; a trailing * is a prefix; a probe with args (the ring) and log: false exempt nobody."""
+    if CC is None:
+        pytest.skip('no C compiler')
+    probes = ps.normalize([{'name': 'mine', 'function': 'vfs_write', 'report': ['ENOSPC']},
+                           {'name': 'nobody', 'function': 'vfs_fsync_range', 'returns': 'int', 'log_exempt': []},
+                           {'name': 'silent', 'function': 'vfs_fallocate', 'returns': 'int', 'log': False},
+                           {'name': 'ringed', 'function': 'kern_path', 'returns': 'int',
+                            'args': [{'name': 'name', 'arg': 1, 'type': 'string'}]}],
+                          log_exempt=['fluent-bit', 'vector*'])
+    assert [p['log_exempt'] for p in probes] == [['fluent-bit', 'vector*'], [], ['fluent-bit', 'vector*'],
+                                                 ['fluent-bit', 'vector*']]
+    variables = spec(probes)
+    rc, out, module = build_user_space(tmp_path, variables)
+    assert rc == 0, out
+    commands = ['init']
+    for comm in ('fluent-bit', 'vector', 'vector-agent', 'systemd-journal', 'fluent-bits'):
+        commands += ['hit vfs_write %d %s' % (u64(-28), comm), 'hit vfs_fsync_range %d %s' % (u64(-5), comm),
+                     'hit vfs_fallocate %d %s' % (u64(-5), comm)]
+    commands += ['call kern_path %d s:%s' % (u64(-2), hexed('/x'))]
+    commands += ['read kprobes_fleet/probes/%s/%s' % (p, c) for p in ('mine', 'nobody', 'silent', 'ringed')
+                 for c in ('matches', 'exempted', 'suppressed')]
+    lines = module.ok(*commands)
+    got = sysfs(lines)
+    logged = [(e['probe'], e['comm']) for e in (kmsg.parse_event('kprobes_fleet', t) for dummy, t in values(lines, 'log'))
+              if e]
+    assert logged == [('nobody', 'fluent-bit'), ('nobody', 'vector'), ('nobody', 'vector-agent'),
+                      ('mine', 'systemd-journal'), ('nobody', 'systemd-journal'),
+                      ('mine', 'fluent-bits'), ('nobody', 'fluent-bits')]
+    assert [got['kprobes_fleet/probes/mine/%s' % c] for c in ('matches', 'exempted', 'suppressed')] == ['5', '3', '0']
+    assert [got['kprobes_fleet/probes/nobody/%s' % c] for c in ('matches', 'exempted', 'suppressed')] == ['5', '0', '0']
+    assert [got['kprobes_fleet/probes/silent/%s' % c] for c in ('matches', 'exempted', 'suppressed')] == ['5', '0', '0']
+    assert [got['kprobes_fleet/probes/ringed/%s' % c] for c in ('matches', 'exempted', 'suppressed')] == ['1', '0', '0']
 
 
 def test_probe_context_never_prints_directly_and_is_not_probeable(module):
@@ -328,10 +367,10 @@ def test_probe_context_never_prints_directly_and_is_not_probeable(module):
     rc, lines = module.run(*(commands + ['nokprobe', 'handlers']))
     assert rc == 0 and values(lines, 'direct_in_probe') == [], lines
     blacklisted = set(n[0] for n in values(lines, 'nokprobe'))
-    assert {'kpf_match', 'kpf_is_log_reader', 'kpf_printk_deferred', 'kpf_errno_slot'} <= blacklisted
+    assert {'kpf_match', 'kpf_is_exempt', 'kpf_comm_is', 'kpf_printk_deferred', 'kpf_errno_slot'} <= blacklisted
     handlers = values(lines, 'handler_nokprobe')
     assert sorted(h[0] for h in handlers) == sorted(p['function'] for p in module.variables['probes'])
-    assert blacklisted == {'kpf_match', 'kpf_is_log_reader', 'kpf_printk_deferred', 'kpf_errno_slot'} | set(
+    assert blacklisted == {'kpf_match', 'kpf_is_exempt', 'kpf_comm_is', 'kpf_printk_deferred', 'kpf_errno_slot'} | set(
         h[1] for h in handlers)
 
 

@@ -782,7 +782,7 @@ def test_collect_counters_and_events(host):
         assert set(entry) == set(COUNTERS) | {'function', 'errnos', 'latency'}
     assert p['disk_full'] == {'function': 'vfs_write', 'hits': 4, 'matches': 3, 'nmissed': 0, 'kp_nmissed': None,
                               'maxactive': 1024, 'registered': 1, 'reg_err': 0, 'suppressed': 0,
-                              'filtered': 0, 'errnos': {'ENOSPC': 3}, 'latency': None}
+                              'filtered': 0, 'exempted': 0, 'errnos': {'ENOSPC': 3}, 'latency': None}
     assert p['open_failures']['errnos'] == {'ENOENT': 1}
     assert p['sleepers']['errnos'] is None  # report: any is keyed by event type, not by return value
     assert (p['open_failures']['hits'], p['open_failures']['matches']) == (2, 1)
