@@ -177,11 +177,11 @@ def parse(text):
         if not line or line.startswith('#'):
             continue
         head, value = line.rsplit(' ', 1)
-        metric, _, rest = head.partition('{')
+        metric, dummy, rest = head.partition('{')
         labels = {}
         rest = rest[:-1] if rest.endswith('}') else rest
         while rest:
-            key, _, rest = rest.partition('="')
+            key, dummy, rest = rest.partition('="')
             val, i = [], 0
             while rest[i] != '"':
                 if rest[i] == '\\':

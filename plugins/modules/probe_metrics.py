@@ -51,7 +51,7 @@ options:
       - The errnos each probe reports (probe name to a list of errno names), shown as C(0) in
         C(kprobes_fleet_errno_total) until counted, so the first C(ENOSPC) is an increase that
         C(increase()) and alerts see, not the start of a series. The deploy passes the probes with
-        C(report: errno).
+        C(report=errno).
     type: dict
     default: {}
 seealso:

@@ -72,7 +72,7 @@ def test_the_textfile_has_every_family_with_the_kernels_counts(running):
     assert text.startswith(metrics.mark_line(NAME))
     got = metrics.parse(text)
     fn = dict(probe='disk_full', function='vfs_write')
-    for key, metric, _ in metrics.PROBE_COUNTERS:
+    for key, metric, dummy in metrics.PROBE_COUNTERS:
         assert sample(got, 'kprobes_fleet_' + metric, **fn) == COUNTS[key]
     assert sample(got, 'kprobes_fleet_errno_total', errno='ENOSPC', **fn) == 4
     assert sample(got, 'kprobes_fleet_errno_total', errno='ENOENT', **fn) == 3
@@ -99,7 +99,7 @@ def test_facts_and_metrics_agree(running):
     assert facts['loaded'] and len(facts['probes']) == 2
     for probe, p in facts['probes'].items():
         fn = dict(probe=probe, function=p['function'])
-        for key, metric, _ in metrics.PROBE_COUNTERS:
+        for key, metric, dummy in metrics.PROBE_COUNTERS:
             assert sample(got, 'kprobes_fleet_' + metric, **fn) == p[key], (probe, key)
         for errno, n in (p['errnos'] or {}).items():
             assert sample(got, 'kprobes_fleet_errno_total', errno=errno, **fn) == n
@@ -163,7 +163,7 @@ def test_write_replaces_only_our_file(running):
     os.unlink(path)
     metrics.write(NAME, STATE_DIR, DIR, root=running.root)
     assert metrics.is_ours(path, NAME) and oct(os.stat(path).st_mode & 0o777) == '0o644'
-    assert [n for n in os.listdir(os.path.dirname(path))] == [os.path.basename(path)]  # no temp file left
+    assert os.listdir(os.path.dirname(path)) == [os.path.basename(path)]  # no temp file left
 
 
 # -- the module that installs the timer ----------------------------------------------------------
