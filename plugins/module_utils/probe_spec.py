@@ -54,8 +54,15 @@ _INPUT_KEYS = frozenset(('name', 'function', 'functions', 'returns', 'report', '
 # prefix with a trailing ``*``; ``uid``/``uid_not``: user ids (initial user namespace). A probe matches
 # when its report condition holds, its comm is in ``comm`` (when given) and not in ``comm_not``, and
 # likewise for uid. The names go into the C source: a closed character set, refused otherwise.
-FILTER_KEYS = ('comm', 'comm_not', 'uid', 'uid_not')
+FILTER_KEYS = ('comm', 'comm_not', 'uid', 'uid_not', 'args', 'args_not')
 MAX_FILTER_VALUES = 16
+# ``args``/``args_not``: {argument name: [values]} on the probe's own captured string arguments (string,
+# ustring, filename, file: its path below its filesystem's root), each value the whole string or, with a
+# trailing ``*``, a prefix of it; compared in the return handler with the bytes the entry handler read. A
+# value is at most ARG_STR_MAX - 1 bytes (UTF-8) of text without control characters; a string that could
+# not be read, or was cut, never equals a value (a cut one may still start with a prefix).
+STRING_ARG_TYPES = ('string', 'ustring', 'filename', 'file')
+_FILTER_TEXT_BAD = re.compile(u'[\x00-\x1f\x7f-\x9f\ud800-\udfff]')
 COMM_PATTERN = r'^[A-Za-z0-9_.:@+-][A-Za-z0-9_.:@+ -]{0,14}\*?$'
 _COMM_RE = re.compile(COMM_PATTERN[1:-1])
 UID_MAX = 4294967294
@@ -408,10 +415,67 @@ def check_comm_list(value, what):
     return out
 
 
-def _check_filter(ctx, value):
-    """The filter mapping, normalized: {comm: [...], comm_not: [...], uid: [...], uid_not: [...]} (sorted)."""
+def _check_arg_filter(ctx, key, value):
+    """filter args/args_not: {argument name: [values, sorted]}; the names are checked against the probe's
+    arguments later (_check_filter_args)."""
     if value is None:
-        return dict((k, []) for k in FILTER_KEYS)
+        return {}
+    if not isinstance(value, dict):
+        ctx.fail('filter', '%s must be a mapping of argument names to values (args: {path: ["/etc/*"]}), got %s'
+                 % (key, _type_name(value)))
+    if len(value) > MAX_ARGS:
+        ctx.fail('filter', '%s: at most %d arguments, got %d' % (key, MAX_ARGS, len(value)))
+    out = {}
+    for name, items in value.items():
+        if not isinstance(name, str) or not _ARG_NAME_RE.fullmatch(name):
+            ctx.fail('filter', '%s: %s is not an argument name (%s)' % (
+                key, names.shown(name) if isinstance(name, str) else _type_name(name), ARG_NAME_PATTERN))
+        items = _str_list(items)
+        if not items:
+            ctx.fail('filter', '%s.%s must be a list of 1 to %d strings' % (key, name, MAX_FILTER_VALUES))
+        if len(items) > MAX_FILTER_VALUES:
+            ctx.fail('filter', '%s.%s: at most %d values, got %d' % (key, name, MAX_FILTER_VALUES, len(items)))
+        checked = []
+        for item in items:
+            if not isinstance(item, str):
+                ctx.fail('filter', '%s.%s: each value must be a string, got %s' % (key, name, _type_name(item)))
+            text = item[:-1] if item.endswith('*') else item
+            if not text:
+                ctx.fail('filter', '%s.%s: %s matches every string; give some text before the *' % (
+                    key, name, names.shown(item)))
+            if '*' in text:
+                ctx.fail('filter', '%s.%s: %s has a * that is not at its end (a trailing * marks a prefix; there '
+                         'are no other wildcards)' % (key, name, names.shown(item)))
+            if _FILTER_TEXT_BAD.search(text):
+                ctx.fail('filter', '%s.%s: %s holds a control character' % (key, name, names.shown(item)))
+            if len(text.encode('utf-8')) > ARG_STR_MAX - 1:
+                ctx.fail('filter', '%s.%s: a value is at most %d bytes (what is captured of a string), got %d' % (
+                    key, name, ARG_STR_MAX - 1, len(text.encode('utf-8'))))
+            if item not in checked:
+                checked.append(str(item))
+        out[str(name)] = sorted(checked)
+    return out
+
+
+def _check_filter_args(ctx, filters, functions):
+    """Every argument a filter names is a string-like argument of every candidate (any may be chosen)."""
+    for key in ('args', 'args_not'):
+        for name in sorted(filters[key]):
+            for cand in functions:
+                kinds = dict((a['name'], a['type']) for a in cand['args'])
+                if name not in kinds:
+                    ctx.fail('filter', '%s.%s: candidate %s captures no argument %s (its args: %s)' % (
+                        key, name, cand['function'], name, ', '.join(sorted(kinds)) or 'none'))
+                if kinds[name] not in STRING_ARG_TYPES:
+                    ctx.fail('filter', '%s.%s: argument %s of candidate %s is of type %s; only %s arguments can be '
+                             'filtered on' % (key, name, name, cand['function'], kinds[name], ', '.join(STRING_ARG_TYPES)))
+
+
+def _check_filter(ctx, value):
+    """The filter mapping, normalized: {comm: [...], comm_not: [...], uid: [...], uid_not: [...] (sorted),
+    args: {name: [...]}, args_not: {name: [...]}}."""
+    if value is None:
+        return dict((k, {} if k in ('args', 'args_not') else []) for k in FILTER_KEYS)
     if not isinstance(value, dict):
         ctx.fail('filter', 'must be a mapping with keys %s, got %s' % (', '.join(FILTER_KEYS), _type_name(value)))
     unknown = sorted(str(k) for k in value if k not in FILTER_KEYS)
@@ -419,6 +483,9 @@ def _check_filter(ctx, value):
         ctx.fail('filter', 'unknown key %s (known: %s)' % (names.shown(unknown[0]), ', '.join(FILTER_KEYS)))
     out = {}
     for key in FILTER_KEYS:
+        if key in ('args', 'args_not'):
+            out[key] = _check_arg_filter(ctx, key, value.get(key))
+            continue
         items = _str_list(value.get(key, [])) if key.startswith('comm') else value.get(key, [])
         if isinstance(items, (int, str)) and not isinstance(items, bool) and key.startswith('uid'):
             items = [items]
@@ -500,6 +567,7 @@ def _normalize_one(index, raw, log_exempt=LOG_EXEMPT_DEFAULT):
         ctx.fail('latency', 'slower_than needs latency (it is on by default with slower_than; drop latency: false)')
     latency = latency or slower_than is not None
     filters = _check_filter(ctx, raw.get('filter'))
+    _check_filter_args(ctx, filters, functions)
     try:
         exempt = check_comm_list(raw.get('log_exempt', log_exempt), 'log_exempt')
     except ProbeSpecError as e:

@@ -571,7 +571,7 @@ def test_slower_than_with_latency_false_is_a_contradiction():
 
 def test_filters_are_normalized_sorted_and_need_the_module():
     got = ps.normalize([probe(filter={'comm': ['postgres', 'nginx*', 'postgres'], 'uid_not': [0, '1000']})])[0]
-    assert got['filter'] == {'comm': ['nginx*', 'postgres'], 'comm_not': [], 'uid': [], 'uid_not': [0, 1000]}
+    assert got['filter'] == dict(NO_FILTER, comm=['nginx*', 'postgres'], uid_not=[0, 1000])
     assert ps.normalize([got]) == [got]
     assert ps.module_only([got]) == [('p', 'filters in the kernel (filter)')]
     assert ps.normalize([probe()])[0]['filter'] == NO_FILTER
@@ -579,7 +579,7 @@ def test_filters_are_normalized_sorted_and_need_the_module():
 
 
 @pytest.mark.parametrize('value,message', [
-    ('postgres', 'must be a mapping with keys comm, comm_not, uid, uid_not, got string'),
+    ('postgres', 'must be a mapping with keys comm, comm_not, uid, uid_not, args, args_not, got string'),
     ({'pid': [1]}, "unknown key 'pid'"),
     ({'comm': ['a"); evil(']}, "comm: 'a\"); evil(' is not a process name"),
     ({'comm': ['back\\\\slash']}, 'is not a process name'),
@@ -626,3 +626,55 @@ def test_log_exempt_refuses_what_is_not_a_process_name(value, message):
     with pytest.raises(ps.ProbeSpecError) as info:
         ps.check_comm_list(value, 'kprobes_fleet_log_exempt')
     assert str(info.value).startswith('kprobes_fleet_log_exempt: ') and message in str(info.value)
+
+
+# --- filters on captured args (#23) ------------------------------------------------------------------
+
+def args_probe(**kw):
+    return probe(function=[{'function': 'do_sys_openat2', 'returns': 'int'},
+                           {'function': 'do_sys_open', 'returns': 'int',
+                            'args': [{'name': 'path', 'arg': 2, 'type': 'filename'},
+                                     {'name': 'flags', 'arg': 3, 'type': 'int'}]}],
+                 args=[{'name': 'path', 'arg': 2, 'type': 'ustring'}, {'name': 'flags', 'arg': 3, 'type': 'int'}],
+                 **kw)
+
+
+def test_args_filter_is_normalized():
+    got = ps.normalize([args_probe(filter={'args': {'path': ['/var/log/app.log', '/etc/*', '/etc/*']},
+                                           'args_not': {'path': '/etc/shadow'}})])[0]['filter']
+    assert got['args'] == {'path': ['/etc/*', '/var/log/app.log']} and got['args_not'] == {'path': ['/etc/shadow']}
+    assert ps.normalize([probe()])[0]['filter']['args'] == {}
+    assert ps.module_only([args_probe(filter={'args': {'path': ['/etc/*']}})]) == [
+        ('p', 'captures arguments (args) and filters in the kernel (filter)')]
+    long_ok = '/' + 'x' * 254
+    assert ps.normalize([args_probe(filter={'args': {'path': [long_ok, long_ok + '*', 'caf\u00e9']}})])
+
+
+@pytest.mark.parametrize('flt,message', [
+    ({'args': {'nope': ['/x']}}, "candidate do_sys_openat2 captures no argument nope (its args: flags, path)"),
+    ({'args': {'flags': ['1']}}, "argument flags of candidate do_sys_openat2 is of type int; only string, ustring, "
+                                 "filename, file arguments can be filtered on"),
+    ({'args': {'path': ['/' + 'x' * 255]}}, "a value is at most 255 bytes (what is captured of a string), got 256"),
+    ({'args': {'path': ['/\u00e9' * 128]}}, "a value is at most 255 bytes"),
+    ({'args': {'path': ['/a\nb']}}, "holds a control character"),
+    ({'args': {'path': ['/a\x9bb']}}, "holds a control character"),
+    ({'args': {'path': ['/a*b']}}, "has a * that is not at its end"),
+    ({'args': {'path': ['*']}}, "matches every string"),
+    ({'args': {'path': ['']}}, "matches every string"),
+    ({'args': {'path': []}}, "args.path must be a list of 1 to 16 strings"),
+    ({'args': {'path': [7]}}, "each value must be a string, got integer"),
+    ({'args': {'path': ['/%d' % i for i in range(17)]}}, "at most 16 values, got 17"),
+    ({'args': ['/etc/*']}, "args must be a mapping of argument names to values"),
+    ({'args': {'Bad Name': ['/x']}}, "is not an argument name"),
+    ({'args_not': {'nope': ['/x']}}, "args_not.nope: candidate do_sys_openat2 captures no argument nope"),
+])
+def test_args_filter_refuses_with_one_sentence(flt, message):
+    err = error_of([args_probe(filter=flt)])
+    assert message in err and "field 'filter'" in err and '\n' not in err
+
+
+def test_args_filter_needs_the_argument_on_every_candidate():
+    spec = args_probe(filter={'args': {'path': ['/etc/*']}})
+    spec['function'][1]['args'] = [{'name': 'name', 'arg': 2, 'type': 'filename'}]
+    assert 'candidate do_sys_open captures no argument path (its args: name)' in error_of([spec])
+    assert 'captures no argument path (its args: none)' in error_of([probe(filter={'args': {'path': ['/x']}})])

@@ -51,6 +51,10 @@ ARGS = [
     {'name': 'no_args', 'function': 'vfs_fsync_range', 'returns': 'int'},
     {'name': 'timed_filtered', 'function': 'vfs_fallocate', 'returns': 'int', 'slower_than': '1ms',
      'filter': {'comm': ['postgres', 'nginx*'], 'comm_not': ['nginx-debug'], 'uid_not': [0]}},
+    {'name': 'etc_opens', 'function': [{'function': 'do_sys_openat', 'returns': 'int'}],
+     'args': [{'name': 'path', 'arg': 2, 'type': 'ustring'}, {'name': 'file', 'arg': 1, 'type': 'file'}],
+     'filter': {'args': {'path': ['/etc/*', '/var/log/app.log', 'quote"back\\slash??/x', 'caf\u00e9']},
+                'args_not': {'file': ['/secret*']}}},
 ]
 MARKER = 'kprobes.fleet'
 U64 = 1 << 64
@@ -678,3 +682,41 @@ def test_filters_keep_only_whom_they_name_and_count_the_rest(tmp_path):
     # the harness runs as uid 1000: not root, so it passes uid_not: [0]
     assert [got['kprobes_fleet/probes/root_opens/%s' % c] for c in ('hits', 'matches', 'filtered')] == ['1', '1', '0']
     assert [got['kprobes_fleet/probes/plain/%s' % c] for c in ('hits', 'matches', 'filtered')] == ['1', '1', '0']
+
+
+# -- filters on captured args (#23): equal or prefix, in the return handler, the rest in filtered ------------
+
+def test_args_filters_compare_the_captured_bytes(args_module):
+    """filter args: whole strings or prefixes of the captured bytes (C-escaped in the source, UTF-8); a cut
+    string never equals a value, an unreadable one matches nothing; args_not excludes; non-matches in filtered."""
+    f = 'f:ext4:8:1:%s' % hexed('/home/u/x')
+    cases = [('/etc/passwd', True), ('/etc', False), ('/etcetera', False), ('/var/log/app.log', True),
+             ('/var/log/app.log.1', False), ('quote"back\\slash??/x', True), ('caf\u00e9', True), ('cafe', False),
+             ('/other', False)]
+    calls = ['call do_sys_openat %d %s s:%s' % (u64(-13), f, hexed(path)) for path, dummy in cases]
+    calls += ['call do_sys_openat %d %s bad' % (u64(-13), f),                                   # unreadable
+              'call do_sys_openat %d %s s:%s' % (u64(-13), 'f:ext4:8:1:%s' % hexed('/secret/k'), hexed('/etc/k')),
+              'call do_sys_openat %d %s s:%s' % (u64(-13), f, hexed('/etc/' + 'a' * 300))]        # cut, prefix ok
+    events, lines = ring(args_module, *(calls + ['read kprobes_fleet/probes/etc_opens/%s' % c
+                                                 for c in ('hits', 'matches', 'filtered')]))
+    got = sysfs(lines)
+    want = [p for p, ok in cases if ok] + ['/etc/' + 'a' * 250]
+    from ansible_collections.kprobes.fleet.plugins.module_utils import event_ring
+    assert [event_ring.raw(e['args']['path']).decode() for e in events if e['probe'] == 'etc_opens'] == want
+    assert [got['kprobes_fleet/probes/etc_opens/%s' % c] for c in ('hits', 'matches', 'filtered')] == [
+        str(len(calls)), str(len(want)), str(len(calls) - len(want))]
+
+
+def test_args_filter_equal_never_matches_a_cut_string(tmp_path):
+    if CC is None:
+        pytest.skip('no C compiler')
+    exact = '/' + 'b' * 254  # 255 bytes: what a cut string holds
+    variables = spec([{'name': 'k', 'function': 'kern_path', 'returns': 'int',
+                       'args': [{'name': 'name', 'arg': 1, 'type': 'string'}], 'filter': {'args': {'name': [exact]}}}])
+    rc, out, module = build_user_space(tmp_path, variables)
+    assert rc == 0, out
+    events, lines = ring(module, 'call kern_path %d s:%s' % (u64(-2), hexed(exact)),
+                         'call kern_path %d s:%s' % (u64(-2), hexed(exact + 'c')),
+                         'read kprobes_fleet/probes/k/filtered')
+    assert [e['args']['name'] for e in events] == [exact] and sysfs(lines)['kprobes_fleet/probes/k/filtered'] == '1'
+    assert 'args_truncated' not in events[0]  # 255 bytes and its NUL: whole, not cut
