@@ -44,6 +44,7 @@ PROBE_COUNTERS = (
     ('kp_nmissed', 'kprobe_nmissed_total', 'Entries the kprobe under the kretprobe missed (module backend).'),
     ('suppressed', 'suppressed_total', 'Matches not written to the kernel log by its rate limit (counted all the same).'),
     ('filtered', 'filtered_total', 'Returns the in-kernel filters kept out of the matches.'),
+    ('exempted', 'exempted_total', 'Matches of the log readers (kprobes_fleet_log_exempt) kept out of the kernel log, counted.'),
 )
 
 
