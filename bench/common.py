@@ -51,7 +51,8 @@ def playbook(inventory, playbook_path, extra=None, log_path=None, limit=None):
                PATH=BIN + os.pathsep + os.environ.get("PATH", ""))
     argv = [os.path.join(BIN, "ansible-playbook"), "-i", inventory, playbook_path]
     for k, v in (extra or {}).items():
-        argv += ["-e", "%s=%s" % (k, v)]
+        # a list or a mapping (a probe spec) as a JSON extra var, anything else as key=value
+        argv += ["-e", json.dumps({k: v}) if isinstance(v, (list, dict)) else "%s=%s" % (k, v)]
     if limit:
         argv += ["--limit", ",".join(limit)]
     t0 = time.time()
