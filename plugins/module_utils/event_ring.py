@@ -8,7 +8,7 @@ where ``kernel.dmesg_restrict=0``: its matches go to a ring of 2,048 records tha
 read (mode 0400). A read returns one record framed like a /dev/kmsg record, so kmsg's reader
 and cursor logic apply (a gap in the sequence numbers is events lost); end of file when caught up::
 
-    6,<seq>,<usec>,-;<module>: probe=<p> func=<f> ret=<n> pid=<tgid> tid=<tid> uid=<uid> [lat_ns=<ns>] comm=<c>
+    6,<seq>,<usec>,-;<module>: probe=<p> func=<f> ret=<n> pid=<tgid> tid=<tid> uid=<uid> [lat_ns=<ns>] cgroup=<path> comm=<c>
         arg.<name>=<string> | arg.<name>.num=<number>  [arg.<name>.truncated=1] [arg.<name>.error=<-errno>]
         [arg.<name>.dev=<major>:<minor> arg.<name>.fs=<type>]          (one line)
 
@@ -29,10 +29,9 @@ from ansible_collections.kprobes.fleet.plugins.module_utils import kmsg
 from ansible_collections.kprobes.fleet.plugins.module_utils.hostfs import read_text
 
 RING_FILE = '%s.events'     # in /proc, per module
-_PCT_RE = re.compile(r'%([0-9a-fA-F]{2})')
 _ESC_RE = re.compile(r'\\x([0-9a-f]{2})')
 _HEAD = (r'^%s: probe=([a-z][a-z0-9_]*) func=(\S+) ret=(-?[0-9]+) pid=([0-9]+) tid=([0-9]+) '
-         r'uid=([0-9]+) (?:lat_ns=([0-9]+) )?comm=(\S*)((?: arg\.[a-z][a-z0-9_]*(?:\.[a-z]+)?=\S*)*)$')
+         r'uid=([0-9]+) (?:lat_ns=([0-9]+) )?(?:cgroup=(\S*) )?comm=(\S*)((?: arg\.[a-z][a-z0-9_]*(?:\.[a-z]+)?=\S*)*)$')
 _CACHE = {}
 
 
@@ -46,23 +45,8 @@ def ring_id(name, root='/'):
     return text.strip() if text and text.strip() else None
 
 
-def unpercent(value):
-    """The bytes behind the kernel's %XX escapes."""
-    return _PCT_RE.sub(lambda m: chr(int(m.group(1), 16)), value).encode('latin-1')
-
-
-def shown(data):
-    """Bytes as facts text: printable UTF-8 as is; every other byte, and ``\\``, as ``\\xHH``."""
-    out = []
-    for ch in data.decode('utf-8', 'surrogateescape'):
-        code = ord(ch)
-        if 0xdc80 <= code <= 0xdcff:
-            out.append('\\x%02x' % (code - 0xdc00))
-        elif code < 0x20 or code == 0x7f or 0x80 <= code <= 0x9f or ch == '\\':
-            out.extend('\\x%02x' % b for b in ch.encode('utf-8'))
-        else:
-            out.append(ch)
-    return ''.join(out)
+unpercent = kmsg.unpercent
+shown = kmsg.shown
 
 
 def raw(text):
@@ -83,7 +67,7 @@ def parse_event(module, text):
     if m is None:
         return None
     fields = {}
-    for item in m.group(9).split():
+    for item in m.group(10).split():
         key, dummy, value = item.partition('=')
         fields[key[len('arg.'):]] = value
     args, truncated, errors, files = {}, [], {}, {}
@@ -100,8 +84,9 @@ def parse_event(module, text):
         elif attr in ('dev', 'fs'):
             files.setdefault(name, {})[attr] = shown(unpercent(value)) if attr == 'fs' else value
     event = {'probe': m.group(1), 'function': m.group(2), 'ret': int(m.group(3)), 'pid': int(m.group(4)),
-             'tid': int(m.group(5)), 'uid': int(m.group(6)), 'comm': shown(unpercent(m.group(8))),
+             'tid': int(m.group(5)), 'uid': int(m.group(6)), 'comm': shown(unpercent(m.group(9))),
              'args': args}
+    event.update(kmsg.whose(m.group(8)))
     if m.group(7) is not None:
         event['lat_ns'] = int(m.group(7))
     for name, info in files.items():

@@ -42,6 +42,11 @@ MAX_OVERRUNS = 1000
 LOG_KERN = 0
 
 _ESCAPE_RE = re.compile(br'\\x([0-9a-fA-F]{2})')
+_PCT_RE = re.compile(r'%([0-9a-fA-F]{2})')
+# The unit of a cgroup path (``unit`` in events): its deepest whole component that is a systemd unit's
+# cgroup, by its suffix. A process is in a .service or .scope; .socket, .mount and .swap run helpers;
+# a .slice only where nothing deeper is a unit.
+UNIT_SUFFIXES = ('.service', '.scope', '.socket', '.mount', '.swap', '.slice')
 _EVENT_RE_CACHE = {}
 
 
@@ -87,12 +92,54 @@ def parse_record(raw):
     }
 
 
+def unpercent(value):
+    """The bytes behind the kernel's %XX escapes (the ring's values, a cgroup path)."""
+    return _PCT_RE.sub(lambda m: chr(int(m.group(1), 16)), value).encode('latin-1', 'replace')
+
+
+def shown(data):
+    """Bytes as facts text: printable UTF-8 as is; every other byte, and ``\\``, as ``\\xHH``."""
+    out = []
+    for ch in data.decode('utf-8', 'surrogateescape'):
+        code = ord(ch)
+        if 0xdc80 <= code <= 0xdcff:
+            out.append('\\x%02x' % (code - 0xdc00))
+        elif code < 0x20 or code == 0x7f or 0x80 <= code <= 0x9f or ch == '\\':
+            out.extend('\\x%02x' % b for b in ch.encode('utf-8'))
+        else:
+            out.append(ch)
+    return ''.join(out)
+
+
+def unit_of(path):
+    """The systemd unit of a cgroup path (bytes): its deepest whole component with a unit's suffix
+    (UNIT_SUFFIXES, .slice last), as shown() text; None when there is none. A cut path ("...") starts
+    with a part of a component, which is never taken."""
+    parts = path.split(b'/')
+    if path.startswith(b'...'):
+        parts = parts[1:]
+    for suffixes in (UNIT_SUFFIXES[:-1], UNIT_SUFFIXES[-1:]):
+        for part in reversed(parts):
+            if any(part.endswith(s.encode()) and len(part) > len(s) for s in suffixes):
+                return shown(part)
+    return None
+
+
+def whose(cgroup):
+    """``{cgroup, unit}`` of an event from the kernel's escaped cgroup path (None: not given)."""
+    if cgroup is None:
+        return {'cgroup': None, 'unit': None}
+    path = unpercent(cgroup)
+    return {'cgroup': shown(path), 'unit': unit_of(path)}
+
+
 def _event_re(module):
     rx = _EVENT_RE_CACHE.get(module)
     if rx is None:
         rx = re.compile(
             r'^' + re.escape(module) + r': probe=([a-z][a-z0-9_]*) func=(\S+)'
-            r' ret=(-?[0-9]+)(?: lat_ns=([0-9]+))? pid=([0-9]+) comm=(.*)$',
+            r' ret=(-?[0-9]+)(?: lat_ns=([0-9]+))? pid=([0-9]+)(?: tid=([0-9]+) uid=([0-9]+) cgroup=(\S*))?'
+            r' comm=(.*)$',
             re.DOTALL,
         )
         _EVENT_RE_CACHE[module] = rx
@@ -100,12 +147,16 @@ def _event_re(module):
 
 
 def parse_event(module, text):
-    """Parse ``<mod>: probe=<name> func=<symbol> ret=<n> [lat_ns=<ns>] pid=<pid> comm=<comm>``.
+    """Parse ``<mod>: probe=<name> func=<symbol> ret=<n> [lat_ns=<ns>] pid=<pid> tid=<tid> uid=<uid>
+    cgroup=<path> comm=<comm>``.
 
-    Returns ``dict(probe, function, ret, pid, comm)`` (plus ``lat_ns`` for a probe that times its
-    calls) or None for any other line
+    Returns ``dict(probe, function, ret, pid, tid, uid, cgroup, unit, comm)`` (plus ``lat_ns`` for a probe
+    that times its calls) or None for any other line
     (other modules, this module's ``loaded ...`` line, errors).  ``comm`` is everything after
-    ``comm=``, so it may contain spaces and ``=``.
+    ``comm=``, so it may contain spaces and ``=``.  ``pid`` is the process (thread group) id, ``tid`` the
+    thread's; a line of a module built before they were both logged has only ``pid=``, which was the
+    thread id: ``pid`` and ``tid`` are that number, ``uid``, ``cgroup`` and ``unit`` None. ``cgroup`` is
+    the path on the cgroup v2 hierarchy (shown() text; after ``...`` when cut), ``unit`` its systemd unit.
     """
     if not text:
         return None
@@ -117,8 +168,13 @@ def parse_event(module, text):
         'function': m.group(2),
         'ret': int(m.group(3)),
         'pid': int(m.group(5)),
-        'comm': m.group(6),
+        'comm': m.group(9),
     }
+    if m.group(6) is not None:
+        event.update(tid=int(m.group(6)), uid=int(m.group(7)))
+        event.update(whose(m.group(8)))
+    else:  # a module built before tid, uid and cgroup: its pid= was the thread id
+        event.update(tid=event['pid'], uid=None, cgroup=None, unit=None)
     if m.group(4) is not None:
         event['lat_ns'] = int(m.group(4))
     return event

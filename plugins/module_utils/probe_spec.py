@@ -54,7 +54,7 @@ _INPUT_KEYS = frozenset(('name', 'function', 'functions', 'returns', 'report', '
 # prefix with a trailing ``*``; ``uid``/``uid_not``: user ids (initial user namespace). A probe matches
 # when its report condition holds, its comm is in ``comm`` (when given) and not in ``comm_not``, and
 # likewise for uid. The names go into the C source: a closed character set, refused otherwise.
-FILTER_KEYS = ('comm', 'comm_not', 'uid', 'uid_not', 'args', 'args_not')
+FILTER_KEYS = ('comm', 'comm_not', 'uid', 'uid_not', 'args', 'args_not', 'cgroup', 'cgroup_not')
 MAX_FILTER_VALUES = 16
 # ``args``/``args_not``: {argument name: [values]} on the probe's own captured string arguments (string,
 # ustring, filename, file: its path below its filesystem's root), each value the whole string or, with a
@@ -62,6 +62,11 @@ MAX_FILTER_VALUES = 16
 # value is at most ARG_STR_MAX - 1 bytes (UTF-8) of text without control characters; a string that could
 # not be read, or was cut, never equals a value (a cut one may still start with a prefix).
 STRING_ARG_TYPES = ('string', 'ustring', 'filename', 'file')
+# ``cgroup``/``cgroup_not``: paths on the cgroup v2 (default) hierarchy as /proc/<pid>/cgroup shows them from the
+# host ("/system.slice/nginx.service"), each matching that cgroup and every cgroup below it (whole components:
+# not /system.slice/nginx.service2). At most CGROUP_FILTER_MAX bytes and CGROUP_FILTER_DEPTH components.
+CGROUP_FILTER_MAX = 255
+CGROUP_FILTER_DEPTH = 32
 _FILTER_TEXT_BAD = re.compile(u'[\x00-\x1f\x7f-\x9f\ud800-\udfff]')
 COMM_PATTERN = r'^[A-Za-z0-9_.:@+-][A-Za-z0-9_.:@+ -]{0,14}\*?$'
 _COMM_RE = re.compile(COMM_PATTERN[1:-1])
@@ -457,6 +462,38 @@ def _check_arg_filter(ctx, key, value):
     return out
 
 
+def _check_cgroup_filter(ctx, key, value):
+    """filter cgroup/cgroup_not: absolute cgroup paths, a trailing '/' dropped, sorted."""
+    items = _str_list(value if value is not None else [])
+    if items is None:
+        ctx.fail('filter', '%s must be a list of cgroup paths such as /system.slice/nginx.service, got %s'
+                 % (key, _type_name(value)))
+    if len(items) > MAX_FILTER_VALUES:
+        ctx.fail('filter', '%s: at most %d values, got %d' % (key, MAX_FILTER_VALUES, len(items)))
+    out = []
+    for item in items:
+        if not isinstance(item, str) or not item.startswith('/'):
+            ctx.fail('filter', '%s: %s is not a cgroup path (it starts with /, as in /proc/<pid>/cgroup: '
+                     '/system.slice/nginx.service)' % (key, names.shown(item) if isinstance(item, str) else _type_name(item)))
+        path = item.rstrip('/') if item != '/' else item
+        comps = path.split('/')[1:]
+        if path == '/':
+            ctx.fail('filter', '%s: / is every process; name a cgroup below it' % key)
+        if any(c in ('', '.', '..') for c in comps):
+            ctx.fail('filter', '%s: %s has an empty, . or .. component' % (key, names.shown(item)))
+        if '*' in path:
+            ctx.fail('filter', '%s: %s has a *; a cgroup path already matches every cgroup below it (no wildcards)'
+                     % (key, names.shown(item)))
+        if _FILTER_TEXT_BAD.search(path):
+            ctx.fail('filter', '%s: %s holds a control character' % (key, names.shown(item)))
+        if len(path.encode('utf-8')) > CGROUP_FILTER_MAX or len(comps) > CGROUP_FILTER_DEPTH:
+            ctx.fail('filter', '%s: a cgroup path is at most %d bytes and %d components, got %d bytes and %d' % (
+                key, CGROUP_FILTER_MAX, CGROUP_FILTER_DEPTH, len(path.encode('utf-8')), len(comps)))
+        if path not in out:
+            out.append(str(path))
+    return sorted(out)
+
+
 def _check_filter_args(ctx, filters, functions):
     """Every argument a filter names is a string-like argument of every candidate (any may be chosen)."""
     for key in ('args', 'args_not'):
@@ -485,6 +522,9 @@ def _check_filter(ctx, value):
     for key in FILTER_KEYS:
         if key in ('args', 'args_not'):
             out[key] = _check_arg_filter(ctx, key, value.get(key))
+            continue
+        if key in ('cgroup', 'cgroup_not'):
+            out[key] = _check_cgroup_filter(ctx, key, value.get(key))
             continue
         items = _str_list(value.get(key, [])) if key.startswith('comm') else value.get(key, [])
         if isinstance(items, (int, str)) and not isinstance(items, bool) and key.startswith('uid'):

@@ -133,13 +133,15 @@ def read_events(probe_set, state):
 
 
 def as_fact(ev, probe):
-    """A parsed trace line as an event fact (the module backend's keys)."""
+    """A parsed trace line as an event fact (the module backend's keys). The trace shows the thread id
+    only: it is ``tid``, and ``pid`` as before (the process id only for a single-threaded process); the
+    trace has no uid and no cgroup (null)."""
     ret = ev['ret']
     if probe['returns'] == 'errptr' and not ERRPTR_MIN <= ret < 0:
         ret = 0  # a valid pointer: never put a kernel address into facts
     return {'probe': probe['name'], 'function': probe['function'], 'ret': ret,
-            'errno': kmsg.errno_name(ret), 'pid': ev['pid'], 'comm': ev['comm'],
-            'ts_usec': ev['ts_usec'], 'ts': ev['ts_usec'] / 1000000.0}
+            'errno': kmsg.errno_name(ret), 'pid': ev['pid'], 'tid': ev['pid'], 'uid': None, 'cgroup': None,
+            'unit': None, 'comm': ev['comm'], 'ts_usec': ev['ts_usec'], 'ts': ev['ts_usec'] / 1000000.0}
 
 
 def collect(probe_set, max_events=1000, advance=True, check_mode=False):

@@ -579,7 +579,7 @@ def test_filters_are_normalized_sorted_and_need_the_module():
 
 
 @pytest.mark.parametrize('value,message', [
-    ('postgres', 'must be a mapping with keys comm, comm_not, uid, uid_not, args, args_not, got string'),
+    ('postgres', 'must be a mapping with keys comm, comm_not, uid, uid_not, args, args_not, cgroup, cgroup_not, got string'),
     ({'pid': [1]}, "unknown key 'pid'"),
     ({'comm': ['a"); evil(']}, "comm: 'a\"); evil(' is not a process name"),
     ({'comm': ['back\\\\slash']}, 'is not a process name'),
@@ -678,3 +678,29 @@ def test_args_filter_needs_the_argument_on_every_candidate():
     spec['function'][1]['args'] = [{'name': 'name', 'arg': 2, 'type': 'filename'}]
     assert 'candidate do_sys_open captures no argument path (its args: name)' in error_of([spec])
     assert 'captures no argument path (its args: none)' in error_of([probe(filter={'args': {'path': ['/x']}})])
+
+
+# --- cgroup filters (#23) -------------------------------------------------------------------------
+
+def test_cgroup_filter_is_normalized():
+    got = ps.normalize([probe(filter={'cgroup': ['/system.slice/nginx.service/', '/user.slice', '/user.slice'],
+                                      'cgroup_not': '/system.slice/nginx.service/debug'})])[0]['filter']
+    assert got['cgroup'] == ['/system.slice/nginx.service', '/user.slice']
+    assert got['cgroup_not'] == ['/system.slice/nginx.service/debug']
+    assert ps.module_only([probe(filter={'cgroup': ['/a.slice']})]) == [('p', 'filters in the kernel (filter)')]
+
+
+@pytest.mark.parametrize('value,message', [
+    ('system.slice', "is not a cgroup path (it starts with /"),
+    ('/', "/ is every process"),
+    ('/a//b', "has an empty, . or .. component"),
+    ('/a/../b', "has an empty, . or .. component"),
+    ('/nginx*', "has a *; a cgroup path already matches every cgroup below it"),
+    ('/a\nb', "holds a control character"),
+    ('/' + 'x' * 255, "at most 255 bytes and 32 components, got 256 bytes"),
+    ('/a' * 33, "got 66 bytes and 33"),
+    (7, "is not a cgroup path"),
+])
+def test_cgroup_filter_refuses_with_one_sentence(value, message):
+    err = error_of([probe(filter={'cgroup': [value]})])
+    assert message in err and '\n' not in err

@@ -55,6 +55,9 @@ ARGS = [
      'args': [{'name': 'path', 'arg': 2, 'type': 'ustring'}, {'name': 'file', 'arg': 1, 'type': 'file'}],
      'filter': {'args': {'path': ['/etc/*', '/var/log/app.log', 'quote"back\\slash??/x', 'caf\u00e9']},
                 'args_not': {'file': ['/secret*']}}},
+    {'name': 'units', 'function': 'vfs_unlink', 'returns': 'int',
+     'filter': {'cgroup': ['/system.slice/nginx.service', '/user.slice/q"uo\\te?'],
+                'cgroup_not': ['/system.slice/nginx.service/debug']}},
 ]
 MARKER = 'kprobes.fleet'
 U64 = 1 << 64
@@ -149,7 +152,7 @@ def build_user_space(tmp_path, variables, c_text=None):
     proc = subprocess.run([CC, '-std=gnu11', '-Wall', '-Wextra', '-Wno-unused-parameter', '-Werror',
                            '-I', str(work), '-I', KSTUB, '-include', 'kstub.h',
                            '-DKBUILD_MODNAME="%s"' % variables['module_name'],
-                           '-DCONFIG_KPROBES', '-DCONFIG_KRETPROBES', '-DCONFIG_PRINTK',
+                           '-DCONFIG_KPROBES', '-DCONFIG_KRETPROBES', '-DCONFIG_PRINTK', '-DCONFIG_CGROUPS',
                            '-o', str(binary), str(source), os.path.join(KSTUB, 'harness.c')],
                           capture_output=True, text=True, timeout=120, check=False)
     return proc.returncode, proc.stdout + proc.stderr, (Module(str(binary), variables) if proc.returncode == 0
@@ -226,7 +229,8 @@ def test_handlers_count_and_report_what_the_spec_says(module):
         burst = min(len(expected), p['log_burst'])
         assert got[base + 'suppressed'] == str(len(expected) - burst)
         assert [e['function'] for e in logged] == [p['function']] * burst
-        assert [e['comm'] for e in logged] == ['bash'] * burst and set(e['pid'] for e in logged) <= {4242}
+        assert [e['comm'] for e in logged] == ['bash'] * burst and set(e['pid'] for e in logged) <= {4240}
+        assert set((e['tid'], e['uid'], e['cgroup'], e['unit']) for e in logged) <= {(4242, 1000, '/', None)}
         assert [e['ret'] for e in logged] == [value_of(p, u64(r)) for r in expected][:burst]
 
 
@@ -371,10 +375,12 @@ def test_probe_context_never_prints_directly_and_is_not_probeable(module):
     rc, lines = module.run(*(commands + ['nokprobe', 'handlers']))
     assert rc == 0 and values(lines, 'direct_in_probe') == [], lines
     blacklisted = set(n[0] for n in values(lines, 'nokprobe'))
-    assert {'kpf_match', 'kpf_is_exempt', 'kpf_comm_is', 'kpf_printk_deferred', 'kpf_errno_slot'} <= blacklisted
+    always = {'kpf_match', 'kpf_is_exempt', 'kpf_comm_is', 'kpf_printk_deferred', 'kpf_errno_slot', 'kpf_escape',
+              'kpf_cgroup_path', 'kpf_cg_name', 'kpf_kstr'}
+    assert always <= blacklisted
     handlers = values(lines, 'handler_nokprobe')
     assert sorted(h[0] for h in handlers) == sorted(p['function'] for p in module.variables['probes'])
-    assert blacklisted == {'kpf_match', 'kpf_is_exempt', 'kpf_comm_is', 'kpf_printk_deferred', 'kpf_errno_slot'} | set(
+    assert blacklisted == always | set(
         h[1] for h in handlers)
 
 
@@ -489,7 +495,7 @@ def test_probes_without_arguments_keep_the_kernel_log(args_module):
     lines = args_module.ok('init', 'hit vfs_fsync_range %d' % u64(-5), 'ring',
                            'read kprobes_fleet/probes/no_args/matches', 'read kprobes_fleet/ring_id')
     assert [t for dummy, t in values(lines, 'log') if 'probe=' in t] == [
-        'kprobes_fleet: probe=no_args func=vfs_fsync_range ret=-5 pid=4242 comm=bash']
+        'kprobes_fleet: probe=no_args func=vfs_fsync_range ret=-5 pid=4240 tid=4242 uid=1000 cgroup=/ comm=bash']
     assert values(lines, 'ring') == []
     assert sysfs(lines) == {'kprobes_fleet/probes/no_args/matches': '1', 'kprobes_fleet/ring_id': '00c0ffee00c0ffee'}
 
@@ -720,3 +726,55 @@ def test_args_filter_equal_never_matches_a_cut_string(tmp_path):
                          'read kprobes_fleet/probes/k/filtered')
     assert [e['args']['name'] for e in events] == [exact] and sysfs(lines)['kprobes_fleet/probes/k/filtered'] == '1'
     assert 'args_truncated' not in events[0]  # 255 bytes and its NUL: whole, not cut
+
+
+# -- whose (#23): pid/tid, uid and the cgroup path per event; cgroup filters ------------------------------
+
+def test_events_say_whose_cgroup_in_the_log_and_the_ring(args_module):
+    hostile = '/user.slice/user-1000.slice/user@1000.service/app.slice/x comm=root\nuid=0 \\%.service'
+    lines = args_module.ok('init', 'cgroup %s' % hexed('/system.slice/kpf-unit-test.service'),
+                           'hit vfs_fsync_range %d' % u64(-5), 'cgroup %s' % hexed(hostile),
+                           'hit vfs_fsync_range %d' % u64(-5), 'cgroup %s' % hexed('/'), 'hit vfs_fsync_range %d' % u64(-5))
+    assert values(lines, 'rcu_unbalanced') == []
+    logged = [kmsg.parse_event('kprobes_fleet', t) for dummy, t in values(lines, 'log') if 'probe=' in t]
+    assert [(e['pid'], e['tid'], e['uid'], e['comm']) for e in logged] == [(4240, 4242, 1000, 'bash')] * 3
+    assert [(e['cgroup'], e['unit']) for e in logged] == [
+        ('/system.slice/kpf-unit-test.service', 'kpf-unit-test.service'),
+        (hostile.replace('\\', '\\x5c').replace('\n', '\\x0a'), 'x comm=root\\x0auid=0 \\x5c%.service'),
+        ('/', None)]
+    events, lines = ring(args_module, 'cgroup %s' % hexed(hostile), 'call kern_path %d s:%s' % (u64(-2), hexed('/k')))
+    assert (events[0]['cgroup'], events[0]['unit']) == (logged[1]['cgroup'], logged[1]['unit'])
+    assert events[0]['args'] == {'name': '/k'} and events[0]['comm'] == 'bash'
+
+
+def test_a_long_or_unreadable_cgroup_path_is_cut_and_marked(args_module):
+    deep = '/' + '/'.join(['lvl%02d.slice' % i for i in range(15)]) + '/app.service'  # 177 bytes
+    lines = args_module.ok('init', 'cgroup %s' % hexed(deep), 'hit vfs_fsync_range %d' % u64(-5),
+                           'cgroup %s' % hexed('/system.slice/bad/leaf.scope'), 'hit vfs_fsync_range %d' % u64(-5),
+                           'cgroup %s' % hexed('/' + 'n' * 200 + '.service'), 'hit vfs_fsync_range %d' % u64(-5))
+    logged = [kmsg.parse_event('kprobes_fleet', t) for dummy, t in values(lines, 'log') if 'probe=' in t]
+    cut = logged[0]['cgroup']
+    assert cut.startswith('.../') and deep.endswith(cut[3:]) and len(cut) <= 127 and logged[0]['unit'] == 'app.service'
+    assert (logged[1]['cgroup'], logged[1]['unit']) == ('.../leaf.scope', 'leaf.scope')  # a name that cannot be read
+    assert (logged[2]['cgroup'], logged[2]['unit']) == ('...', None)  # one name longer than the path may be
+
+
+def test_cgroup_filters_match_whole_components(args_module):
+    module = args_module
+    cases = [('/system.slice/nginx.service', True), ('/system.slice/nginx.service/worker', True),
+             ('/system.slice/nginx.service2', False), ('/system.slice/nginx', False), ('/system.slice', False),
+             ('/system.slice/nginx.service/debug', False), ('/system.slice/nginx.service/debug/x', False),
+             ('/system.slice/nginx.service/debugger', True), ('/user.slice/q"uo\\te?', True),
+             ('/user.slice/q"uo\\te?/s.scope', True), ('/', False), ('/system.slice/bad/x', False),
+             ('/system.slice/bad', False)]
+    commands = ['init']
+    for path, dummy in cases:
+        commands += ['cgroup %s' % hexed(path), 'hit vfs_unlink %d' % u64(-1)]
+    lines = module.ok(*(commands + ['read kprobes_fleet/probes/units/%s' % c for c in ('hits', 'matches', 'filtered')]))
+    assert values(lines, 'rcu_unbalanced') == []
+    logged = [kmsg.parse_event('kprobes_fleet', t) for dummy, t in values(lines, 'log') if 'probe=units' in t]
+    assert [e['cgroup'] for e in logged] == [
+        p.replace('\\', '\\x5c') for p, ok in cases if ok]
+    want = sum(1 for dummy, ok in cases if ok)
+    assert [sysfs(lines)['kprobes_fleet/probes/units/%s' % c] for c in ('hits', 'matches', 'filtered')] == [
+        str(len(cases)), str(want), str(len(cases) - want)]

@@ -791,7 +791,8 @@ def test_collect_counters_and_events(host):
         ('disk_full', -28, 'ENOSPC', 500, 'printf', 0), ('disk_full', -28, 'ENOSPC', 501, 'printf', 1),
         ('disk_full', -28, 'ENOSPC', 502, 'printf', 2), ('open_failures', -2, 'ENOENT', 600, 'cat', 3)]
     assert got['events'][0] == {'probe': 'disk_full', 'function': 'vfs_write', 'ret': -28, 'errno': 'ENOSPC',
-                                'pid': 500, 'comm': 'printf', 'seq': 0, 'ts_usec': 60000000, 'ts': 60.0}
+                                'pid': 500, 'comm': 'printf', 'seq': 0, 'ts_usec': 60000000, 'ts': 60.0,
+                                'tid': 500, 'uid': None, 'cgroup': None, 'unit': None}
     assert got['events'][3]['ts'] == 61.5
     assert (got['events_lost'], got['events_dropped']) == (0, 0)
     assert got['cursor'] == {'boot_id': 'boot-1', 'next_seq': 4, 'ts_usec': 61500000, 'at_ts': 1}
