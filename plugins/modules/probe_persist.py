@@ -122,7 +122,11 @@ class Persister(persist.UnitFiles):
 
     def absent(self):
         self.refuse_foreign_unit()
-        self.remove_unit()
+        # --now: after a boot the oneshot unit is "active (exited)" and would stay listed so, without its file,
+        # until the next boot; stopping it runs nothing (no ExecStop) and leaves the module loaded
+        self.remove_unit('--now')
+        if self.changed and not self.module.check_mode:
+            self.systemctl('reset-failed', os.path.basename(self.unit), check=False)
         try:
             self.remove_lib_unless(persist.events_unit_name(self.name), persist.metrics_unit_name(self.name))
         except (IOError, OSError) as e:

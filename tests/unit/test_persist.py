@@ -290,7 +290,8 @@ def test_absent_removes_the_unit_and_the_restore_program(host, tmp_path):
     assert p2.apply()['changed'] is True
     assert not os.path.exists(unit_path(host))
     assert not os.path.exists(os.path.join(host.root, 'var/lib/kprobes-fleet/lib'))
-    assert [c[1] for c in module2.calls] == ['disable', 'daemon-reload']
+    assert [c[1:] for c in module2.calls] == [['disable', '--now', os.path.basename(unit_path(host))], ['daemon-reload'],
+                                              ['reset-failed', os.path.basename(unit_path(host))]]
     module3, p3 = persister(host, tmp_path, state='absent')
     assert p3.apply()['changed'] is False
 
