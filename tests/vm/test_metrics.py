@@ -36,7 +36,7 @@ OTHER = "/var/lib/prometheus/node-exporter/kpf-test-other.prom"
 ENOSPC = "for i in 1 2 3; do printf x > /dev/full; done 2>/dev/null; true"  # exactly 3 ENOSPC from vfs_write
 SERIES = 'kprobes_fleet_errno_total{probe="disk_full",errno="ENOSPC"}'
 INTERVAL = 2          # the timer's refresh (s)
-SCRAPE = 3            # Prometheus' scrape and rule evaluation interval (s)
+SCRAPE = 5            # Prometheus' scrape and rule evaluation interval (s)
 
 
 def ansible(labdir, tmp_path, *argv):
