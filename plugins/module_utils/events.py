@@ -67,6 +67,10 @@ RETRY_FIRST_S = 0.5
 EVENT_KEYS = ('host', 'probe', 'function', 'ret', 'errno', 'pid', 'comm', 'ts', 'boot_id', 'seq', 'burst')
 # Only the events of probes with ``args`` (read from event_ring) have these.
 ARGS_KEYS = ('args', 'args_truncated', 'args_errors', 'tid', 'uid')
+# Whose (#23): the process's cgroup v2 path and its systemd unit (module backend; tid and uid too, also
+# without args). At most 127 bytes each, every byte shown as \xHH at worst, after "..." when cut.
+WHOSE_KEYS = ('cgroup', 'unit')
+CGROUP_TEXT_MAX = 520
 # Longest strings of an args event, in characters (a unit test holds the event source's equal):
 # 255 bytes captured, each shown as \xHH at worst; a file's fs type; a mount point or its source
 # (PATH_MAX); a file's path is its mount point and the captured path below it.
@@ -216,6 +220,12 @@ def event_of(host, boot_id, fact, burst):
     event = {'host': host, 'probe': fact['probe'], 'function': fact['function'], 'ret': fact['ret'],
              'errno': fact.get('errno'), 'pid': fact['pid'], 'comm': fact['comm'], 'ts': fact['ts'],
              'boot_id': boot_id, 'seq': fact.get('seq'), 'burst': burst}
+    for key in ('tid', 'uid'):  # every event of the module backend says whose
+        if isinstance(fact.get(key), int) and not isinstance(fact.get(key), bool) and 0 <= fact[key] < 2 ** 32:
+            event[key] = fact[key]
+    for key in WHOSE_KEYS:
+        if isinstance(fact.get(key), str):
+            event[key] = _text(fact[key], CGROUP_TEXT_MAX)[0]
     if isinstance(fact.get('args'), dict):
         event.update(args_of(fact))
     if isinstance(fact.get('lat_ns'), int) and not isinstance(fact.get('lat_ns'), bool) and fact['lat_ns'] >= 0:

@@ -144,7 +144,8 @@ def test_the_event_never_holds_what_the_source_refuses(tmp_path):
 
 def test_the_limits_are_the_same_on_both_sides():
     assert events.ARGS_KEYS == pe.ARGS_KEYS and events.EVENT_KEYS == pe.EVENT_KEYS
-    for name in ('ARGS_TEXT_MAX', 'ARGS_FS_MAX', 'ARGS_MOUNT_MAX', 'ARGS_PATH_MAX'):
+    assert events.WHOSE_KEYS == pe.WHOSE_KEYS
+    for name in ('ARGS_TEXT_MAX', 'ARGS_FS_MAX', 'ARGS_MOUNT_MAX', 'ARGS_PATH_MAX', 'CGROUP_TEXT_MAX'):
         assert getattr(events, name) == getattr(pe, name), name
 
 
@@ -211,7 +212,7 @@ def test_a_bad_args_event_is_refused_with_one_sentence(change, words):
     assert words in str(err.value) and '\n' not in str(err.value), str(err.value)
 
 
-@pytest.mark.parametrize('drop', ['args', 'tid', 'uid'])
+@pytest.mark.parametrize('drop', ['tid', 'uid'])
 def test_an_args_event_has_args_tid_and_uid_together(drop):
     e = args_event()
     del e[drop]
@@ -220,11 +221,37 @@ def test_an_args_event_has_args_tid_and_uid_together(drop):
     assert 'must have args, tid and uid' in str(err.value)
 
 
+def test_tid_and_uid_come_without_args_too():
+    e = args_event()
+    del e['args']
+    assert pe.check_event(e) == e  # #23: every module event says whose
+
+
+def test_whose_fields_pass_the_forwarder_and_the_sources_inert():
+    """#23: cgroup and unit from a fact (kmsg.whose: shown() text) -> event_of -> JSON -> check_event; a hostile
+    unit name cannot become a template or a control character, a long one is cut to what the source takes."""
+    fact = dict(test_events.ev(1), tid=812, uid=1000, cgroup='/user.slice/{{ lookup(\'pipe\', \'id\') }}.service',
+                unit='{{ lookup(\'pipe\', \'id\') }}.service')
+    e = events.event_of('h1', 'boot-1', fact, 'b')
+    assert (e['tid'], e['uid'], e['unit']) == (812, 1000, fact['unit'])
+    checked = pe.check_event(json.loads(json.dumps(e)))
+    assert checked['unit'] == "\\x7b\\x7b lookup('pipe', 'id') }}.service" and '{' not in checked['cgroup']
+    assert event_ring.raw(checked['unit']) == fact['unit'].encode()
+    plain = events.event_of('h1', 'boot-1', dict(test_events.ev(1), tid=None, uid=None, cgroup=None, unit=None), 'b')
+    assert set(plain) == set(events.EVENT_KEYS)  # an old line or tracefs: nothing unknown is sent
+    long = events.event_of('h1', 'boot-1', dict(fact, cgroup='/' + '\x01' * 600), 'b')
+    assert len(long['cgroup']) <= events.CGROUP_TEXT_MAX and pe.check_event(json.loads(json.dumps(long)))
+    for bad in ('/a\nb', 'x' * (pe.CGROUP_TEXT_MAX + 1), 7):
+        with pytest.raises(pe.BadEvent):
+            pe.check_event(dict(json.loads(json.dumps(e)), cgroup=bad))
+    assert pe.check_event(dict(json.loads(json.dumps(e)), unit=None))['unit'] is None
+
+
 def test_the_keys_message_names_the_optional_keys():
     with pytest.raises(pe.BadEvent) as err:
         pe.check_event(args_event(meta={'hosts': 'all'}))
     assert str(err.value) == ('an event has exactly the keys host, probe, function, ret, errno, pid, comm, ts, boot_id, seq, '
-                              'burst, and may have args, args_truncated, args_errors, tid, uid, lat_ns; unknown: meta')
+                              'burst, and may have args, args_truncated, args_errors, tid, uid, lat_ns, cgroup, unit; unknown: meta')
 
 
 TEMPLATES = [b"{{ lookup('pipe', 'id') }}", b'{% if true %}x{% endif %}', b'{# c #}',

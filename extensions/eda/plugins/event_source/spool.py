@@ -93,6 +93,9 @@ import unicodedata
 # a probe with args some of ARGS_KEYS (events.ARGS_KEYS; the limits below are events.ARGS_*, a unit test holds them equal).
 EVENT_KEYS = ('host', 'probe', 'function', 'ret', 'errno', 'pid', 'comm', 'ts', 'boot_id', 'seq', 'burst')
 ARGS_KEYS = ('args', 'args_truncated', 'args_errors', 'tid', 'uid')
+# Whose (events.WHOSE_KEYS): the cgroup v2 path and the systemd unit of the process; tid and uid may come without args.
+WHOSE_KEYS = ('cgroup', 'unit')
+CGROUP_TEXT_MAX = 520
 # A probe that times its calls (latency, slower_than): how long the call took, in ns.
 LATENCY_KEYS = ('lat_ns',)
 ARGS_MAX = 4
@@ -294,9 +297,16 @@ def _arg_value(field, value):
 
 def check_args_keys(event):
     """The keys of an event of a probe with ``args`` -> {key: checked value} (none for other events)."""
-    present = [k for k in ARGS_KEYS if k in event]
+    out = {}
+    for key in ('tid', 'uid'):  # every event of the module backend has them, with or without args
+        if key in event:
+            out[key] = _int(key, event[key], 0, 2 ** 32 - 1)
+    for key in WHOSE_KEYS:  # cgroup path and unit: text a process's owner chose, made inert
+        if key in event:
+            out[key] = _arg_text(key, event[key], CGROUP_TEXT_MAX, optional=True)
+    present = [k for k in ARGS_KEYS[:3] if k in event]
     if not present:
-        return {}
+        return out
     for key in ('args', 'tid', 'uid'):
         if key not in event:
             raise BadEvent('an event with %s must have args, tid and uid' % ', '.join(present))
@@ -304,12 +314,10 @@ def check_args_keys(event):
     if not isinstance(args, dict) or len(args) > ARGS_MAX:
         raise BadEvent('args must be a mapping of at most %d argument names, got %s'
                        % (ARGS_MAX, '%d names' % len(args) if isinstance(args, dict) else _type_name(args)))
-    out = {'args': {}}
+    out['args'] = {}
     for name, value in args.items():
         _name('an argument name', name, _ARG_NAME_RE, 'a name [a-z][a-z0-9_], at most 16')
         out['args'][name] = _arg_value('args.' + name, value)
-    out['tid'] = _int('tid', event['tid'], 0, 2 ** 32 - 1)
-    out['uid'] = _int('uid', event['uid'], 0, 2 ** 32 - 1)
     if 'args_truncated' in event:
         cut = event['args_truncated']
         if not isinstance(cut, list) or not cut or len(set(str(n) for n in cut)) != len(cut) \
@@ -331,10 +339,10 @@ def check_event(event):
     if not isinstance(event, dict):
         raise BadEvent('an event must be a JSON object, got %s' % _type_name(event))
     missing = [k for k in EVENT_KEYS if k not in event]
-    extra = sorted(str(k)[:40] for k in event if k not in EVENT_KEYS + ARGS_KEYS + LATENCY_KEYS)
+    extra = sorted(str(k)[:40] for k in event if k not in EVENT_KEYS + ARGS_KEYS + LATENCY_KEYS + WHOSE_KEYS)
     if missing or extra:
         raise BadEvent('an event has exactly the keys %s, and may have %s%s%s' % (
-            ', '.join(EVENT_KEYS), ', '.join(ARGS_KEYS + LATENCY_KEYS), '; missing: %s' % ', '.join(missing) if missing else '',
+            ', '.join(EVENT_KEYS), ', '.join(ARGS_KEYS + LATENCY_KEYS + WHOSE_KEYS), '; missing: %s' % ', '.join(missing) if missing else '',
             '; unknown: %s' % ', '.join(extra) if extra else ''))
     ts = event['ts']
     if isinstance(ts, bool) or not isinstance(ts, (int, float)) or not math.isfinite(ts) or not 0 <= ts < 1e10:
