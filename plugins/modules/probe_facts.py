@@ -158,7 +158,8 @@ ansible_facts:
           description:
             - Probe name to its counters C(hits), C(matches), C(nmissed), C(kp_nmissed),
               C(maxactive), C(registered), C(reg_err), C(suppressed), C(filtered) (returns that met the
-              report condition but not the probe's C(filter)) (integers, V(null) if unreadable) and
+              report condition but not the probe's C(filter)), C(exempted) (matches of the probe's C(log_exempt)
+              processes, never written to the kernel log; 0 on tracefs) (integers, V(null) if unreadable) and
               C(function) (the attached symbol).
             - tracefs backend - C(kp_nmissed) is V(null) (C(nmissed) is the kernel's sum of the
               entry kprobe's and the return probe's misses), C(suppressed) is 0 (no rate limit),
@@ -245,17 +246,28 @@ ansible_facts:
               type: dict
               returned: when the probe captures arguments
             tid:
-              description: Thread id (events with C(args)).
+              description: Thread id; C(pid) is the process (thread group) id. tracefs shows the thread id only, in
+                both (and a kernel-log line of a module built before tid existed too).
               type: int
-              returned: when the probe captures arguments
+              returned: always
+            cgroup:
+              description: The process's cgroup v2 path (C(/system.slice/nginx.service)), at most 127 bytes - the
+                deepest whole components after C(...) when cut; text as in C(args). V(null) on tracefs.
+              type: str
+              returned: always
+            unit:
+              description: The systemd unit of C(cgroup) - its deepest component ending in C(.service), C(.scope),
+                C(.socket), C(.mount) or C(.swap), else C(.slice); V(null) for C(/) and on tracefs.
+              type: str
+              returned: always
             lat_ns:
               description: How long the call took, entry to return (probes with C(latency) or C(slower_than)).
               type: int
               returned: when the probe times its calls
             uid:
-              description: User id of the thread, as seen from the initial user namespace (events with C(args)).
+              description: User id of the thread, as seen from the initial user namespace; V(null) on tracefs.
               type: int
-              returned: when the probe captures arguments
+              returned: always
           sample:
             - {probe: disk_full, function: vfs_write, ret: -28, errno: ENOSPC, pid: 812,
                comm: dd, seq: 4411, ts_usec: 91234567, ts: 91.234567}
