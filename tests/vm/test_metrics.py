@@ -62,6 +62,11 @@ def facts(labdir, tmp_path):
                 for m in re.finditer(r"^(\S+) \| SUCCESS => (\{.*\})$", out, re.M))
 
 
+def both(per_vm):
+    """``per_vm`` ({vm: value}) when it has every VM, else None (wait on)."""
+    return per_vm if set(per_vm) == set(BACKENDS) else None
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -146,8 +151,7 @@ def test_prometheus_scrapes_exact_counts_and_fires_the_enospc_alert_on_both_back
         prom = Prometheus(tmp_path, ports)
         prom.wait("both hosts' probes scraped as loaded",
                   lambda: prom.values('kprobes_fleet_loaded{module="kprobes_fleet"}') == dict.fromkeys(BACKENDS, 1.0))
-        before = prom.wait("the ENOSPC counter (0 until counted) on both hosts",
-                           lambda: (lambda v: v if set(v) == set(BACKENDS) else None)(prom.values(SERIES)))
+        before = prom.wait("the ENOSPC counter (0 until counted) on both hosts", lambda: both(prom.values(SERIES)))
         backends = dict((s["metric"]["instance"], s["metric"]["backend"])
                         for s in prom.api("query", query="kprobes_fleet_info")["result"])
         assert backends == BACKENDS, backends
@@ -158,9 +162,8 @@ def test_prometheus_scrapes_exact_counts_and_fires_the_enospc_alert_on_both_back
         prom.wait("the ENOSPC counter up by 3", lambda: prom.values(SERIES) == want)
         time.sleep(3 * SCRAPE)
         assert prom.values(SERIES) == want, "up by exactly 3, no more"
-        firing = prom.wait("the ENOSPC alert on both hosts", lambda: (lambda a: a if set(a) == set(BACKENDS) else None)(
-            dict((a["labels"]["instance"], a["state"]) for a in prom.api("alerts")["alerts"]
-                 if a["labels"]["alertname"] == "KprobesFleetENOSPC")))
+        firing = prom.wait("the ENOSPC alert on both hosts", lambda: both(dict(
+            (a["labels"]["instance"], a["state"]) for a in prom.api("alerts")["alerts"] if a["labels"]["alertname"] == "KprobesFleetENOSPC")))
         assert set(firing.values()) <= {"pending", "firing"}, firing
 
         # the facts and the metrics agree: textfile, then facts, then textfile again; counters only grow, so
