@@ -80,13 +80,13 @@ def test_lab_report_in_the_browser(tmp_path):
             for host, f in facts.items():
                 rows = page.eval("[...document.querySelector('#h-%s table').rows].map(r => "
                                  "[...r.cells].map(c => c.innerText))" % host)
-                shown = dict((r[0], r) for r in rows[1:])
+                shown = dict((r[0], dict(zip(rows[0], r))) for r in rows[1:])  # by column name
                 assert sorted(shown) == sorted(f["probes"])
                 for name, p in f["probes"].items():
-                    assert shown[name][2] == "{:,}".format(p["hits"]), (host, name, shown[name])
-                    assert shown[name][3] == "{:,}".format(p["matches"]), (host, name, shown[name])
+                    assert shown[name]["hits"] == "{:,}".format(p["hits"]), (host, name, shown[name])
+                    assert shown[name]["matches"] == "{:,}".format(p["matches"]), (host, name, shown[name])
                     delta = p.get("delta")
-                    assert shown[name][8] == ("{:,}".format(delta["matches"]) if delta else "n/a")
+                    assert shown[name]["\u0394 matches"] == ("{:,}".format(delta["matches"]) if delta else "n/a"), shown[name]
                 assert f["probes"]["disk_full"]["matches"] >= 3  # the three writes to /dev/full
     finally:
         subprocess.run(LAB + ["--dir", str(d), "down"], capture_output=True, timeout=300, check=False)
