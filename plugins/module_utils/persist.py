@@ -271,6 +271,7 @@ class UnitFiles(object):
         except names.InvalidValue as e:
             module.fail_json(msg=str(e))
         self.unit = os.path.join(self.unit_dir, unit_name_of(self.name))
+        self.units = (self.unit,)  # every unit file of the module: written 0644, refused when not ours
 
     def check(self, params):
         """Check the module's own options (raise names.InvalidValue)."""
@@ -289,11 +290,11 @@ class UnitFiles(object):
             return None
 
     def write(self, path, text):
-        """Write when different (the unit 0644, anything else 0600); returns whether it changed."""
+        """Write when different (unit files 0644, anything else 0600); returns whether it changed."""
         if self.read(path) == text:
             return False
         if not self.module.check_mode:
-            atomic_write(self.host(path), text.encode('utf-8'), 0o644 if path == self.unit else 0o600)
+            atomic_write(self.host(path), text.encode('utf-8'), 0o644 if path in self.units else 0o600)
         return True
 
     def write_lib(self):
@@ -327,11 +328,12 @@ class UnitFiles(object):
         return rc, out.strip()
 
     def refuse_foreign_unit(self):
-        text = self.read(self.unit)
-        if text is not None and not is_ours(text):
-            self.module.fail_json(msg='%s exists and is not ours (its first line is not "# %s: ..."); '
-                                      'refusing to change or remove it (choose another kprobes_fleet_module_name)'
-                                      % (self.unit, names.MARK))
+        for unit in self.units:
+            text = self.read(unit)
+            if text is not None and not is_ours(text):
+                self.module.fail_json(msg='%s exists and is not ours (its first line is not "# %s: ..."); '
+                                          'refusing to change or remove it (choose another kprobes_fleet_module_name)'
+                                          % (unit, names.MARK))
 
 
 def entry_point(what, module, call):

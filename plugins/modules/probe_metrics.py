@@ -133,27 +133,13 @@ class ProbeMetrics(persist.UnitFiles):
     def __init__(self, module, root='/'):
         persist.UnitFiles.__init__(self, module, root, persist.metrics_unit_name)
         self.timer = os.path.join(self.unit_dir, persist.metrics_unit_name(self.name, 'timer'))
+        self.units = (self.unit, self.timer)
         self.config_path = host_state.state_file(self.state_dir, self.name, 'metrics-config')
 
     def check(self, params):
         self.dir = names.host_path(params['dir'], 'dir')
         self.interval = names.as_int('interval', params['interval'], INTERVAL[0], INTERVAL[1], 'seconds between refreshes')
         self.zero = metrics.check_zero(params.get('errnos') or {})
-
-    def write(self, path, text):
-        """Units 0644 (the timer too), anything else 0600."""
-        if self.read(path) == text:
-            return False
-        if not self.module.check_mode:
-            host_state.atomic_write(self.host(path), text.encode('utf-8'), 0o644 if path in (self.unit, self.timer) else 0o600)
-        return True
-
-    def refuse_foreign(self):
-        for unit in (self.unit, self.timer):
-            text = self.read(unit)
-            if text is not None and not persist.is_ours(text):
-                self.module.fail_json(msg='%s exists and is not ours (its first line is not "# %s: ..."); refusing to '
-                                          'change or remove it (choose another kprobes_fleet_module_name)' % (unit, names.MARK))
 
     def previous_dir(self):
         config = self.read(self.config_path)
@@ -175,7 +161,7 @@ class ProbeMetrics(persist.UnitFiles):
                 os.unlink(path)
 
     def present(self):
-        self.refuse_foreign()
+        self.refuse_foreign_unit()
         path = self.textfile(self.dir)
         if os.path.lexists(path) and not metrics.is_ours(path, self.name):
             self.module.fail_json(msg='%s exists and is not ours (its first line is not our mark): refusing to replace '
@@ -217,7 +203,7 @@ class ProbeMetrics(persist.UnitFiles):
         return self.result()
 
     def absent(self):
-        self.refuse_foreign()
+        self.refuse_foreign_unit()
         old = self.previous_dir()
         timer = os.path.basename(self.timer)
         try:
