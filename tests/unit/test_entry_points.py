@@ -122,6 +122,15 @@ REFUSED = [
     ("playbooks/unlock.yml", {"kprobes_fleet_unlock": "feedfacefeedface", "kprobes_fleet_module_name": "mm"},
      "kprobes_fleet_module_name"),
     ("deploy-probes.yml", {"kprobes_fleet_unlock": 12345}, "kprobes_fleet_unlock"),
+    # metrics (#24): the switch, the textfile directory (a path we write into), the interval
+    ("deploy-probes.yml", {"kprobes_fleet_metrics": "yes"}, "kprobes_fleet_metrics: must be off or textfile"),
+    ("deploy-probes.yml", {"kprobes_fleet_metrics": "textfile", "kprobes_fleet_metrics_dir": "/etc"}, "shared system directory"),
+    ("playbooks/remove.yml", {"kprobes_fleet_metrics_dir": "/tmp/prom"}, "world-writable or virtual"),
+    ("role:kprobes.fleet.probe_deploy", {"kprobes_fleet_metrics_dir": "../prom"}, "must be an absolute path"),
+    ("role:kprobes.fleet.probe_load", {"kprobes_fleet_load_state": "absent", "kprobes_fleet_metrics_dir": "/usr"},
+     "shared system directory"),
+    ("deploy-probes.yml", {"kprobes_fleet_metrics_interval": 0}, "kprobes_fleet_metrics_interval: must be between 1"),
+    ("deploy-probes.yml", {"kprobes_fleet_metrics_interval": "15s; reboot"}, "kprobes_fleet_metrics_interval"),
 ]
 
 
@@ -154,6 +163,8 @@ def test_a_cache_others_can_write_is_refused(repo, tmp_path):
     ("deploy-probes.yml", {"kprobes_fleet_build_keep_dir": "no", "kprobes_fleet_build_timeout": "600"}),
     ("deploy-probes.yml", {"kprobes_fleet_events": {"url": "http://127.0.0.1:5000/kprobes-fleet", "rate": "3"}}),
     ("playbooks/unlock.yml", {"kprobes_fleet_unlock": "feedfacefeedface"}),
+    ("deploy-probes.yml", {"kprobes_fleet_metrics": False, "kprobes_fleet_metrics_interval": "30"}),
+    ("deploy-probes.yml", {"kprobes_fleet_metrics": "textfile", "kprobes_fleet_metrics_dir": "/srv/node-exporter"}),
 ])
 def test_accepted_and_reaches_the_hosts(repo, tmp_path, target, extra):
     rc, out = play(repo, tmp_path, target, extra)
